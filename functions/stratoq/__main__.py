@@ -1,0 +1,5 @@
+import sys
+
+from stratoq.cli import main
+
+sys.exit(main())

@@ -1,0 +1,392 @@
+"""`stratoq` command line. Each command parses, calls the SDK or the core, and prints.
+
+Exit codes: 0 done; 1 the task(s) failed or were not found; 2 bad usage or
+configuration (with a sentence saying what to change); 3 the API refused the request.
+Task and API commands talk to the HTTP API named by --api-url/--api-key, by
+STRATOQ_API_URL/STRATOQ_API_KEY, or by the .stratoq/dev.json that `stratoq dev` writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import urllib3
+from pydantic import ValidationError
+
+from stratoq.errors import StratoqError
+from stratoq.settings import Settings
+
+
+class UsageError(StratoqError):
+    """Bad command-line input; the message says which."""
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    if getattr(args, "aws_endpoint_url", None):
+        settings = settings.with_(aws_endpoint_url=args.aws_endpoint_url)
+    if getattr(args, "tasks", None):
+        settings = settings.with_(tasks_module=args.tasks)
+    return settings
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from stratoq.client import Client
+
+    return Client(args.api_url, args.api_key, ca_bundle=args.ca_bundle)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+# ------------------------------------------------------------------ commands
+def cmd_dev(args: argparse.Namespace) -> int:
+    import os
+
+    from stratoq.local.dev import DevOptions, run
+
+    return run(
+        DevOptions(
+            port=args.port,
+            aws_port=args.aws_port,
+            metrics_port=args.metrics_port,
+            workers=args.workers,
+            lambda_workers=args.lambda_workers,
+            api_key=args.bootstrap_key or os.environ.get("STRATOQ_API_KEY") or None,
+            tasks=args.tasks,
+            state_file=Path(args.state_file),
+        )
+    )
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from stratoq.poller import serve
+
+    settings = _settings(args)
+    queues = [q.strip() for q in args.queues.split(",")] if args.queues else None
+    for q in queues or []:
+        if q not in settings.queues:
+            raise UsageError(f"unknown queue {q!r}; configured: {', '.join(settings.queues)}")
+    return serve(settings, args.concurrency, args.processes, queues, args.shutdown_grace)
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    from stratoq.local.provision import provision
+
+    settings = provision(_settings(args), stack=args.stack)
+    for key, value in settings.to_env().items():
+        print(f"export {key}={value}")
+    return 0
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    try:
+        payload = json.loads(args.payload) if args.payload is not None else None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--payload is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    options: dict[str, Any] = {"queue": args.queue}
+    for key in (
+        "priority",
+        "delay_seconds",
+        "run_at",
+        "timeout_seconds",
+        "max_attempts",
+        "idempotency_key",
+    ):
+        value = getattr(args, key)
+        if value is not None:
+            options[key] = value
+    client = _client(args)
+    task = client.enqueue(args.name, payload, **options)
+    if args.wait is not None:
+        task = client.wait(task.id, timeout=args.wait)
+    _print_json(task.model_dump(mode="json"))
+    return 1 if task.status == "failed" else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    task = _client(args).get(args.id)
+    _print_json(task.model_dump(mode="json"))
+    return 1 if task.status == "failed" else 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    from stratoq.client import WaitTimeout
+
+    client = _client(args)
+    ids = list(dict.fromkeys(args.ids))
+    deadline = time.monotonic() + args.timeout
+    finished: dict[str, Any] = {}
+    bar = _Progress(len(ids), enabled=(len(ids) > 1 and sys.stderr.isatty()) or args.progress)
+    while len(finished) < len(ids):
+        for tid in ids:
+            if tid not in finished:
+                task = client.get(tid)
+                if task.status.final:
+                    finished[tid] = task
+                    bar.update(finished.values())
+        if len(finished) < len(ids):
+            if time.monotonic() > deadline:
+                bar.close()
+                left = len(ids) - len(finished)
+                raise WaitTimeout(f"{left} task(s) not finished after {args.timeout:g} s")
+            time.sleep(0.2)
+    bar.close()
+    tasks = [finished[i] for i in ids]
+    if len(tasks) == 1:
+        _print_json(tasks[0].model_dump(mode="json"))
+    else:
+        for t in tasks:
+            print(f"{t.id}  {t.status.value:<9}  {t.name}")
+    return 0 if all(t.status == "succeeded" for t in tasks) else 1
+
+
+class _Progress:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total = total
+        self.enabled = enabled
+
+    def update(self, done: Any) -> None:
+        if not self.enabled:
+            return
+        tasks = list(done)
+        ok = sum(1 for t in tasks if t.status == "succeeded")
+        width = 30
+        filled = int(width * len(tasks) / max(1, self.total))
+        sys.stderr.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {len(tasks)}/{self.total} "
+            f"succeeded {ok} failed/cancelled {len(tasks) - ok}"
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    tasks, token = _client(args).list(args.status, args.name, args.limit, args.next_token)
+    if args.json:
+        _print_json({"tasks": [t.model_dump(mode="json") for t in tasks], "next_token": token})
+        return 0
+    for t in tasks:
+        print(f"{t.id}  {t.status.value:<9}  {t.attempts}/{t.max_attempts}  {t.name}")
+    if token:
+        print(f"more: --next-token {token}", file=sys.stderr)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    _print_json(_client(args).cancel(args.id).model_dump(mode="json"))
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    _print_json(_client(args).retry(args.id).model_dump(mode="json"))
+    return 0
+
+
+def cmd_queues(args: argparse.Namespace) -> int:
+    _print_json(_client(args).queues())
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    scopes = [s.strip() for s in args.scopes.replace(",", " ").split() if s.strip()]
+    created = _client(args).create_key(args.tenant, scopes, args.name)
+    print(created["key"])
+    print(
+        f"key_id {created['key_id']}, tenant {created['tenant']}, scopes "
+        f"{' '.join(created['scopes'])}: store the key now, it is not shown again",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    for k in _client(args).list_keys(args.tenant):
+        state = "revoked" if k["revoked"] else "active"
+        print(
+            f"{k['key_id']}  {state:<7}  {k['tenant']:<16}  "
+            f"{' '.join(k['scopes']):<28}  {k['name']}"
+        )
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    revoked = _client(args).revoke_key(args.key_id)
+    print(f"revoked {revoked['key_id']} (tenant {revoked['tenant']})")
+    return 0
+
+
+# -------------------------------------------------------------------- parser
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535)")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stratoq", description="stratoq: a serverless task queue.")
+    p.add_argument("--aws-endpoint-url", help="AWS endpoint (an emulator); default: env or AWS")
+    p.add_argument("--api-url", help="API URL (default: STRATOQ_API_URL or .stratoq/dev.json)")
+    p.add_argument("--api-key", help="API key (default: STRATOQ_API_KEY or .stratoq/dev.json)")
+    p.add_argument("--ca-bundle", help="CA certificate file to trust for HTTPS")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("dev", help="run the whole stack on the embedded emulator")
+    d.add_argument("--port", type=_port, default=8080, help="API port (default 8080)")
+    d.add_argument("--aws-port", type=_port, default=0, help="emulator port (default: free)")
+    d.add_argument("--metrics-port", type=_port, default=9464, help="0 turns metrics off")
+    d.add_argument("--workers", type=_count, default=4, help="poller slots (default 4)")
+    d.add_argument(
+        "--lambda-workers",
+        type=_count,
+        default=0,
+        help="Lambda-style SQS batch consumers per queue (default 0)",
+    )
+    d.add_argument("--bootstrap-key", help="fix the admin key (default: STRATOQ_API_KEY or new)")
+    d.add_argument("--tasks", help="module(s) defining task handlers (default stratoq.examples)")
+    d.add_argument("--state-file", default=".stratoq/dev.json")
+    d.set_defaults(func=cmd_dev)
+
+    w = sub.add_parser("worker", help="run container pollers until SIGTERM")
+    w.add_argument("--concurrency", "-c", type=_positive, default=4, help="slots per process")
+    w.add_argument("--processes", "-p", type=_positive, default=1, help="poller processes")
+    w.add_argument("--queues", help="comma-separated logical queues (default: all)")
+    w.add_argument("--tasks", help="module(s) defining task handlers")
+    w.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=30.0,
+        help="seconds running tasks get to finish after SIGTERM before they are released",
+    )
+    w.set_defaults(func=cmd_worker)
+
+    pr = sub.add_parser("provision", help="create template.yaml's resources on an emulator")
+    pr.add_argument("--stack", default="stratoq")
+    pr.set_defaults(func=cmd_provision)
+
+    e = sub.add_parser("enqueue", help="enqueue a task")
+    e.add_argument("name")
+    e.add_argument("--payload", help="JSON payload")
+    e.add_argument("--queue", default="default")
+    e.add_argument("--priority", choices=["high", "default", "low"])
+    e.add_argument("--delay-seconds", dest="delay_seconds", type=int)
+    e.add_argument("--run-at", dest="run_at", help="RFC 3339 time, e.g. 2030-01-01T09:00:00Z")
+    e.add_argument("--timeout-seconds", dest="timeout_seconds", type=int)
+    e.add_argument("--max-attempts", dest="max_attempts", type=int)
+    e.add_argument("--idempotency-key", dest="idempotency_key")
+    e.add_argument("--wait", type=float, metavar="SECONDS", help="wait for the result")
+    e.set_defaults(func=cmd_enqueue)
+
+    s = sub.add_parser("status", help="show a task")
+    s.add_argument("id")
+    s.set_defaults(func=cmd_status)
+
+    wt = sub.add_parser("wait", help="wait for tasks to finish (a progress bar for many)")
+    wt.add_argument("ids", nargs="+", metavar="ID")
+    wt.add_argument("--timeout", type=float, default=300.0)
+    wt.add_argument("--progress", action="store_true", help="show the bar even when piped")
+    wt.set_defaults(func=cmd_wait)
+
+    t = sub.add_parser("tasks", help="list tasks, newest first")
+    t.add_argument(
+        "--status",
+        choices=["scheduled", "queued", "running", "retrying", "succeeded", "failed", "cancelled"],
+    )
+    t.add_argument("--name")
+    t.add_argument("--limit", type=_positive, default=50)
+    t.add_argument("--next-token", dest="next_token")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_tasks)
+
+    c = sub.add_parser("cancel", help="cancel a task that has not started")
+    c.add_argument("id")
+    c.set_defaults(func=cmd_cancel)
+    r = sub.add_parser("retry", help="run a failed task again")
+    r.add_argument("id")
+    r.set_defaults(func=cmd_retry)
+    q = sub.add_parser("queues", help="queue depths")
+    q.set_defaults(func=cmd_queues)
+
+    k = sub.add_parser("keys", help="API keys (needs an admin key)")
+    ks = k.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    kc = ks.add_parser("create", help="create a key; printed once")
+    kc.add_argument("--tenant", required=True)
+    kc.add_argument(
+        "--scopes", default="tasks:read,tasks:write", help="tasks:read tasks:write admin"
+    )
+    kc.add_argument("--name", default="")
+    kc.set_defaults(func=cmd_keys_create)
+    kl = ks.add_parser("list", help="list keys (never the secrets)")
+    kl.add_argument("--tenant")
+    kl.set_defaults(func=cmd_keys_list)
+    kr = ks.add_parser("revoke", help="revoke a key by its key_id")
+    kr.add_argument("key_id")
+    kr.set_defaults(func=cmd_keys_revoke)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from stratoq.client import ApiError, NotFound, WaitTimeout
+
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc']) or 'input'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        p.exit(2, f"stratoq: invalid input: {problems}\n")
+    except NotFound as exc:
+        p.exit(1, f"stratoq: {exc.message}\n")
+    except ApiError as exc:
+        p.exit(3, f"stratoq: the API refused: {exc}\n")
+    except WaitTimeout as exc:
+        p.exit(1, f"stratoq: {exc}\n")
+    except StratoqError as exc:
+        p.exit(2, f"stratoq: {exc}\n")
+    except (OSError, urllib3.exceptions.HTTPError) as exc:
+        p.exit(2, f"stratoq: cannot reach the API ({type(exc).__name__}); is it running?\n")
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Python SDK for the HTTP API.
+
+from stratoq import Client
+client = Client()                       # .stratoq/dev.json, or STRATOQ_API_URL/_KEY
+task = client.enqueue("echo", {"hi": 1}, delay_seconds=5)
+done = client.wait(task.id, timeout=60)
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import urllib3
+
+from stratoq.errors import ConfigError, StratoqError
+from stratoq.models import Task, TaskRequest, TaskStatus
+
+DEV_FILE = Path(".stratoq") / "dev.json"
+
+
+class ApiError(StratoqError):
+    """The API answered with an error. `status`, `message` and `errors` say what."""
+
+    def __init__(self, status: int, message: str, errors: list[Any] | None = None) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+        self.errors = errors or []
+
+
+class AuthError(ApiError):
+    """401 (missing/unknown key) or 403 (the key lacks a scope)."""
+
+
+class NotFound(ApiError):
+    """404: no such task (or it belongs to another tenant)."""
+
+
+class Conflict(ApiError):
+    """409: the task's status does not allow the operation."""
+
+
+class WaitTimeout(StratoqError, TimeoutError):
+    """`wait` gave up before the task finished."""
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    401: AuthError,
+    403: AuthError,
+    404: NotFound,
+    409: Conflict,
+}
+
+
+def dev_config(path: Path | None = None) -> dict[str, str]:
+    """The URLs and key `stratoq dev` wrote, or {} if it has not run here."""
+    p = path or Path(os.environ.get("STRATOQ_DEV_FILE", DEV_FILE))
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+class Client:
+    """A thread-safe client with pooled keep-alive connections."""
+
+    def __init__(
+        self,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        ca_bundle: str | None = None,
+        retries: int = 3,
+    ) -> None:
+        dev = dev_config() if api_url is None or api_key is None else {}
+        url = api_url or os.environ.get("STRATOQ_API_URL") or dev.get("api_url")
+        key = api_key or os.environ.get("STRATOQ_API_KEY") or dev.get("api_key")
+        if not url or not key:
+            raise ConfigError(
+                "no API URL or key: pass them, set STRATOQ_API_URL and STRATOQ_API_KEY, "
+                "or run `stratoq dev` here (it writes .stratoq/dev.json)"
+            )
+        self.api_url = url.rstrip("/")
+        self._headers = {"x-api-key": key, "content-type": "application/json"}
+        # Retries cover connection errors and 429/503 only; POSTs are retried too,
+        # which is safe for enqueue only with an idempotency key (documented).
+        self._http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(total=timeout),
+            retries=urllib3.Retry(
+                total=retries,
+                backoff_factor=0.2,
+                status_forcelist=(429, 503),
+                allowed_methods=None,
+                raise_on_status=False,
+            ),
+            ca_certs=ca_bundle,
+        )
+
+    def _call(
+        self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None
+    ) -> Any:
+        fields = {k: str(v) for k, v in (query or {}).items() if v is not None}
+        url = self.api_url + path
+        if fields:
+            from urllib.parse import urlencode
+
+            url += "?" + urlencode(fields)
+        data = None if body is None else json.dumps(body, default=str).encode()
+        resp = self._http.request(method, url, body=data, headers=self._headers)
+        try:
+            payload = json.loads(resp.data) if resp.data else {}
+        except ValueError:
+            payload = {"message": resp.data.decode(errors="replace")[:200]}
+        if resp.status >= 400:
+            cls = _BY_STATUS.get(resp.status, ApiError)
+            message = payload.get("message") or payload.get("Message") or "error"
+            raise cls(resp.status, str(message), payload.get("errors"))
+        return payload
+
+    # ------------------------------------------------------------------- tasks
+    def enqueue(self, name: str, payload: Any = None, **options: Any) -> Task:
+        """Enqueue one task. Options: queue, priority, delay_seconds, run_at,
+        timeout_seconds, max_attempts, backoff, idempotency_key, lock_key."""
+        request = TaskRequest(name=name, payload=payload, **options)
+        return Task.model_validate(self._call("POST", "/v1/tasks", _body(request)))
+
+    def enqueue_many(self, requests: Iterable[TaskRequest | dict[str, Any]]) -> builtins.list[Task]:
+        """Enqueue many tasks, 100 per request."""
+        out: list[Task] = []
+        batch: list[dict[str, Any]] = []
+        for r in requests:
+            req = r if isinstance(r, TaskRequest) else TaskRequest.model_validate(r)
+            batch.append(_body(req))
+            if len(batch) == 100:
+                out.extend(self._batch(batch))
+                batch = []
+        if batch:
+            out.extend(self._batch(batch))
+        return out
+
+    def _batch(self, batch: builtins.list[dict[str, Any]]) -> builtins.list[Task]:
+        answer = self._call("POST", "/v1/tasks/batch", {"tasks": batch})
+        return [Task.model_validate(t) for t in answer["tasks"]]
+
+    def get(self, task_id: str) -> Task:
+        return Task.model_validate(self._call("GET", f"/v1/tasks/{task_id}"))
+
+    def cancel(self, task_id: str) -> Task:
+        return Task.model_validate(self._call("POST", f"/v1/tasks/{task_id}/cancel"))
+
+    def retry(self, task_id: str) -> Task:
+        return Task.model_validate(self._call("POST", f"/v1/tasks/{task_id}/retry"))
+
+    def list(
+        self,
+        status: TaskStatus | str | None = None,
+        name: str | None = None,
+        limit: int = 50,
+        next_token: str | None = None,
+    ) -> tuple[builtins.list[Task], str | None]:
+        """One page of tasks, newest first, and the token of the next page (or None)."""
+        answer = self._call(
+            "GET",
+            "/v1/tasks",
+            query={"status": status, "name": name, "limit": limit, "next_token": next_token},
+        )
+        return [Task.model_validate(t) for t in answer["tasks"]], answer.get("next_token")
+
+    def iter_tasks(
+        self, status: TaskStatus | str | None = None, name: str | None = None
+    ) -> Iterator[Task]:
+        """Every matching task, page by page."""
+        token = None
+        while True:
+            tasks, token = self.list(status, name, 100, token)
+            yield from tasks
+            if not token:
+                return
+
+    def wait(self, task_id: str, timeout: float = 60.0, poll: float = 0.2) -> Task:
+        """Poll until the task is final; raises WaitTimeout after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            task = self.get(task_id)
+            if task.status.final:
+                return task
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(f"task {task_id} is still {task.status} after {timeout} s")
+            time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+
+    def queues(self) -> builtins.list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/queues")["queues"])
+
+    # -------------------------------------------------------------------- keys
+    def create_key(self, tenant: str, scopes: Sequence[str], name: str = "") -> dict[str, Any]:
+        """Create an API key (needs admin); the answer's `key` is shown only here."""
+        return dict(
+            self._call("POST", "/v1/keys", {"tenant": tenant, "scopes": list(scopes), "name": name})
+        )
+
+    def list_keys(self, tenant: str | None = None) -> builtins.list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/keys", query={"tenant": tenant})["keys"])
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        return dict(self._call("DELETE", f"/v1/keys/{key_id}"))
+
+
+def _body(request: TaskRequest) -> dict[str, Any]:
+    return request.model_dump(mode="json", exclude_none=True)

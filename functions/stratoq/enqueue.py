@@ -1,0 +1,122 @@
+"""The one enqueue path (API, scheduler, SDK in-process, tests): store, then send."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from aws_lambda_powertools import Logger
+
+from stratoq import aws
+from stratoq.errors import EnqueueError, UnknownQueueError
+from stratoq.models import Task, TaskRequest, TaskStatus, utcnow
+from stratoq.settings import Settings
+from stratoq.store import TaskStore, new_task_id, to_ms
+from stratoq.transport import Outgoing, SqsTransport, TaskMessage
+from stratoq.worker import outgoing_for
+
+logger = Logger(service="stratoq", child=True)
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    task: Task
+    created: bool  # False: the idempotency key matched an existing task
+
+
+class Enqueuer:
+    """Turns TaskRequests into stored tasks and SQS messages."""
+
+    def __init__(self, store: TaskStore, transport: SqsTransport, settings: Settings) -> None:
+        self.store = store
+        self.transport = transport
+        self.settings = settings
+
+    def build(self, request: TaskRequest, tenant: str = "default") -> Task:
+        """The Task a request describes (validated, defaults filled, nothing stored)."""
+        if request.queue not in self.transport.queue_names:
+            known = ", ".join(sorted(self.transport.queue_names))
+            raise UnknownQueueError(
+                f"unknown queue {request.queue!r}; this deployment has: {known}"
+            )
+        now = utcnow()
+        due = request.run_at
+        if request.delay_seconds:
+            due = now + timedelta(seconds=request.delay_seconds)
+        if due is not None and due <= now:
+            due = None  # run_at in the past: run now
+        return Task(
+            id=new_task_id(to_ms(now)),
+            tenant=tenant,
+            name=request.name,
+            status=TaskStatus.SCHEDULED if due else TaskStatus.QUEUED,
+            queue=request.queue,
+            priority=request.priority,
+            payload=request.payload,
+            max_attempts=request.max_attempts or self.settings.default_max_attempts,
+            timeout_seconds=request.timeout_seconds or self.settings.default_timeout_seconds,
+            backoff=request.backoff
+            or Task.model_fields["backoff"].get_default(call_default_factory=True),
+            idempotency_key=request.idempotency_key,
+            lock_key=request.lock_key,
+            created_at=now,
+            scheduled_for=due,
+            next_attempt_at=due,
+        )
+
+    def enqueue(self, request: TaskRequest, tenant: str = "default") -> Enqueued:
+        task = self.build(request, tenant)
+        stored, created = self.store.create(task, to_ms(task.created_at) or 0)
+        if created or stored.status in (TaskStatus.QUEUED, TaskStatus.SCHEDULED):
+            # A repeat of a request whose task never started may be the caller retrying
+            # after our send failed: sending again is safe (claims are deduplicated).
+            self._send([stored])
+        return Enqueued(stored, created)
+
+    def enqueue_many(
+        self, requests: Sequence[TaskRequest], tenant: str = "default"
+    ) -> list[Enqueued]:
+        """Enqueue in bulk: batched writes for plain tasks, one by one with idempotency keys."""
+        tasks = [self.build(r, tenant) for r in requests]
+        plain = [t for t in tasks if t.idempotency_key is None]
+        self.store.create_many(plain)
+        results: dict[str, Enqueued] = {t.id: Enqueued(t, True) for t in plain}
+        to_send = list(plain)
+        for t in tasks:
+            if t.idempotency_key is not None:
+                stored, created = self.store.create(t, to_ms(t.created_at) or 0)
+                results[t.id] = Enqueued(stored, created)
+                if created or stored.status in (TaskStatus.QUEUED, TaskStatus.SCHEDULED):
+                    to_send.append(stored)
+        self._send(to_send)
+        return [results[t.id] for t in tasks]
+
+    def send_task(self, task: Task) -> None:
+        """(Re)send the message of a stored, runnable task (e.g. after a manual retry)."""
+        self._send([task])
+
+    def _send(self, tasks: Sequence[Task]) -> None:
+        if not tasks:
+            return
+        now = to_ms(utcnow()) or 0
+        messages: list[Outgoing] = [
+            outgoing_for(t.queue, TaskMessage(t.id, t.tenant), to_ms(t.next_attempt_at), now)
+            for t in tasks
+        ]
+        try:
+            self.transport.send(messages)
+        except EnqueueError:
+            raise
+        except Exception as exc:
+            logger.exception("sending task messages failed", extra={"count": len(tasks)})
+            raise EnqueueError(
+                f"could not hand {len(tasks)} task(s) to SQS: {type(exc).__name__}"
+            ) from exc
+
+
+def services(settings: Settings | None = None) -> Enqueuer:
+    """Store, transport and enqueuer wired from settings (environment by default)."""
+    s = settings or Settings.from_env()
+    store = TaskStore(aws.dynamodb(s), s.tasks_table, retention_days=s.retention_days)
+    return Enqueuer(store, SqsTransport(aws.sqs(s), s.queues), s)

@@ -1,0 +1,61 @@
+"""Example tasks, loaded by default (`STRATOQ_TASKS_MODULE=stratoq.examples`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from stratoq.errors import Fail
+from stratoq.registry import context, task
+
+
+def _obj(payload: Any) -> dict[str, Any]:
+    if payload is None:
+        return {}
+    if not isinstance(payload, dict):
+        raise Fail("payload must be a JSON object")
+    return payload
+
+
+def _seconds(payload: dict[str, Any], key: str, default: float) -> float:
+    value = payload.get(key, default)
+    if not isinstance(value, int | float) or value < 0:
+        raise Fail(f"payload field {key!r} must be a number of seconds >= 0")
+    return float(value)
+
+
+@task("echo")
+def echo(payload: Any) -> Any:
+    """Return the payload unchanged."""
+    return payload
+
+
+@task("sleep")
+def sleep(payload: Any) -> dict[str, float]:
+    """Sleep `seconds` (default 1)."""
+    seconds = _seconds(_obj(payload), "seconds", 1.0)
+    time.sleep(seconds)
+    return {"slept": seconds}
+
+
+@task("fail")
+def fail(payload: Any) -> dict[str, int]:
+    """Raise on the first `times` attempts (default: always), then succeed."""
+    times = _obj(payload).get("times", 1_000_000)
+    if not isinstance(times, int):
+        raise Fail("payload field 'times' must be a whole number")
+    attempt = context().attempt
+    if attempt <= times:
+        raise RuntimeError(f"failing on purpose (attempt {attempt} of the first {times})")
+    return {"attempt": attempt}
+
+
+@task("cpu")
+def cpu(payload: Any) -> dict[str, int]:
+    """Spin the CPU for `seconds` (default 1) in pure Python."""
+    seconds = _seconds(_obj(payload), "seconds", 1.0)
+    end = time.monotonic() + seconds
+    loops = 0
+    while time.monotonic() < end:
+        loops += 1
+    return {"loops": loops}

@@ -1,0 +1,308 @@
+"""The HTTP API (API Gateway REST proxy integration), on Powertools' event handler.
+
+Routes parse and validate (pydantic), check the caller's scope, call the core
+(`Enqueuer`, `TaskStore`, `KeyStore`) and shape the answer. The authorizer has already
+turned `x-api-key` into a tenant and scopes in `requestContext.authorizer`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict, Field
+
+from stratoq import __version__, aws
+from stratoq.enqueue import Enqueuer, services
+from stratoq.errors import (
+    EnqueueError,
+    InvalidRequestError,
+    InvalidStateError,
+    NotFoundError,
+    StratoqError,
+    UnknownQueueError,
+)
+from stratoq.models import Task, TaskRequest, TaskStatus, utcnow
+from stratoq.security import KeyStore
+from stratoq.settings import Settings
+from stratoq.store import to_ms
+from stratoq.transport import queue_stats
+
+logger = Logger(service="stratoq")
+
+MAX_BODY_BYTES = 1024 * 1024  # a batch of 100 small tasks fits; API Gateway allows 10 MB
+MAX_PAYLOAD_BYTES = 256 * 1024  # per task: the stored item must stay under DynamoDB's 400 KB
+MAX_BATCH = 100
+
+app = APIGatewayRestResolver(enable_validation=True)
+app.configure_openapi(
+    title="stratoq",
+    version=__version__,
+    summary="Serverless task queue: enqueue tasks, watch them run.",
+    security_schemes={"apiKey": APIKey(name="x-api-key", in_=APIKeyIn.header)},
+    security=[{"apiKey": []}],
+)
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tasks: list[TaskRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class KeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tenant: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    scopes: list[str] = Field(min_length=1)
+    name: str = Field(default="", max_length=128)
+
+
+class HttpError(StratoqError):
+    def __init__(self, status: int, message: str, errors: list[dict[str, Any]] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.errors = errors or []
+
+
+class _Deps:
+    core: Enqueuer | None = None
+    keys: KeyStore | None = None
+
+
+def core() -> Enqueuer:
+    if _Deps.core is None:
+        _Deps.core = services()
+    return _Deps.core
+
+
+def keys() -> KeyStore:
+    if _Deps.keys is None:
+        settings = Settings.from_env()
+        _Deps.keys = KeyStore(aws.dynamodb(settings), settings.keys_table)
+    return _Deps.keys
+
+
+def reset() -> None:
+    """Forget cached clients (tests and the dev stack change settings)."""
+    _Deps.core = None
+    _Deps.keys = None
+
+
+def _json(status: int, body: Any) -> Response[str]:
+    return Response(
+        status_code=status, content_type="application/json", body=json.dumps(body, default=str)
+    )
+
+
+def _task_json(task: Task) -> dict[str, Any]:
+    return task.model_dump(mode="json")
+
+
+def caller(scope: str) -> str:
+    """The caller's tenant, after checking its key has `scope` (403 otherwise)."""
+    authorizer = app.current_event.request_context.authorizer
+    tenant = authorizer.get("tenant")
+    if not tenant:
+        raise HttpError(401, "Unauthorized")
+    granted = str(authorizer.get("scopes") or "").split()
+    if not (
+        "admin" in granted
+        or scope in granted
+        or (scope == "tasks:read" and "tasks:write" in granted)
+    ):
+        raise HttpError(403, f"this API key lacks the {scope!r} scope")
+    return str(tenant)
+
+
+def _check_payload(request: TaskRequest, field: str = "payload") -> None:
+    size = len(json.dumps(request.payload, separators=(",", ":")).encode())
+    if size > MAX_PAYLOAD_BYTES:
+        raise HttpError(
+            413,
+            f"{field} is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes",
+            [{"field": field, "message": f"larger than {MAX_PAYLOAD_BYTES} bytes"}],
+        )
+
+
+# ------------------------------------------------------------------------- routes
+@app.get("/health", security=[])
+def health() -> dict[str, str]:
+    return {"status": "ok", "version": __version__}
+
+
+@app.get("/v1/openapi.json")
+def openapi() -> Response[str]:
+    return Response(200, "application/json", app.get_openapi_json_schema())
+
+
+@app.post("/v1/tasks", responses={202: {"description": "enqueued"}, 200: {"description": "idem"}})
+def enqueue(request: TaskRequest) -> Response[str]:
+    """Enqueue a task. A repeated idempotency key answers 200 with the first task."""
+    tenant = caller("tasks:write")
+    _check_payload(request)
+    result = core().enqueue(request, tenant)
+    return _json(202 if result.created else 200, _task_json(result.task))
+
+
+@app.post("/v1/tasks/batch", responses={202: {"description": "enqueued"}})
+def enqueue_batch(batch: BatchRequest) -> Response[str]:
+    """Enqueue up to 100 tasks at once."""
+    tenant = caller("tasks:write")
+    for i, request in enumerate(batch.tasks):
+        _check_payload(request, f"tasks[{i}].payload")
+    results = core().enqueue_many(batch.tasks, tenant)
+    return _json(202, {"tasks": [_task_json(r.task) for r in results]})
+
+
+@app.get("/v1/tasks")
+def list_tasks(
+    status: Annotated[TaskStatus | None, Query()] = None,
+    name: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    next_token: Annotated[str | None, Query(max_length=2048)] = None,
+) -> Response[str]:
+    """A page of the caller's tasks, newest first; `next_token` fetches the next page."""
+    tenant = caller("tasks:read")
+    try:
+        tasks, token = core().store.list_tasks(tenant, status, name, limit, next_token)
+    except ValueError as exc:
+        raise HttpError(400, str(exc), [{"field": "next_token", "message": str(exc)}]) from None
+    return _json(200, {"tasks": [_task_json(t) for t in tasks], "next_token": token})
+
+
+@app.get("/v1/tasks/<task_id>")
+def get_task(task_id: Annotated[str, Path(max_length=64)]) -> Response[str]:
+    tenant = caller("tasks:read")
+    task = core().store.get(task_id, tenant)
+    if task is None:
+        raise NotFoundError(f"no task {task_id}")
+    return _json(200, _task_json(task))
+
+
+@app.post("/v1/tasks/<task_id>/cancel")
+def cancel_task(task_id: Annotated[str, Path(max_length=64)]) -> Response[str]:
+    """Cancel a task that has not started (409 if it is running or finished)."""
+    tenant = caller("tasks:write")
+    task = core().store.cancel(task_id, tenant, to_ms(utcnow()) or 0)
+    return _json(200, _task_json(task))
+
+
+@app.post("/v1/tasks/<task_id>/retry")
+def retry_task(task_id: Annotated[str, Path(max_length=64)]) -> Response[str]:
+    """Run a failed or cancelled task again, its attempts reset (409 otherwise)."""
+    tenant = caller("tasks:write")
+    c = core()
+    task = c.store.requeue(task_id, tenant, to_ms(utcnow()) or 0)
+    c.send_task(task)
+    return _json(202, _task_json(task))
+
+
+@app.get("/v1/queues")
+def queues() -> Response[str]:
+    """Per queue: visible, in flight, delayed and dead-letter message counts."""
+    caller("tasks:read")
+    return _json(200, {"queues": queue_stats(core().transport)})
+
+
+@app.post("/v1/keys", responses={201: {"description": "the key, shown once"}})
+def create_key(request: KeyRequest) -> Response[str]:
+    """Create an API key (admin). The key is in this answer only."""
+    caller("admin")
+    key, record = keys().create(request.tenant, request.scopes, request.name)
+    return _json(201, {"key": key, **record.public()})
+
+
+@app.get("/v1/keys")
+def list_keys(tenant: Annotated[str | None, Query(max_length=64)] = None) -> Response[str]:
+    caller("admin")
+    return _json(200, {"keys": [k.public() for k in keys().list_keys(tenant)]})
+
+
+@app.delete("/v1/keys/<key_id>")
+def revoke_key(key_id: Annotated[str, Path(max_length=64)]) -> Response[str]:
+    caller("admin")
+    return _json(200, keys().revoke(key_id).public())
+
+
+# ---------------------------------------------------------------------- errors
+@app.exception_handler(RequestValidationError)
+def _invalid(exc: RequestValidationError) -> Response[str]:
+    errors = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        if err.get("type") == "json_invalid":
+            return _json(400, {"message": "request body is not valid JSON", "errors": []})
+        field = ".".join(loc) or "body"
+        errors.append({"field": field, "message": err.get("msg", "invalid")})
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return _json(422, {"message": f"invalid request: {summary}", "errors": errors})
+
+
+@app.exception_handler(HttpError)
+def _http_error(exc: HttpError) -> Response[str]:
+    return _json(exc.status, {"message": str(exc), "errors": exc.errors})
+
+
+@app.exception_handler(NotFoundError)
+def _not_found(exc: NotFoundError) -> Response[str]:
+    return _json(404, {"message": str(exc), "errors": []})
+
+
+@app.exception_handler(InvalidStateError)
+def _conflict(exc: InvalidStateError) -> Response[str]:
+    return _json(409, {"message": str(exc), "errors": []})
+
+
+@app.exception_handler(UnknownQueueError)
+def _unknown_queue(exc: UnknownQueueError) -> Response[str]:
+    return _json(422, {"message": str(exc), "errors": [{"field": "queue", "message": str(exc)}]})
+
+
+@app.exception_handler(InvalidRequestError)
+def _bad_request(exc: InvalidRequestError) -> Response[str]:
+    return _json(400, {"message": str(exc), "errors": []})
+
+
+@app.exception_handler(EnqueueError)
+def _unavailable(exc: EnqueueError) -> Response[str]:
+    return _json(503, {"message": f"{exc}; nothing was enqueued, try again", "errors": []})
+
+
+@app.exception_handler(Exception)
+def _unexpected(exc: Exception) -> Response[str]:
+    logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
+    return _json(500, {"message": "internal error", "errors": []})
+
+
+@app.not_found
+def _no_route(exc: Exception) -> Response[str]:
+    event = app.current_event
+    return _json(404, {"message": f"no route {event.http_method} {event.path}", "errors": []})
+
+
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    body = event.get("body") or ""
+    if len(body.encode() if isinstance(body, str) else body) > MAX_BODY_BYTES:
+        return {
+            "statusCode": 413,
+            "headers": {"Content-Type": "application/json"},
+            "body": json.dumps(
+                {"message": f"request body is over {MAX_BODY_BYTES} bytes", "errors": []}
+            ),
+        }
+    # The API speaks only JSON: parse every body as JSON whatever Content-Type says
+    # (curl -d sends form encoding), so a bad body gets a JSON error naming the problem.
+    for headers in (event.get("headers"), event.get("multiValueHeaders")):
+        if headers:
+            for name in [k for k in headers if k.lower() == "content-type"]:
+                del headers[name]
+    if event.get("headers") is not None:
+        event["headers"]["content-type"] = "application/json"
+    if event.get("multiValueHeaders") is not None:
+        event["multiValueHeaders"]["content-type"] = ["application/json"]
+    return app.resolve(event, context)

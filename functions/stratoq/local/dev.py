@@ -1,0 +1,171 @@
+"""`stratoq dev`: the whole stack on one machine, on the embedded emulator.
+
+moto server in this process -> template.yaml provisioned on it -> the local API Gateway
+(authorizer + API functions, the Lambda code) -> workers (pollers and/or the Lambda
+worker fed by a local event source mapping) -> Prometheus metrics. Ctrl-C or SIGTERM
+stops everything, letting running tasks finish first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from stratoq import aws, registry
+from stratoq.errors import ConfigError
+from stratoq.settings import Settings
+
+STATE_FILE = Path(".stratoq") / "dev.json"
+
+
+@dataclass(frozen=True)
+class DevOptions:
+    port: int = 8080
+    host: str = "127.0.0.1"
+    aws_port: int = 0
+    metrics_port: int = 9464
+    workers: int = 4
+    lambda_workers: int = 0
+    api_key: str | None = None
+    tasks: str | None = None
+    state_file: Path = STATE_FILE
+
+
+class DevStack:
+    """Starts and stops the pieces; `start()` returns the facts written to dev.json."""
+
+    def __init__(self, options: DevOptions) -> None:
+        self.options = options
+        # Workers stop first (they drain), then the gateway, then the emulator.
+        self._worker_stops: list[Any] = []
+        self._stops: list[Any] = []
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> dict[str, str]:
+        from stratoq.handlers import api, authorizer
+        from stratoq.handlers import worker as lambda_worker
+        from stratoq.local.emulator import Emulator
+        from stratoq.local.gateway import Gateway, GatewayServer
+        from stratoq.local.provision import provision
+        from stratoq.security import KeyStore
+
+        o = self.options
+        emulator = Emulator(port=o.aws_port)
+        self._stops.append(emulator.stop)
+        base = Settings.from_env().with_(aws_endpoint_url=emulator.url, poll_wait_seconds=2)
+        if o.tasks:
+            base = base.with_(tasks_module=o.tasks)
+        settings = provision(base)
+        # The in-process Lambda handlers read their settings from the environment, as
+        # they do on Lambda.
+        os.environ.update(settings.to_env())
+        for reset in (api.reset, authorizer.reset):
+            reset()
+        lambda_worker._State.worker = None
+        registry.load(settings.tasks_module)
+
+        key, _ = KeyStore(aws.dynamodb(settings), settings.keys_table).create(
+            "default", ["admin"], "bootstrap", key=o.api_key or None
+        )
+        try:
+            server = GatewayServer(
+                Gateway(api.lambda_handler, authorizer.lambda_handler, settings.region),
+                o.host,
+                o.port,
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve the API on {o.host}:{o.port}: {exc.strerror}; use --port"
+            ) from None
+        server.start()
+        self._stops.insert(0, server.stop)
+
+        if o.metrics_port:
+            from stratoq import metrics
+
+            try:
+                metrics.serve(o.metrics_port, o.host)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot serve metrics on {o.host}:{o.metrics_port}: {exc.strerror}; "
+                    "use --metrics-port (0 turns metrics off)"
+                ) from None
+        self._start_workers(settings, lambda_worker.lambda_handler)
+
+        facts = {
+            "api_url": server.url,
+            "api_key": key,
+            "metrics_url": f"http://{o.host}:{o.metrics_port}/metrics" if o.metrics_port else "",
+            "aws_endpoint_url": emulator.url,
+        }
+        o.state_file.parent.mkdir(parents=True, exist_ok=True)
+        o.state_file.write_text(json.dumps(facts, indent=2) + "\n")
+        o.state_file.chmod(0o600)  # it holds an admin key
+        return facts
+
+    def _start_workers(self, settings: Settings, handler: Any) -> None:
+        from stratoq.local.esm import EventSourceMapping
+        from stratoq.poller import Poller
+        from stratoq.transport import SqsTransport
+
+        o = self.options
+        if o.workers:
+            poller = Poller(settings, o.workers, shutdown_grace=30.0)
+            self._spawn(poller.run, "stratoq-poller")
+            self._worker_stops.append(poller.stop)
+        sqs = aws.sqs(settings)
+        transport = SqsTransport(sqs, settings.queues)
+        for i in range(o.lambda_workers):
+            for queue in settings.queues:
+                esm = EventSourceMapping(sqs, transport, queue, handler, region=settings.region)
+                self._spawn(esm.run, f"stratoq-esm-{queue}-{i}")
+                self._worker_stops.append(esm.stop)
+
+    def _spawn(self, target: Any, name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def stop(self) -> None:
+        for stop in self._worker_stops:
+            stop()
+        for t in self._threads:
+            t.join(60)
+        for stop in self._stops:
+            stop()
+
+
+def run(options: DevOptions) -> int:
+    stack = DevStack(options)
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        facts = stack.start()
+        print(
+            "stratoq dev is running (Ctrl-C stops it)\n"
+            f"  API:         {facts['api_url']}\n"
+            f"  API key:     {facts['api_key']}   (admin; also in {options.state_file})\n"
+            f"  metrics:     {facts['metrics_url'] or 'off'}\n"
+            f"  AWS emulator {facts['aws_endpoint_url']}\n"
+            f"  workers:     {options.workers} poller slots, "
+            f"{options.lambda_workers} Lambda-style consumers per queue\n"
+            f'try: curl -s -H \'x-api-key: {facts["api_key"]}\' -d \'{{"name": "echo", '
+            f'"payload": {{"hi": 1}}}}\' {facts["api_url"]}/v1/tasks',
+            flush=True,
+        )
+        done.wait()
+        print("stopping: letting running tasks finish ...", flush=True)
+    finally:
+        stack.stop()
+    return 0

@@ -1,0 +1,148 @@
+"""Provision template.yaml on an emulator: the same SAM template that deploys to AWS.
+
+The template is translated offline with aws-sam-translator, then created as a
+CloudFormation stack on the emulator, keeping the resource types it emulates and leaving
+out what the local control plane replaces (Lambda functions and their event source
+mappings, API Gateway, IAM), together with everything that refers to them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from stratoq.errors import ConfigError
+from stratoq.settings import Settings
+
+# Emulated faithfully enough to create from the template (see docs/architecture.md).
+LOCAL_TYPES = frozenset(
+    {
+        "AWS::DynamoDB::Table",
+        "AWS::SQS::Queue",
+        "AWS::SQS::QueuePolicy",
+        "AWS::KMS::Key",
+        "AWS::KMS::Alias",
+    }
+)
+DEFAULT_TEMPLATE = Path(__file__).resolve().parents[3] / "template.yaml"
+_SUB_REF = re.compile(r"\$\{([A-Za-z0-9]+)(?:\.[A-Za-z0-9.]+)?\}")
+
+
+class _NoManagedPolicies:
+    """Offline stand-in for the IAM lookup of managed policy ARNs."""
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+def template_path() -> Path:
+    path = Path(os.environ.get("STRATOQ_TEMPLATE", DEFAULT_TEMPLATE))
+    if not path.is_file():
+        raise ConfigError(f"template not found at {path}; set STRATOQ_TEMPLATE to its path")
+    return path
+
+
+def translate(path: Path | None = None) -> dict[str, Any]:
+    """The CloudFormation that `sam deploy` would create from the SAM template."""
+    from samtranslator.translator.transform import transform
+    from samtranslator.yaml_helper import yaml_parse
+
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    sam = yaml_parse((path or template_path()).read_text())
+    # `sam package` would upload the code and put its S3 URI here; the translator
+    # insists on one, and nothing local reads it.
+    for holder in [sam.get("Globals", {}).get("Function", {})] + [
+        r.get("Properties", {}) for r in sam.get("Resources", {}).values()
+    ]:
+        if isinstance(holder.get("CodeUri"), str):
+            holder["CodeUri"] = "s3://stratoq-local/code.zip"
+    return dict(transform(sam, {}, _NoManagedPolicies()))
+
+
+def refs(node: Any) -> set[str]:
+    """Logical ids a template fragment refers to (Ref, GetAtt, Sub, DependsOn)."""
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "Ref" and isinstance(value, str):
+                found.add(value)
+            elif key == "Fn::GetAtt":
+                target = value[0] if isinstance(value, list) else str(value).split(".")[0]
+                found.add(target)
+            elif key == "Fn::Sub":
+                text = value[0] if isinstance(value, list) else value
+                found.update(_SUB_REF.findall(text))
+                if isinstance(value, list):
+                    found.update(refs(value[1:]))
+            elif key == "DependsOn":
+                found.update([value] if isinstance(value, str) else value)
+            else:
+                found.update(refs(value))
+    elif isinstance(node, list):
+        for item in node:
+            found.update(refs(item))
+    return found
+
+
+def local_template(cfn: dict[str, Any]) -> dict[str, Any]:
+    """Keep the emulated resources that do not depend on a left-out one."""
+    resources: dict[str, Any] = dict(cfn.get("Resources", {}))
+    kept = {k: v for k, v in resources.items() if v.get("Type") in LOCAL_TYPES}
+    changed = True
+    while changed:
+        changed = False
+        for name, res in list(kept.items()):
+            if any(r in resources and r not in kept for r in refs(res)):
+                del kept[name]
+                changed = True
+    outputs = {
+        k: v
+        for k, v in cfn.get("Outputs", {}).items()
+        if all(r not in resources or r in kept for r in refs(v))
+    }
+    out = {k: v for k, v in cfn.items() if k not in ("Resources", "Outputs", "Transform")}
+    out["Resources"] = kept
+    out["Outputs"] = outputs
+    return out
+
+
+def provision(settings: Settings, stack: str = "stratoq", template: Path | None = None) -> Settings:
+    """Create the stack on the emulator at settings.aws_endpoint_url (idempotent).
+
+    Returns settings pointing at the created table and queues.
+    """
+    import json
+
+    from stratoq import aws
+
+    if not settings.aws_endpoint_url:
+        raise ConfigError("provisioning is for an emulator: set STRATOQ_AWS_ENDPOINT_URL")
+    cfn = aws.client("cloudformation", settings)
+    try:
+        described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
+    except cfn.exceptions.ClientError:
+        body = json.dumps(local_template(translate(template)))
+        cfn.create_stack(StackName=stack, TemplateBody=body)
+        described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
+    if described["StackStatus"] not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
+        raise ConfigError(f"stack {stack} is {described['StackStatus']} on the emulator")
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
+    return settings_from_outputs(settings, outputs)
+
+
+def settings_from_outputs(settings: Settings, outputs: dict[str, str]) -> Settings:
+    """Map stack outputs to settings: TasksTableName, <Name>QueueUrl per logical queue."""
+    queues = {}
+    for key, value in outputs.items():
+        m = re.fullmatch(r"([A-Z][A-Za-z0-9]*?)QueueUrl", key)
+        if m and "DeadLetter" not in key:
+            queues[re.sub(r"(?<!^)(?=[A-Z])", "-", m.group(1)).lower()] = value
+    if "TasksTableName" not in outputs or "default" not in queues:
+        raise ConfigError("the stack has no TasksTableName or DefaultQueueUrl output")
+    return settings.with_(
+        tasks_table=outputs["TasksTableName"],
+        keys_table=outputs.get("KeysTableName", settings.keys_table),
+        queues=queues,
+    )

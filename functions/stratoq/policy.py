@@ -1,0 +1,118 @@
+"""Pure decisions of the worker: retry or fail, how long to wait, when to hop.
+
+Nothing here does I/O or reads a clock: callers pass `now` and a random source, so unit
+tests drive every branch deterministically.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from stratoq.models import MAX_SQS_DELAY, Backoff
+
+# SQS ChangeMessageVisibility allows at most 12 hours.
+MAX_VISIBILITY_SECONDS = 12 * 3600
+
+
+class OutcomeKind(StrEnum):
+    SUCCESS = "success"
+    ERROR = "error"  # the handler raised
+    RETRY = "retry"  # the handler raised Retry(delay)
+    FAIL = "fail"  # the handler raised Fail: no more attempts
+    TIMEOUT = "timeout"  # stopped after timeout_seconds
+    LOST = "lost"  # the worker died or lost its lease during the attempt
+    UNKNOWN_TASK = "unknown_task"  # no handler registered under the task's name
+
+
+# Outcomes that never deserve another attempt.
+PERMANENT = frozenset({OutcomeKind.FAIL, OutcomeKind.UNKNOWN_TASK})
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt produced."""
+
+    kind: OutcomeKind
+    result: Any = None
+    message: str = ""
+    retry_delay: float | None = None
+
+
+@dataclass(frozen=True)
+class Complete:
+    result: Any
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    delay_seconds: int
+    kind: OutcomeKind
+    message: str
+
+
+@dataclass(frozen=True)
+class FailNow:
+    kind: OutcomeKind
+    message: str
+
+
+Decision = Complete | RetryLater | FailNow
+
+
+def backoff_delay(attempt: int, backoff: Backoff, rng: random.Random | None = None) -> float:
+    """Delay before the attempt after `attempt` (1-based).
+
+    Exponential: base * 2**(attempt-1), capped at max_seconds. With jitter the delay is
+    drawn uniformly from [d/2, d] ("equal jitter"): retries of many tasks that failed
+    together spread out, yet each waits at least half the nominal delay.
+    """
+    exponent = min(max(attempt - 1, 0), 62)
+    nominal = min(backoff.max_seconds, backoff.base_seconds * (2.0**exponent))
+    if not backoff.jitter or nominal <= 0:
+        return nominal
+    return nominal / 2 + (rng or random).uniform(0, nominal / 2)
+
+
+def decide(
+    outcome: Outcome,
+    attempt: int,
+    max_attempts: int,
+    backoff: Backoff,
+    rng: random.Random | None = None,
+) -> Decision:
+    """Turn an attempt's outcome into what to record: done, retry after a delay, or failed."""
+    if outcome.kind is OutcomeKind.SUCCESS:
+        return Complete(outcome.result)
+    if outcome.kind in PERMANENT:
+        return FailNow(outcome.kind, outcome.message)
+    if attempt >= max_attempts:
+        return FailNow(outcome.kind, outcome.message)
+    if outcome.kind is OutcomeKind.RETRY and outcome.retry_delay is not None:
+        delay = outcome.retry_delay
+    else:
+        delay = backoff_delay(attempt, backoff, rng)
+    return RetryLater(max(0, math.ceil(delay)), outcome.kind, outcome.message)
+
+
+def hop_delay(not_before_ms: int, now_ms: int) -> int:
+    """SQS delay for a message that arrived before its task is due (at most 15 minutes).
+
+    Long waits are a chain of such hops, so nothing is held in worker memory and a
+    restart of every process loses nothing.
+    """
+    return max(0, min(MAX_SQS_DELAY, math.ceil((not_before_ms - now_ms) / 1000)))
+
+
+def is_due(not_before_ms: int | None, now_ms: int) -> bool:
+    # Up to a second early is fine: SQS delays have whole-second resolution.
+    return not_before_ms is None or not_before_ms <= now_ms + 1000
+
+
+def busy_release_delay(lease_expires_ms: int, now_ms: int) -> int:
+    """Visibility to give a message whose task another worker holds: until its lease ends."""
+    remaining = math.ceil((lease_expires_ms - now_ms) / 1000) + 1
+    return max(1, min(MAX_VISIBILITY_SECONDS, remaining))

@@ -1,0 +1,267 @@
+"""The container worker: long-poll SQS, run tasks in process slots, renew leases.
+
+`stratoq worker --concurrency N --processes P` starts P poller processes of N slots
+each. A poller only receives as many messages as it has free slots, so it never hoards
+leases another worker could use. SIGTERM (or Ctrl-C): stop receiving, let running tasks
+finish within the grace period, then stop and release what is left, and exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from stratoq import aws, metrics, registry
+from stratoq.runner import ProcessRunner, Runner
+from stratoq.settings import Settings
+from stratoq.store import TaskStore
+from stratoq.transport import Delivery, SqsTransport
+from stratoq.worker import Action, Disposition, LeaseKeeper, Worker
+
+logger = Logger(service="stratoq")
+
+
+class _Batcher:
+    """Collects items from many threads and hands them to `flush` in batches of 10."""
+
+    def __init__(self, flush: Callable[[list[Any]], None], name: str) -> None:
+        self._flush = flush
+        self._q: queue.Queue[Any] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, item: Any) -> None:
+        self._q.put(item)
+
+    def _loop(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            batch = [item]
+            stop = False
+            while len(batch) < 10:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            try:
+                self._flush(batch)
+            except Exception:
+                # Unacknowledged messages reappear and are recognised as done: no loss.
+                logger.exception("batched SQS call failed", extra={"count": len(batch)})
+            if stop:
+                return
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join(10)
+
+
+class Poller:
+    """One poller process: a receive loop, N slot threads, a heartbeat, batched acks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        concurrency: int,
+        queues: list[str] | None = None,
+        runner: Runner | None = None,
+        shutdown_grace: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.concurrency = concurrency
+        self.queues = queues or list(settings.queues)
+        self.shutdown_grace = shutdown_grace
+        registry.load(settings.tasks_module)
+        store = TaskStore(
+            aws.dynamodb(settings), settings.tasks_table, retention_days=settings.retention_days
+        )
+        self.transport = SqsTransport(aws.sqs(settings), settings.queues)
+        for q in self.queues:
+            self.transport.url(q)  # fail at start, not at the first message
+        self.keeper = LeaseKeeper(store, self.transport, settings.lease_seconds)
+        self.runner = runner or ProcessRunner(concurrency, settings.tasks_module)
+        self.worker = Worker(store, self.transport, self.runner, keeper=self.keeper)
+        self._stopping = threading.Event()
+        self._drained = threading.Event()
+        self._free = concurrency
+        self._cond = threading.Condition()
+        self._work: queue.Queue[Delivery | None] = queue.Queue()
+        self._acks = _Batcher(self.transport.delete, "stratoq-acks")
+        self._queue_names = {self.transport.url(q): q for q in self.queues}
+        self.processed = 0
+
+    def stop(self) -> None:
+        """Stop receiving; running tasks finish (see `run`)."""
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def run(self) -> None:
+        """Poll until `stop()`; then drain within the grace period and return."""
+        slots = [
+            threading.Thread(target=self._slot, name=f"stratoq-slot-{i}", daemon=True)
+            for i in range(self.concurrency)
+        ]
+        for t in slots:
+            t.start()
+        beat = threading.Thread(target=self._heartbeat, name="stratoq-heartbeat", daemon=True)
+        beat.start()
+        logger.info(
+            "poller started",
+            extra={"queues": self.queues, "concurrency": self.concurrency, "pid": os.getpid()},
+        )
+        try:
+            self._receive_loop()
+        finally:
+            for _ in slots:
+                self._work.put(None)
+            deadline = time.monotonic() + self.shutdown_grace
+            for t in slots:
+                t.join(max(0.0, deadline - time.monotonic()))
+            if any(t.is_alive() for t in slots):
+                logger.warning("grace period over: stopping and releasing running tasks")
+                self.worker.shutting_down.set()
+                self.keeper.abort_all()
+                for t in slots:
+                    t.join(30)
+            self._drained.set()
+            self._acks.close()
+            self.runner.close()
+            logger.info("poller stopped", extra={"processed": self.processed})
+
+    def _receive_loop(self) -> None:
+        turn = 0
+        while not self._stopping.is_set():
+            with self._cond:
+                while self._free == 0 and not self._stopping.is_set():
+                    self._cond.wait()
+                want = min(self._free, 10)
+            if self._stopping.is_set():
+                return
+            name = self.queues[turn % len(self.queues)]
+            turn += 1
+            try:
+                got = self.transport.receive(
+                    name, want, self.settings.poll_wait_seconds, self.settings.lease_seconds
+                )
+            except Exception:
+                logger.exception("receive failed; retrying", extra={"queue": name})
+                self._stopping.wait(1.0)
+                continue
+            if self._stopping.is_set() and got:
+                # Received during shutdown: hand them straight back to other workers.
+                self.transport.change_visibility((d, 0) for d in got)
+                return
+            with self._cond:
+                self._free -= len(got)
+            for d in got:
+                self._work.put(d)
+
+    def _slot(self) -> None:
+        while True:
+            delivery = self._work.get()
+            if delivery is None:
+                return
+            metrics.BUSY_SLOTS.inc()
+            try:
+                self._apply(delivery, self.worker.process(delivery))
+            except Exception:
+                # The message reappears after its visibility timeout and is retried.
+                logger.exception("processing a message failed", extra={"id": delivery.message_id})
+            finally:
+                metrics.BUSY_SLOTS.dec()
+                with self._cond:
+                    self._free += 1
+                    self.processed += 1
+                    self._cond.notify()
+
+    def _apply(self, delivery: Delivery, disposition: Disposition) -> None:
+        metrics.MESSAGES.labels(
+            self._queue_names.get(delivery.queue_url, "?"), disposition.status
+        ).inc()
+        if disposition.action is Action.ACK:
+            self._acks.put(delivery)
+        elif disposition.action is Action.RELEASE:
+            self.transport.change_visibility([(delivery, disposition.delay)])
+
+    def _heartbeat(self) -> None:
+        # Runs until every slot is done, so draining tasks keep their leases.
+        interval = max(0.5, self.settings.lease_seconds / 3)
+        while not self._drained.wait(interval):
+            try:
+                self.keeper.beat()
+            except Exception:
+                logger.exception("heartbeat failed")
+
+
+def _run_poller(env: dict[str, str], concurrency: int, queues: list[str], grace: float) -> None:
+    os.environ.update(env)
+    poller = Poller(Settings.from_env(), concurrency, queues, shutdown_grace=grace)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        poller.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    poller.run()
+
+
+def serve(
+    settings: Settings,
+    concurrency: int,
+    processes: int = 1,
+    queues: list[str] | None = None,
+    shutdown_grace: float = 30.0,
+) -> int:
+    """Run pollers until SIGTERM/SIGINT; restarts a poller process that dies. Returns 0."""
+    queues = queues or list(settings.queues)
+    if processes == 1:
+        _run_poller(settings.to_env(), concurrency, queues, shutdown_grace)
+        return 0
+    ctx = multiprocessing.get_context("spawn")
+    stopping = threading.Event()
+
+    def start() -> Any:
+        p = ctx.Process(
+            target=_run_poller,
+            args=(settings.to_env(), concurrency, queues, shutdown_grace),
+            name="stratoq-poller",
+        )
+        p.start()
+        return p
+
+    procs = [start() for _ in range(processes)]
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stopping.is_set():
+        for i, p in enumerate(procs):
+            if not p.is_alive() and not stopping.is_set():
+                logger.warning("poller process exited; restarting", extra={"code": p.exitcode})
+                procs[i] = start()
+        stopping.wait(1.0)
+    for p in procs:
+        p.join()
+    return 0

@@ -1,0 +1,246 @@
+"""Run one handler call with a hard timeout.
+
+Two runners, one contract (`run(job, lost) -> Outcome`):
+- `InlineRunner` runs the handler in the calling thread. In the main thread (Lambda) a
+  SIGALRM timer interrupts it, busy CPU loops included; elsewhere a watchdog raises the
+  timeout asynchronously in the thread (Python code only: a long C call finishes first).
+- `ProcessRunner` (pollers) keeps a child process per slot and kills it when the time is
+  up or the lease is lost, whatever the handler is doing, then starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from types import FrameType
+from typing import Any, Protocol
+
+from stratoq import registry
+from stratoq.errors import Fail, Retry, TaskTimeout
+from stratoq.policy import Outcome, OutcomeKind
+from stratoq.registry import TaskContext
+
+# Pure-Python work is interruptible at once; give C calls a moment before the kill.
+_POLL_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    payload: Any
+    context: TaskContext
+
+    @property
+    def timeout(self) -> float:
+        return float(self.context.timeout_seconds)
+
+
+class Runner(Protocol):
+    def run(self, job: Job, lost: threading.Event | None = None) -> Outcome: ...
+
+    def close(self) -> None: ...
+
+
+def execute(job: Job) -> Outcome:
+    """Call the handler and map how it ended to an Outcome (no timeout here)."""
+    handler = registry.get(job.name)
+    if handler is None:
+        return unknown_task(job.name)
+    try:
+        result = registry.run_handler(handler, job.payload, job.context)
+    except Retry as exc:
+        return Outcome(OutcomeKind.RETRY, message=exc.reason, retry_delay=exc.delay)
+    except Fail as exc:
+        return Outcome(OutcomeKind.FAIL, message=str(exc) or "failed by the handler")
+    except TaskTimeout:
+        return _timed_out(job)
+    except Exception as exc:
+        return Outcome(OutcomeKind.ERROR, message=f"{type(exc).__name__}: {exc}")
+    try:
+        json.dumps(result)
+    except (TypeError, ValueError) as exc:
+        return Outcome(OutcomeKind.FAIL, message=f"result is not JSON-serialisable: {exc}")
+    return Outcome(OutcomeKind.SUCCESS, result=result)
+
+
+def unknown_task(name: str) -> Outcome:
+    known = ", ".join(registry.names()) or "none"
+    return Outcome(
+        OutcomeKind.UNKNOWN_TASK,
+        message=f"no handler registered for task {name!r} (registered: {known})",
+    )
+
+
+def _timed_out(job: Job) -> Outcome:
+    return Outcome(OutcomeKind.TIMEOUT, message=f"timed out after {job.context.timeout_seconds} s")
+
+
+class InlineRunner:
+    """Runs handlers in the calling thread (the Lambda worker)."""
+
+    def run(self, job: Job, lost: threading.Event | None = None) -> Outcome:
+        if threading.current_thread() is threading.main_thread():
+            return self._with_alarm(job)
+        return self._with_watchdog(job)
+
+    def close(self) -> None:
+        pass
+
+    @staticmethod
+    def _with_alarm(job: Job) -> Outcome:
+        def on_alarm(signum: int, frame: FrameType | None) -> None:
+            raise TaskTimeout()
+
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, job.timeout)
+        try:
+            return execute(job)
+        except TaskTimeout:
+            # The alarm fired after the handler returned but before the timer was cleared.
+            return _timed_out(job)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+    @staticmethod
+    def _with_watchdog(job: Job) -> Outcome:
+        thread_id = threading.get_ident()
+        done = threading.Event()
+        lock = threading.Lock()
+
+        def fire() -> None:
+            with lock:
+                if not done.is_set():
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                        ctypes.c_ulong(thread_id), ctypes.py_object(TaskTimeout)
+                    )
+
+        timer = threading.Timer(job.timeout, fire)
+        timer.daemon = True
+        timer.start()
+        try:
+            outcome = execute(job)
+            with lock:
+                done.set()
+            return outcome
+        except TaskTimeout:
+            return _timed_out(job)
+        finally:
+            timer.cancel()
+
+
+def _child_main(conn: Connection, tasks_module: str) -> None:
+    # The parent owns shutdown: Ctrl-C in a terminal or SIGTERM to the process group
+    # must not kill a task mid-way; the parent finishes or kills us itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with contextlib.suppress(Exception):  # Linux only: die with the parent
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    registry.load(tasks_module)
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        outcome = execute(job)
+        try:
+            conn.send(outcome)
+        except (BrokenPipeError, OSError):
+            return
+
+
+_spawn = multiprocessing.get_context("spawn")
+
+
+class ProcessSlot:
+    """One child process that runs one handler call at a time."""
+
+    def __init__(self, tasks_module: str) -> None:
+        self._tasks_module = tasks_module
+        self._proc: Any = None
+        self._conn: Connection | None = None
+        self._start()
+
+    def _start(self) -> None:
+        parent, child = _spawn.Pipe(duplex=True)
+        proc = _spawn.Process(
+            target=_child_main, args=(child, self._tasks_module), daemon=True, name="stratoq-slot"
+        )
+        proc.start()
+        child.close()
+        self._proc, self._conn = proc, parent
+
+    def _restart(self) -> None:
+        self._kill()
+        self._start()
+
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            os.kill(self._proc.pid, signal.SIGKILL)
+        if self._proc is not None:
+            self._proc.join(5)
+        if self._conn is not None:
+            self._conn.close()
+
+    def run(self, job: Job, lost: threading.Event | None = None) -> Outcome:
+        assert self._conn is not None
+        try:
+            self._conn.send(job)
+        except (BrokenPipeError, OSError):
+            self._restart()  # the idle child died; a fresh one takes the job
+            self._conn.send(job)
+        deadline = time.monotonic() + job.timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._restart()
+                return _timed_out(job)
+            if lost is not None and lost.is_set():
+                self._restart()
+                return Outcome(OutcomeKind.LOST, message="lease lost while running; stopped")
+            if self._conn.poll(min(remaining, _POLL_SECONDS)):
+                try:
+                    outcome: Outcome = self._conn.recv()
+                except (EOFError, OSError):
+                    self._proc.join(1)
+                    code = self._proc.exitcode
+                    self._restart()
+                    return Outcome(
+                        OutcomeKind.ERROR,
+                        message=f"the task's worker process died (exit code {code})",
+                    )
+                return outcome
+
+    def close(self) -> None:
+        self._kill()
+
+
+class ProcessRunner:
+    """A pool of process slots; `run` takes a free one (callers never exceed `size`)."""
+
+    def __init__(self, size: int, tasks_module: str) -> None:
+        self._free: list[ProcessSlot] = [ProcessSlot(tasks_module) for _ in range(size)]
+        self._all = list(self._free)
+        self._lock = threading.Lock()
+
+    def run(self, job: Job, lost: threading.Event | None = None) -> Outcome:
+        with self._lock:
+            slot = self._free.pop()
+        try:
+            return slot.run(job, lost)
+        finally:
+            with self._lock:
+                self._free.append(slot)
+
+    def close(self) -> None:
+        for slot in self._all:
+            slot.close()

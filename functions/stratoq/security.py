@@ -1,0 +1,186 @@
+"""API keys: random secrets shown once, stored only as SHA-256 hashes, scoped per tenant.
+
+A key looks like `sq_<key_id>_<secret>`. The table is keyed by the hash of the whole
+key, so checking a key is one GetItem and the stored hash never reveals it. Keys are
+256-bit random values, so a fast hash is the right one (no password stretching needed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from stratoq.errors import InvalidRequestError, KeyNotFoundError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+
+SCOPES = ("tasks:read", "tasks:write", "admin")
+TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_KEY_PATTERN = re.compile(r"^sq_([0-9a-f]{12})_([A-Za-z0-9_-]{20,})$")
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str
+    tenant: str
+    scopes: tuple[str, ...]
+    name: str
+    created_at: int
+    revoked: bool = False
+
+    def allows(self, scope: str) -> bool:
+        """`admin` implies every scope; `tasks:write` implies `tasks:read`."""
+        if "admin" in self.scopes or scope in self.scopes:
+            return True
+        return scope == "tasks:read" and "tasks:write" in self.scopes
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "tenant": self.tenant,
+            "scopes": list(self.scopes),
+            "name": self.name,
+            "created_at": self.created_at,
+            "revoked": self.revoked,
+        }
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> tuple[str, str]:
+    """(key_id, key). The key_id is public; the key is shown once."""
+    key_id = secrets.token_hex(6)
+    return key_id, f"sq_{key_id}_{secrets.token_urlsafe(32)}"
+
+
+def validate_scopes(scopes: list[str]) -> tuple[str, ...]:
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown or not scopes:
+        raise InvalidRequestError(
+            f"scopes must be some of {', '.join(SCOPES)}; got {', '.join(scopes) or 'none'}"
+        )
+    return tuple(dict.fromkeys(scopes))
+
+
+class KeyStore:
+    """API keys in their own DynamoDB table (partition key `pk` = hash of the key)."""
+
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
+        self._db = client
+        self.table = table
+
+    def create(
+        self, tenant: str, scopes: list[str], name: str = "", key: str | None = None
+    ) -> tuple[str, ApiKey]:
+        """Store a new key (or the given one, for a fixed bootstrap key); returns it once."""
+        if not TENANT_PATTERN.match(tenant):
+            raise InvalidRequestError(f"tenant {tenant!r} must match {TENANT_PATTERN.pattern}")
+        valid = validate_scopes(scopes)
+        if key is None:
+            key_id, key = new_key()
+        else:
+            m = _KEY_PATTERN.match(key)
+            key_id = m.group(1) if m else hash_key(key)[:12]
+        record = ApiKey(key_id, tenant, valid, name[:128], int(time.time()))
+        try:
+            self._db.put_item(
+                TableName=self.table,
+                Item={
+                    "pk": {"S": hash_key(key)},
+                    "key_id": {"S": key_id},
+                    "tenant": {"S": tenant},
+                    "scopes": {"S": " ".join(valid)},
+                    "name": {"S": record.name},
+                    "created_at": {"N": str(record.created_at)},
+                    "revoked": {"BOOL": False},
+                },
+                # Guards against replacing an existing key's tenant or scopes (a fixed
+                # bootstrap key given twice keeps what it was created with).
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            existing = self.lookup(key)
+            if existing is None:
+                raise InvalidRequestError("that key was revoked; choose another") from None
+            return key, existing
+        return key, record
+
+    def lookup(self, key: str) -> ApiKey | None:
+        """The live key record for a presented key, or None (unknown or revoked)."""
+        if not key or len(key) > 256:
+            return None
+        digest = hash_key(key)
+        out = self._db.get_item(
+            TableName=self.table, Key={"pk": {"S": digest}}, ConsistentRead=True
+        )
+        item = out.get("Item")
+        # The lookup is by hash; comparing again in constant time keeps timing flat
+        # whatever the table returned.
+        if item is None or not hmac.compare_digest(item["pk"]["S"], digest):
+            return None
+        record = _record(item)
+        return None if record.revoked else record
+
+    def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
+        """All keys (admin only; the table is small), newest first."""
+        items: list[Any] = []
+        kwargs: dict[str, Any] = {"TableName": self.table}
+        while True:
+            out = self._db.scan(**kwargs)
+            items.extend(out.get("Items", []))
+            if "LastEvaluatedKey" not in out:
+                break
+            kwargs["ExclusiveStartKey"] = out["LastEvaluatedKey"]
+        keys = [_record(i) for i in items]
+        if tenant is not None:
+            keys = [k for k in keys if k.tenant == tenant]
+        return sorted(keys, key=lambda k: k.created_at, reverse=True)
+
+    def revoke(self, key_id: str) -> ApiKey:
+        """Revoke a key by its public id; effective for the next request."""
+        out = self._db.scan(
+            TableName=self.table,
+            FilterExpression="key_id = :k",
+            ExpressionAttributeValues={":k": {"S": key_id}},
+        )
+        items = out.get("Items", [])
+        while not items and "LastEvaluatedKey" in out:
+            out = self._db.scan(
+                TableName=self.table,
+                FilterExpression="key_id = :k",
+                ExpressionAttributeValues={":k": {"S": key_id}},
+                ExclusiveStartKey=out["LastEvaluatedKey"],
+            )
+            items = out.get("Items", [])
+        if not items:
+            raise KeyNotFoundError(f"no key {key_id}")
+        self._db.update_item(
+            TableName=self.table,
+            Key={"pk": items[0]["pk"]},
+            UpdateExpression="SET revoked = :t",
+            ExpressionAttributeValues={":t": {"BOOL": True}},
+        )
+        return _record({**items[0], "revoked": {"BOOL": True}})
+
+
+def _record(item: dict[str, Any]) -> ApiKey:
+    return ApiKey(
+        key_id=item["key_id"]["S"],
+        tenant=item["tenant"]["S"],
+        scopes=tuple(item["scopes"]["S"].split()),
+        name=item.get("name", {}).get("S", ""),
+        created_at=int(item["created_at"]["N"]),
+        revoked=item.get("revoked", {}).get("BOOL", False),
+    )

@@ -1,0 +1,98 @@
+"""Frozen settings read once from the environment.
+
+In Lambda the SAM template sets these variables; locally `stratoq dev` and the tests set
+them. Every AWS call takes its endpoint from `STRATOQ_AWS_ENDPOINT_URL` (empty: real AWS),
+so the same code and the same test suite run against moto, LocalStack or an AWS account.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from stratoq.errors import ConfigError
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Deployment settings. Build with `Settings.from_env()`; change with `with_()`."""
+
+    region: str = "us-east-1"
+    aws_endpoint_url: str | None = None
+    tasks_table: str = "stratoq-tasks"
+    keys_table: str = "stratoq-keys"
+    # Logical queue name -> SQS queue URL (or bare name, resolved with GetQueueUrl).
+    queues: dict[str, str] = field(default_factory=lambda: {"default": "stratoq-default"})
+    tasks_module: str = "stratoq.examples"
+    # How long a claim holds a task before another worker may take it over; pollers
+    # renew it by heartbeat while the task runs, so it bounds crash recovery time.
+    lease_seconds: int = 30
+    # Receive long-poll wait; shorter makes SIGTERM quicker, longer makes idle cheaper.
+    poll_wait_seconds: int = 20
+    default_timeout_seconds: int = 300
+    default_max_attempts: int = 5
+    # Finished tasks are kept this long, then DynamoDB TTL removes them.
+    retention_days: int = 30
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        e: dict[str, str] = dict(os.environ if env is None else env)
+        queues: dict[str, str] = {}
+        for spec in filter(None, e.get("STRATOQ_QUEUES", "").split(",")):
+            name, sep, url = spec.partition("=")
+            if not sep or not name.strip() or not url.strip():
+                raise ConfigError(f"STRATOQ_QUEUES entries look like name=queue-url, got {spec!r}")
+            queues[name.strip()] = url.strip()
+        if not queues:
+            queues = dict(cls().queues)
+        return cls(
+            region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or "us-east-1",
+            aws_endpoint_url=e.get("STRATOQ_AWS_ENDPOINT_URL") or None,
+            tasks_table=e.get("STRATOQ_TASKS_TABLE", cls.tasks_table),
+            keys_table=e.get("STRATOQ_KEYS_TABLE", cls.keys_table),
+            queues=queues,
+            tasks_module=e.get("STRATOQ_TASKS_MODULE", cls.tasks_module),
+            lease_seconds=_int(e, "STRATOQ_LEASE_SECONDS", cls.lease_seconds, 2),
+            poll_wait_seconds=_int(e, "STRATOQ_POLL_WAIT_SECONDS", cls.poll_wait_seconds),
+            default_timeout_seconds=_int(
+                e, "STRATOQ_DEFAULT_TIMEOUT_SECONDS", cls.default_timeout_seconds, 1
+            ),
+            default_max_attempts=_int(
+                e, "STRATOQ_DEFAULT_MAX_ATTEMPTS", cls.default_max_attempts, 1
+            ),
+            retention_days=_int(e, "STRATOQ_RETENTION_DAYS", cls.retention_days, 1),
+        )
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes `from_env` give back these settings (for children)."""
+        return {
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+            "STRATOQ_AWS_ENDPOINT_URL": self.aws_endpoint_url or "",
+            "STRATOQ_TASKS_TABLE": self.tasks_table,
+            "STRATOQ_KEYS_TABLE": self.keys_table,
+            "STRATOQ_QUEUES": ",".join(f"{k}={v}" for k, v in self.queues.items()),
+            "STRATOQ_TASKS_MODULE": self.tasks_module,
+            "STRATOQ_LEASE_SECONDS": str(self.lease_seconds),
+            "STRATOQ_POLL_WAIT_SECONDS": str(self.poll_wait_seconds),
+            "STRATOQ_DEFAULT_TIMEOUT_SECONDS": str(self.default_timeout_seconds),
+            "STRATOQ_DEFAULT_MAX_ATTEMPTS": str(self.default_max_attempts),
+            "STRATOQ_RETENTION_DAYS": str(self.retention_days),
+        }

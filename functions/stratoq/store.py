@@ -1,0 +1,648 @@
+"""DynamoDB task repository.
+
+One table, partition key `pk`. Item kinds:
+- a task: `pk` = task id;
+- an idempotency record: `pk` = "idem#<tenant>#<key>", pointing at the task it created.
+  (Locks and unique keys of later features live beside them under their own prefixes.)
+
+GSI `by-status` (`gsi1pk` = "<tenant>#<status>", `created_at`) lists a tenant's tasks by
+status, newest first; GSI `by-tenant` (`tenant`, `created_at`, keys only) lists all of them.
+
+Every state change after creation is a conditional UpdateItem; the condition says which
+race it guards against. Times are epoch milliseconds; payload and result are JSON text.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from stratoq.errors import InvalidStateError, TaskNotFoundError
+from stratoq.models import (
+    FINAL_STATUSES,
+    RUNNABLE_STATUSES,
+    AttemptError,
+    Backoff,
+    Task,
+    TaskStatus,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+
+_ser = TypeSerializer()
+_de = TypeDeserializer()
+
+IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000
+MAX_ERROR_CHARS = 2000
+BATCH_WRITE_LIMIT = 25  # DynamoDB's own limit (moto accepts more; AWS refuses)
+
+
+def new_task_id(now_ms: int | None = None) -> str:
+    """32 hex chars, time-ordered: 48 bits of milliseconds, then 80 random bits."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    return f"{ms:012x}{os.urandom(10).hex()}"
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+def to_ms(dt: datetime | None) -> int | None:
+    return None if dt is None else int(dt.timestamp() * 1000)
+
+
+def from_ms(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _dump(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _ser.serialize(v) for k, v in item.items() if v is not None}
+
+
+def _load(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _plain(_de.deserialize(v)) for k, v in item.items()}
+
+
+def _vals(**values: Any) -> dict[str, Any]:
+    return {f":{k}": _ser.serialize(v) for k, v in values.items()}
+
+
+def _gsi_key(tenant: str, status: TaskStatus | str) -> str:
+    return f"{tenant}#{status}"
+
+
+def task_to_item(task: Task) -> dict[str, Any]:
+    return {
+        "pk": task.id,
+        "tenant": task.tenant,
+        "name": task.name,
+        "status": task.status.value,
+        "queue": task.queue,
+        "priority": task.priority.value,
+        "payload": json.dumps(task.payload, separators=(",", ":")),
+        "result": None if task.result is None else json.dumps(task.result),
+        "error": task.error,
+        "errors": [
+            {"attempt": e.attempt, "kind": e.kind, "message": e.message, "at": to_ms(e.at)}
+            for e in task.errors
+        ],
+        "attempts": task.attempts,
+        "max_attempts": task.max_attempts,
+        "timeout_seconds": task.timeout_seconds,
+        "backoff": task.backoff.model_dump_json(),
+        "idempotency_key": task.idempotency_key,
+        "lock_key": task.lock_key,
+        "created_at": to_ms(task.created_at),
+        "scheduled_for": to_ms(task.scheduled_for),
+        "started_at": to_ms(task.started_at),
+        "finished_at": to_ms(task.finished_at),
+        "next_attempt_at": to_ms(task.next_attempt_at),
+        "gsi1pk": _gsi_key(task.tenant, task.status),
+    }
+
+
+def item_to_task(item: dict[str, Any]) -> Task:
+    result = item.get("result")
+    return Task(
+        id=item["pk"],
+        tenant=item.get("tenant", "default"),
+        name=item["name"],
+        status=TaskStatus(item["status"]),
+        queue=item.get("queue", "default"),
+        priority=item.get("priority", "default"),
+        payload=json.loads(item.get("payload") or "null"),
+        result=None if result is None else json.loads(result),
+        error=item.get("error"),
+        errors=[
+            AttemptError(
+                attempt=e["attempt"], kind=e["kind"], message=e["message"], at=from_ms(e["at"])
+            )
+            for e in item.get("errors", [])
+        ],
+        attempts=item.get("attempts", 0),
+        max_attempts=item["max_attempts"],
+        timeout_seconds=item["timeout_seconds"],
+        backoff=Backoff.model_validate_json(item["backoff"]) if "backoff" in item else Backoff(),
+        idempotency_key=item.get("idempotency_key"),
+        lock_key=item.get("lock_key"),
+        created_at=from_ms(item["created_at"]),
+        scheduled_for=from_ms(item.get("scheduled_for")),
+        started_at=from_ms(item.get("started_at")),
+        finished_at=from_ms(item.get("finished_at")),
+        next_attempt_at=from_ms(item.get("next_attempt_at")),
+    )
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """The caller now holds the task's lease, fenced by `token`."""
+
+    task: Task
+    token: str
+    lease_expires_ms: int
+    # The previous holder's lease expired mid-attempt: that attempt was lost.
+    took_over: bool
+
+
+@dataclass(frozen=True)
+class NotClaimed:
+    """Why a claim was refused; `task` is the state that refused it (None: no such task)."""
+
+    reason: str  # missing | final | busy | not_due | tenant
+    task: Task | None
+    lease_expires_ms: int | None = None
+
+
+ClaimResult = Claimed | NotClaimed
+
+
+def _error_entry(attempt: int, kind: str, message: str, now_ms: int) -> dict[str, Any]:
+    return {"attempt": attempt, "kind": kind, "message": message[:MAX_ERROR_CHARS], "at": now_ms}
+
+
+class TaskStore:
+    """Reads and conditional writes of task state in one DynamoDB table."""
+
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        table: str,
+        retention_days: int = 30,
+        idempotency_window_ms: int = IDEMPOTENCY_WINDOW_MS,
+    ) -> None:
+        self._db = client
+        self.table = table
+        self._retention_ms = retention_days * 24 * 3600 * 1000
+        self._idem_window_ms = idempotency_window_ms
+
+    # ----------------------------------------------------------------- creation
+    def create(self, task: Task, now_ms: int) -> tuple[Task, bool]:
+        """Store a new task. Returns (task, created).
+
+        With an idempotency key, a key already used by this tenant within the window
+        returns the existing task and `created=False`; nothing new is stored.
+        """
+        item = _dump(task_to_item(task))
+        if task.idempotency_key is None:
+            # Guards against a task id collision overwriting another task (ids are random).
+            self._db.put_item(
+                TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)"
+            )
+            return task, True
+        idem_pk = f"idem#{task.tenant}#{task.idempotency_key}"
+        expires_ms = now_ms + self._idem_window_ms
+        try:
+            self._db.transact_write_items(
+                TransactItems=[
+                    {
+                        "Put": {
+                            "TableName": self.table,
+                            "Item": _dump(
+                                {
+                                    "pk": idem_pk,
+                                    "task_id": task.id,
+                                    "window_ends": expires_ms,
+                                    # TTL removes it some time after the window; the
+                                    # condition below does not wait for that.
+                                    "expires_at": expires_ms // 1000 + 3600,
+                                }
+                            ),
+                            # Guards the key: taken only if never used or its window ended.
+                            "ConditionExpression": "attribute_not_exists(pk) OR window_ends < :now",
+                            "ExpressionAttributeValues": _vals(now=now_ms),
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self.table,
+                            "Item": item,
+                            "ConditionExpression": "attribute_not_exists(pk)",
+                        }
+                    },
+                ]
+            )
+            return task, True
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            reasons = exc.response.get("CancellationReasons", [])
+            if not reasons or reasons[0].get("Code") != "ConditionalCheckFailed":
+                raise
+        record = self._db.get_item(
+            TableName=self.table, Key={"pk": {"S": idem_pk}}, ConsistentRead=True
+        ).get("Item")
+        existing = self.get(_load(record)["task_id"]) if record else None
+        if existing is None:
+            # The record outlived its task (TTL); a retry of the caller will find it free.
+            raise InvalidStateError(
+                f"idempotency key {task.idempotency_key!r} is in use; try again shortly"
+            )
+        return existing, False
+
+    def create_many(self, tasks: Sequence[Task]) -> None:
+        """Store tasks without idempotency keys in BatchWriteItem calls of 25.
+
+        Unconditional, which is safe because ids are fresh random values.
+        """
+        for start in range(0, len(tasks), BATCH_WRITE_LIMIT):
+            requests: list[Any] = [
+                {"PutRequest": {"Item": _dump(task_to_item(t))}}
+                for t in tasks[start : start + BATCH_WRITE_LIMIT]
+            ]
+            self._batch_write(requests)
+
+    def _batch_write(self, requests: list[Any]) -> None:
+        delay = 0.05
+        while requests:
+            out = self._db.batch_write_item(RequestItems={self.table: requests})
+            requests = list(out.get("UnprocessedItems", {}).get(self.table, []))
+            if requests:
+                time.sleep(delay)  # throttled: back off before resubmitting the rest
+                delay = min(delay * 2, 2.0)
+
+    # ------------------------------------------------------------------ reading
+    def get(self, task_id: str, tenant: str | None = None) -> Task | None:
+        """The task, or None. With `tenant`, another tenant's task is None too."""
+        out = self._db.get_item(
+            TableName=self.table, Key={"pk": {"S": task_id}}, ConsistentRead=True
+        )
+        if "Item" not in out:
+            return None
+        item = _load(out["Item"])
+        if "name" not in item or (tenant is not None and item.get("tenant") != tenant):
+            return None
+        return item_to_task(item)
+
+    def list_tasks(
+        self,
+        tenant: str,
+        status: TaskStatus | None = None,
+        name: str | None = None,
+        limit: int = 50,
+        next_token: str | None = None,
+    ) -> tuple[list[Task], str | None]:
+        """A page of the tenant's tasks, newest first, and the token of the next page."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "Limit": limit,
+            "ScanIndexForward": False,
+        }
+        names = {"#n": "name"} if name else {}
+        if status is not None:
+            kwargs.update(
+                IndexName="by-status",
+                KeyConditionExpression="gsi1pk = :k",
+                ExpressionAttributeValues=_vals(k=_gsi_key(tenant, status)),
+            )
+        else:
+            kwargs.update(
+                IndexName="by-tenant",
+                KeyConditionExpression="tenant = :k",
+                ExpressionAttributeValues=_vals(k=tenant),
+            )
+        if name and status is not None:
+            # by-tenant holds keys only: without a status the name is filtered below.
+            kwargs["FilterExpression"] = "#n = :name"
+            kwargs["ExpressionAttributeNames"] = names
+            kwargs["ExpressionAttributeValues"].update(_vals(name=name))
+        if next_token:
+            kwargs["ExclusiveStartKey"] = decode_page_token(next_token)
+        out = self._db.query(**kwargs)
+        items = [_load(i) for i in out.get("Items", [])]
+        if status is None:
+            items = self._get_many([i["pk"] for i in items])
+            if name:
+                items = [i for i in items if i.get("name") == name]
+        last = out.get("LastEvaluatedKey")
+        token = encode_page_token(last) if last else None
+        return [item_to_task(i) for i in items if "name" in i], token
+
+    def _get_many(self, ids: list[str]) -> list[dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), 100):
+            keys: list[Any] = [{"pk": {"S": i}} for i in ids[start : start + 100]]
+            while keys:
+                out = self._db.batch_get_item(
+                    RequestItems={self.table: {"Keys": keys, "ConsistentRead": True}}
+                )
+                for raw in out.get("Responses", {}).get(self.table, []):
+                    item = _load(raw)
+                    found[item["pk"]] = item
+                unprocessed: Any = out.get("UnprocessedKeys", {}).get(self.table, {})
+                keys = list(unprocessed.get("Keys", []))
+        return [found[i] for i in ids if i in found]
+
+    # ------------------------------------------------------------ worker writes
+    def claim(self, task_id: str, tenant: str, now_ms: int, lease_ms: int) -> ClaimResult:
+        """Take the lease on a task so that only the caller runs this attempt."""
+        token = new_token()
+        expires = now_ms + lease_ms
+        try:
+            out = self._db.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": task_id}},
+                UpdateExpression=(
+                    "SET #s = :running, gsi1pk = :gsi, lease_token = :tok, "
+                    "lease_expires_at = :exp, started_at = :now, attempts = attempts + :one"
+                ),
+                # Guards against running a task twice: only a runnable task that is due
+                # (its retry delay or run_at has passed), or a running one whose holder's
+                # lease has expired (the holder died), can be claimed; a concurrent
+                # duplicate delivery loses here. The tenant check catches a message
+                # that does not belong to the task.
+                ConditionExpression=(
+                    "tenant = :tenant AND ("
+                    "(#s IN (:queued, :retrying, :scheduled) AND "
+                    "(attribute_not_exists(next_attempt_at) OR next_attempt_at <= :due)) "
+                    "OR (#s = :running AND lease_expires_at < :now))"
+                ),
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=_vals(
+                    running="running",
+                    queued="queued",
+                    retrying="retrying",
+                    scheduled="scheduled",
+                    gsi=_gsi_key(tenant, TaskStatus.RUNNING),
+                    tok=token,
+                    exp=expires,
+                    now=now_ms,
+                    due=now_ms + 1000,
+                    one=1,
+                    tenant=tenant,
+                ),
+                ReturnValues="ALL_OLD",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            raw: Any = exc.response.get("Item")
+            return self._refusal(_load(raw) if raw else None, tenant)
+        old = _load(out["Attributes"])
+        old_task = item_to_task(old)
+        took_over = old_task.status is TaskStatus.RUNNING
+        task = old_task.model_copy(
+            update={
+                "status": TaskStatus.RUNNING,
+                "attempts": old_task.attempts + 1,
+                "started_at": from_ms(now_ms),
+            }
+        )
+        return Claimed(task=task, token=token, lease_expires_ms=expires, took_over=took_over)
+
+    def _refusal(self, item: dict[str, Any] | None, tenant: str) -> NotClaimed:
+        if item is None or "name" not in item:
+            return NotClaimed("missing", None)
+        if item.get("tenant") != tenant:
+            return NotClaimed("tenant", None)  # never hand out another tenant's task
+        task = item_to_task(item)
+        if task.status in FINAL_STATUSES:
+            return NotClaimed("final", task)
+        if task.status is TaskStatus.RUNNING:
+            return NotClaimed("busy", task, item.get("lease_expires_at"))
+        return NotClaimed("not_due", task)
+
+    def extend_lease(self, task_id: str, token: str, until_ms: int) -> bool:
+        """Push the lease end out; False means the lease is no longer ours."""
+        return self._fenced_update(
+            task_id,
+            token,
+            "SET lease_expires_at = :exp",
+            {"exp": until_ms},
+        )
+
+    def complete(self, task_id: str, tenant: str, token: str, result: Any, now_ms: int) -> bool:
+        return self._fenced_update(
+            task_id,
+            token,
+            "SET #s = :st, gsi1pk = :gsi, #r = :res, finished_at = :now, expires_at = :ttl "
+            "REMOVE lease_token, lease_expires_at, next_attempt_at",
+            {
+                "st": "succeeded",
+                "gsi": _gsi_key(tenant, TaskStatus.SUCCEEDED),
+                "res": json.dumps(result),
+                "now": now_ms,
+                "ttl": (now_ms + self._retention_ms) // 1000,
+            },
+            {"#r": "result"},
+        )
+
+    def schedule_retry(
+        self,
+        task_id: str,
+        tenant: str,
+        token: str,
+        attempt: int,
+        kind: str,
+        message: str,
+        next_attempt_ms: int,
+        now_ms: int,
+    ) -> bool:
+        return self._fenced_update(
+            task_id,
+            token,
+            "SET #s = :st, gsi1pk = :gsi, next_attempt_at = :next, #e = :msg, "
+            "errors = list_append(if_not_exists(errors, :empty), :err) "
+            "REMOVE lease_token, lease_expires_at",
+            {
+                "st": "retrying",
+                "gsi": _gsi_key(tenant, TaskStatus.RETRYING),
+                "next": next_attempt_ms,
+                "msg": message[:MAX_ERROR_CHARS],
+                "empty": [],
+                "err": [_error_entry(attempt, kind, message, now_ms)],
+            },
+            {"#e": "error"},
+        )
+
+    def fail(
+        self,
+        task_id: str,
+        tenant: str,
+        token: str,
+        attempt: int,
+        kind: str,
+        message: str,
+        now_ms: int,
+    ) -> bool:
+        return self._fenced_update(
+            task_id,
+            token,
+            "SET #s = :st, gsi1pk = :gsi, #e = :msg, finished_at = :now, expires_at = :ttl, "
+            "attempts = :att, errors = list_append(if_not_exists(errors, :empty), :err) "
+            "REMOVE lease_token, lease_expires_at, next_attempt_at",
+            {
+                "st": "failed",
+                "gsi": _gsi_key(tenant, TaskStatus.FAILED),
+                "msg": message[:MAX_ERROR_CHARS],
+                "now": now_ms,
+                "att": attempt,
+                "ttl": (now_ms + self._retention_ms) // 1000,
+                "empty": [],
+                "err": [_error_entry(attempt, kind, message, now_ms)],
+            },
+            {"#e": "error"},
+        )
+
+    def release(self, task_id: str, tenant: str, token: str) -> bool:
+        """Give a claimed task back unrun (graceful shutdown): the attempt does not count."""
+        return self._fenced_update(
+            task_id,
+            token,
+            "SET #s = :st, gsi1pk = :gsi, attempts = attempts - :one "
+            "REMOVE lease_token, lease_expires_at",
+            {"st": "queued", "gsi": _gsi_key(tenant, TaskStatus.QUEUED), "one": 1},
+        )
+
+    def record_lost_attempt(
+        self, task_id: str, token: str, attempt: int, message: str, now_ms: int
+    ) -> bool:
+        """Note in the history that attempt `attempt` was lost (its worker died)."""
+        return self._fenced_update(
+            task_id,
+            token,
+            "SET errors = list_append(if_not_exists(errors, :empty), :err)",
+            {"empty": [], "err": [_error_entry(attempt, "lost", message, now_ms)]},
+        )
+
+    def _fenced_update(
+        self,
+        task_id: str,
+        token: str,
+        expression: str,
+        values: dict[str, Any],
+        names: dict[str, str] | None = None,
+    ) -> bool:
+        names = {"#s": "status", **(names or {})}
+        used = {n: v for n, v in names.items() if n in expression}
+        kwargs: dict[str, Any] = {}
+        if used:
+            kwargs["ExpressionAttributeNames"] = used
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": task_id}},
+                UpdateExpression=expression,
+                # Fencing: only the current lease holder may record an outcome or extend
+                # the lease. A worker whose lease expired and was taken over (it was
+                # paused, partitioned or slow) must not overwrite the newer attempt.
+                ConditionExpression="lease_token = :tok",
+                ExpressionAttributeValues=_vals(tok=token, **values),
+                **kwargs,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    # ------------------------------------------------------------ user actions
+    def cancel(self, task_id: str, tenant: str, now_ms: int) -> Task:
+        """Cancel a task that has not started; raises if it is running or finished."""
+        return self._transition(
+            task_id,
+            tenant,
+            # Guards against cancelling a task a worker already claimed or finished.
+            allowed=RUNNABLE_STATUSES,
+            expression=(
+                "SET #s = :st, gsi1pk = :gsi, finished_at = :now, expires_at = :ttl "
+                "REMOVE next_attempt_at"
+            ),
+            values={
+                "st": "cancelled",
+                "gsi": _gsi_key(tenant, TaskStatus.CANCELLED),
+                "now": now_ms,
+                "ttl": (now_ms + self._retention_ms) // 1000,
+            },
+            verb="cancel",
+        )
+
+    def requeue(self, task_id: str, tenant: str, now_ms: int) -> Task:
+        """Make a failed (or cancelled) task runnable again with its attempts reset."""
+        return self._transition(
+            task_id,
+            tenant,
+            # Guards against resetting a task that is still alive or already succeeded.
+            allowed=frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED}),
+            expression=(
+                "SET #s = :st, gsi1pk = :gsi, attempts = :zero "
+                "REMOVE finished_at, expires_at, next_attempt_at, #e"
+            ),
+            values={"st": "queued", "gsi": _gsi_key(tenant, TaskStatus.QUEUED), "zero": 0},
+            verb="retry",
+            names={"#e": "error"},
+        )
+
+    def _transition(
+        self,
+        task_id: str,
+        tenant: str,
+        allowed: Iterable[TaskStatus],
+        expression: str,
+        values: dict[str, Any],
+        verb: str,
+        names: dict[str, str] | None = None,
+    ) -> Task:
+        allowed = sorted(allowed)
+        placeholders = {f"a{i}": s.value for i, s in enumerate(allowed)}
+        try:
+            out = self._db.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": task_id}},
+                UpdateExpression=expression,
+                ConditionExpression=(
+                    f"tenant = :tenant AND #s IN ({', '.join(':' + k for k in placeholders)})"
+                ),
+                ExpressionAttributeNames={"#s": "status", **(names or {})},
+                ExpressionAttributeValues=_vals(tenant=tenant, **placeholders, **values),
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            raw: Any = exc.response.get("Item")
+            item = _load(raw) if raw else None
+            if item is None or "name" not in item or item.get("tenant") != tenant:
+                raise TaskNotFoundError(f"no task {task_id}") from None
+            raise InvalidStateError(
+                f"cannot {verb} task {task_id}: it is {item['status']}"
+            ) from None
+        return item_to_task(_load(out["Attributes"]))
+
+
+def encode_page_token(key: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
+
+
+def decode_page_token(token: str) -> dict[str, Any]:
+    try:
+        key = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (binascii.Error, ValueError):
+        raise ValueError("next_token is not a token this API returned") from None
+    if not isinstance(key, dict):
+        raise ValueError("next_token is not a token this API returned")
+    return key

@@ -1,0 +1,241 @@
+"""SQS transport: batched sends, long-poll receives, lease extension, batched deletes.
+
+A message carries only the task id, the tenant and (for waits longer than SQS allows)
+the time the task is due. Everything else is read from the task store when the task is
+claimed, so a message is tiny and never holds a payload.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from stratoq.errors import EnqueueError, UnknownQueueError
+from stratoq.models import MAX_SQS_DELAY
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
+
+SQS_BATCH = 10
+SEND_ATTEMPTS = 4
+
+
+@dataclass(frozen=True)
+class TaskMessage:
+    """The body of a task message."""
+
+    task_id: str
+    tenant: str
+    not_before_ms: int | None = None
+
+    def encode(self) -> str:
+        body: dict[str, Any] = {"id": self.task_id, "t": self.tenant}
+        if self.not_before_ms is not None:
+            body["nb"] = self.not_before_ms
+        return json.dumps(body, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, body: str) -> TaskMessage:
+        """Parse a body; raises ValueError for anything that is not a task message."""
+        data = json.loads(body)
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
+            raise ValueError("message body has no task id")
+        nb = data.get("nb")
+        if nb is not None and (isinstance(nb, bool) or not isinstance(nb, int)):
+            raise ValueError("message field nb is not epoch milliseconds")
+        return cls(task_id=data["id"], tenant=str(data.get("t", "default")), not_before_ms=nb)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    queue: str
+    message: TaskMessage
+    delay_seconds: int = 0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One received message (from a poller's receive or a Lambda SQS event)."""
+
+    queue_url: str
+    message_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int = 1
+
+
+class SqsTransport:
+    """The narrow set of SQS calls stratoq makes, batched wherever SQS allows."""
+
+    def __init__(self, client: SQSClient, queues: dict[str, str]) -> None:
+        self._sqs = client
+        self._queues = dict(queues)
+        self._urls: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def queue_names(self) -> list[str]:
+        return list(self._queues)
+
+    def url(self, queue: str) -> str:
+        """The SQS URL of a logical queue (resolved once, then cached)."""
+        with self._lock:
+            if queue in self._urls:
+                return self._urls[queue]
+        target = self._queues.get(queue)
+        if target is None:
+            known = ", ".join(sorted(self._queues))
+            raise UnknownQueueError(f"unknown queue {queue!r}; this deployment has: {known}")
+        if not target.startswith(("http://", "https://")):
+            target = self._sqs.get_queue_url(QueueName=target)["QueueUrl"]
+        with self._lock:
+            self._urls[queue] = target
+        return target
+
+    def url_from_arn(self, arn: str) -> str:
+        """Queue URL for an event source ARN (arn:aws:sqs:region:account:name)."""
+        with self._lock:
+            if arn in self._urls:
+                return self._urls[arn]
+        parts = arn.split(":")
+        name = parts[5]
+        # Configured URLs end in the queue name: no GetQueueUrl call (or permission) needed.
+        known = [u for u in self._queues.values() if u.rstrip("/").endswith("/" + name)]
+        if known:
+            url = known[0]
+        else:
+            url = self._sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=parts[4])[
+                "QueueUrl"
+            ]
+        with self._lock:
+            self._urls[arn] = url
+        return url
+
+    def send(self, messages: Sequence[Outgoing]) -> None:
+        """Send messages in batches of 10 per queue; raises EnqueueError if any is refused."""
+        by_queue: dict[str, list[Outgoing]] = {}
+        for m in messages:
+            by_queue.setdefault(self.url(m.queue), []).append(m)
+        for url, items in by_queue.items():
+            for start in range(0, len(items), SQS_BATCH):
+                self._send_batch(url, items[start : start + SQS_BATCH])
+
+    def _send_batch(self, url: str, batch: list[Outgoing]) -> None:
+        pending: dict[str, Any] = {
+            str(i): {
+                "Id": str(i),
+                "MessageBody": m.message.encode(),
+                "DelaySeconds": max(0, min(MAX_SQS_DELAY, m.delay_seconds)),
+            }
+            for i, m in enumerate(batch)
+        }
+        for attempt in range(SEND_ATTEMPTS):
+            out = self._sqs.send_message_batch(QueueUrl=url, Entries=list(pending.values()))
+            for ok in out.get("Successful", []):
+                pending.pop(ok["Id"], None)
+            failed = out.get("Failed", [])
+            if not pending:
+                return
+            if any(f.get("SenderFault") for f in failed):
+                reason = "; ".join(f"{f['Code']}: {f.get('Message', '')}" for f in failed)
+                raise EnqueueError(f"SQS refused {len(pending)} message(s): {reason}")
+            time.sleep(0.05 * 2**attempt)  # SQS-side fault: back off, resend the rest
+        raise EnqueueError(f"SQS did not accept {len(pending)} message(s) after retries")
+
+    def receive(
+        self, queue: str, max_messages: int, wait_seconds: int, visibility_seconds: int
+    ) -> list[Delivery]:
+        url = self.url(queue)
+        out = self._sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=max(1, min(SQS_BATCH, max_messages)),
+            WaitTimeSeconds=wait_seconds,
+            VisibilityTimeout=visibility_seconds,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        )
+        return [
+            Delivery(
+                queue_url=url,
+                message_id=m["MessageId"],
+                receipt_handle=m["ReceiptHandle"],
+                body=m["Body"],
+                receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1")),
+            )
+            for m in out.get("Messages", [])
+        ]
+
+    def delete(self, deliveries: Iterable[Delivery]) -> None:
+        """Acknowledge deliveries (batched). A stale receipt handle is not an error."""
+        for url, group in _by_url(deliveries):
+            for start in range(0, len(group), SQS_BATCH):
+                chunk = group[start : start + SQS_BATCH]
+                self._sqs.delete_message_batch(
+                    QueueUrl=url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": d.receipt_handle}
+                        for i, d in enumerate(chunk)
+                    ],
+                )
+
+    def stats(self, queue: str) -> dict[str, Any]:
+        """Approximate visible / in-flight / delayed counts, and the DLQ's visible count."""
+        names = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ]
+        attrs: dict[str, str] = self._sqs.get_queue_attributes(  # type: ignore[assignment]
+            QueueUrl=self.url(queue),
+            AttributeNames=[*names, "RedrivePolicy"],  # type: ignore[list-item]
+        )["Attributes"]
+        dead = 0
+        if "RedrivePolicy" in attrs:
+            dlq_url = self.url_from_arn(json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"])
+            dead = int(
+                self._sqs.get_queue_attributes(
+                    QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
+                )["Attributes"]["ApproximateNumberOfMessages"]
+            )
+        return {
+            "queue": queue,
+            "visible": int(attrs[names[0]]),
+            "in_flight": int(attrs[names[1]]),
+            "delayed": int(attrs[names[2]]),
+            "dead_letter": dead,
+        }
+
+    def change_visibility(self, changes: Iterable[tuple[Delivery, int]]) -> None:
+        """Set deliveries' visibility timeouts (extend a lease, or release for later)."""
+        grouped: dict[str, list[tuple[Delivery, int]]] = {}
+        for d, seconds in changes:
+            grouped.setdefault(d.queue_url, []).append((d, seconds))
+        for url, group in grouped.items():
+            for start in range(0, len(group), SQS_BATCH):
+                chunk = group[start : start + SQS_BATCH]
+                self._sqs.change_message_visibility_batch(
+                    QueueUrl=url,
+                    Entries=[
+                        {
+                            "Id": str(i),
+                            "ReceiptHandle": d.receipt_handle,
+                            "VisibilityTimeout": seconds,
+                        }
+                        for i, (d, seconds) in enumerate(chunk)
+                    ],
+                )
+
+
+def queue_stats(transport: SqsTransport) -> list[dict[str, Any]]:
+    """Message counts per logical queue, dead-letter queue included."""
+    return [transport.stats(name) for name in transport.queue_names]
+
+
+def _by_url(deliveries: Iterable[Delivery]) -> list[tuple[str, list[Delivery]]]:
+    grouped: dict[str, list[Delivery]] = {}
+    for d in deliveries:
+        grouped.setdefault(d.queue_url, []).append(d)
+    return list(grouped.items())

@@ -1,0 +1,311 @@
+"""`Worker.process(delivery)`: the one code path every worker runs for every message.
+
+claim (conditional write, new fencing token) -> run the handler with a hard timeout ->
+record success | schedule a retry | fail, each write fenced by the lease token. The
+Lambda handler and the container poller differ only in the loop around this and in
+what they do with the returned Disposition.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from aws_lambda_powertools import Logger
+
+from stratoq import registry
+from stratoq.models import Task
+from stratoq.policy import (
+    MAX_VISIBILITY_SECONDS,
+    Complete,
+    FailNow,
+    OutcomeKind,
+    RetryLater,
+    busy_release_delay,
+    decide,
+    hop_delay,
+    is_due,
+)
+from stratoq.registry import TaskContext
+from stratoq.runner import Job, Runner, unknown_task
+from stratoq.store import Claimed, TaskStore
+from stratoq.transport import Delivery, Outgoing, SqsTransport, TaskMessage
+
+logger = Logger(service="stratoq", child=True)
+
+# Time a worker keeps after the task's own timeout to record the outcome.
+RECORD_GRACE_MS = 15_000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Action(StrEnum):
+    ACK = "ack"  # delete the message: the task is recorded (or the message is obsolete)
+    RELEASE = "release"  # make it visible again after `delay` seconds
+    LEAVE = "leave"  # touch nothing: our lease is gone, the message reappears by itself
+
+
+@dataclass(frozen=True)
+class Disposition:
+    action: Action
+    delay: int = 0
+    status: str = ""  # what happened, for logs and metrics
+
+
+ACK_OBSOLETE = Disposition(Action.ACK, status="duplicate")
+
+
+def outgoing_for(queue: str, msg: TaskMessage, due_ms: int | None, now: int) -> Outgoing:
+    """The message that delivers a task at `due_ms`: SQS delay if it fits, else a hop."""
+    if due_ms is None or due_ms <= now:
+        return Outgoing(queue, TaskMessage(msg.task_id, msg.tenant))
+    delay = hop_delay(due_ms, now)
+    nb = None if due_ms - now <= delay * 1000 else due_ms
+    return Outgoing(queue, TaskMessage(msg.task_id, msg.tenant, nb), delay)
+
+
+@dataclass
+class _Lease:
+    delivery: Delivery
+    task_id: str
+    token: str
+    lost: threading.Event = field(default_factory=threading.Event)
+
+
+class LeaseKeeper:
+    """Renews the leases of running tasks (SQS visibility and the store's lease).
+
+    Pollers run `beat()` every lease/3 seconds. A renewal the store refuses means
+    another worker took the task over: the attempt is stopped and nothing recorded.
+    """
+
+    def __init__(self, store: TaskStore, transport: SqsTransport, lease_seconds: int) -> None:
+        self._store = store
+        self._transport = transport
+        self.lease_seconds = lease_seconds
+        self._leases: dict[str, _Lease] = {}
+        self._lock = threading.Lock()
+
+    def track(self, delivery: Delivery, task_id: str, token: str) -> threading.Event:
+        lease = _Lease(delivery, task_id, token)
+        with self._lock:
+            self._leases[token] = lease
+        return lease.lost
+
+    def untrack(self, token: str) -> None:
+        with self._lock:
+            self._leases.pop(token, None)
+
+    def abort_all(self) -> None:
+        """Stop every running attempt (shutdown after the grace period)."""
+        with self._lock:
+            for lease in self._leases.values():
+                lease.lost.set()
+
+    def beat(self) -> None:
+        with self._lock:
+            leases = list(self._leases.values())
+        if not leases:
+            return
+        until = now_ms() + self.lease_seconds * 1000
+        try:
+            self._transport.change_visibility((le.delivery, self.lease_seconds) for le in leases)
+        except Exception:
+            logger.exception("lease heartbeat: extending SQS visibility failed")
+        for le in leases:
+            try:
+                if not self._store.extend_lease(le.task_id, le.token, until):
+                    logger.warning("lease lost to another worker", extra={"task_id": le.task_id})
+                    le.lost.set()
+            except Exception:
+                logger.exception("lease heartbeat failed", extra={"task_id": le.task_id})
+
+
+class Worker:
+    """Processes deliveries. `lease_ms` and `time_left_ms` let each loop set its bounds."""
+
+    def __init__(
+        self,
+        store: TaskStore,
+        transport: SqsTransport,
+        runner: Runner,
+        *,
+        keeper: LeaseKeeper | None = None,
+        time_left_ms: Callable[[], int] | None = None,
+        clock: Callable[[], int] = now_ms,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.transport = transport
+        self.runner = runner
+        self.keeper = keeper
+        self._time_left_ms = time_left_ms
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self.shutting_down = threading.Event()
+
+    def _lease_ms(self) -> int:
+        if self.keeper is not None:
+            return self.keeper.lease_seconds * 1000
+        if self._time_left_ms is not None:
+            # Lambda: the invocation cannot outlive its deadline, so neither may the lease.
+            return self._time_left_ms() + RECORD_GRACE_MS
+        return 15 * 60 * 1000 + RECORD_GRACE_MS
+
+    def process(self, delivery: Delivery) -> Disposition:
+        """Handle one message; the caller applies the returned Disposition to it."""
+        try:
+            msg = TaskMessage.decode(delivery.body)
+        except ValueError as exc:
+            # Such a message can never succeed; keeping it would only feed the DLQ.
+            logger.error(
+                "dropping malformed message",
+                extra={"message_id": delivery.message_id, "reason": str(exc)},
+            )
+            return Disposition(Action.ACK, status="malformed")
+        now = self._clock()
+        if not is_due(msg.not_before_ms, now):
+            return self._hop(delivery, msg, msg.not_before_ms, now)
+        claim = self.store.claim(msg.task_id, msg.tenant, now, self._lease_ms())
+        if not isinstance(claim, Claimed):
+            return self._refused(claim.reason, claim.task, claim.lease_expires_ms, msg, now)
+        return self._run(delivery, msg, claim)
+
+    def _hop(
+        self,
+        delivery: Delivery,
+        msg: TaskMessage,
+        due_ms: int | None,
+        now: int,
+        status: str = "hop",
+    ) -> Disposition:
+        queue = self._queue_of(delivery)
+        try:
+            self.transport.send([outgoing_for(queue, msg, due_ms, now)])
+        except Exception:
+            logger.exception("re-delaying a message failed", extra={"task_id": msg.task_id})
+            return Disposition(Action.RELEASE, delay=hop_delay(due_ms or now, now), status=status)
+        return Disposition(Action.ACK, status=status)
+
+    def _queue_of(self, delivery: Delivery) -> str:
+        for name in self.transport.queue_names:
+            if self.transport.url(name) == delivery.queue_url:
+                return name
+        return "default"
+
+    def _refused(
+        self,
+        reason: str,
+        task: Task | None,
+        lease_expires_ms: int | None,
+        msg: TaskMessage,
+        now: int,
+    ) -> Disposition:
+        extra = {"task_id": msg.task_id, "reason": reason}
+        if reason == "busy" and lease_expires_ms is not None:
+            # Another worker holds the task; look again when its lease would have expired.
+            logger.info("task is held by another worker", extra=extra)
+            return Disposition(
+                Action.RELEASE, delay=busy_release_delay(lease_expires_ms, now), status="busy"
+            )
+        if reason == "not_due":
+            due = task.next_attempt_at if task is not None else None
+            due_ms = int(due.timestamp() * 1000) if due else now
+            delay = max(1, min(MAX_VISIBILITY_SECONDS, (due_ms - now) // 1000 + 1))
+            return Disposition(Action.RELEASE, delay=delay, status="early")
+        if reason == "missing":
+            logger.warning("message for a task that does not exist", extra=extra)
+        elif reason == "tenant":
+            logger.error("message tenant does not match the task", extra=extra)
+        return ACK_OBSOLETE
+
+    def _run(self, delivery: Delivery, msg: TaskMessage, claim: Claimed) -> Disposition:
+        task, token = claim.task, claim.token
+        attempt = task.attempts
+        log = {"task_id": task.id, "task_name": task.name, "attempt": attempt}
+        if claim.took_over:
+            lost_msg = f"attempt {attempt - 1} was lost: its worker stopped renewing the lease"
+            if attempt - 1 >= task.max_attempts:
+                logger.warning("last attempt was lost; failing the task", extra=log)
+                return self._record(
+                    delivery, msg, claim, FailNow(OutcomeKind.LOST, lost_msg), attempt - 1
+                )
+            self.store.record_lost_attempt(task.id, token, attempt - 1, lost_msg, self._clock())
+        if registry.get(task.name) is None:
+            outcome = unknown_task(task.name)
+        else:
+            timeout = task.timeout_seconds
+            if self._time_left_ms is not None:
+                # Lambda: stop before the function's own timeout so the outcome is recorded.
+                left = (self._time_left_ms() - RECORD_GRACE_MS // 3) // 1000
+                timeout = max(1, min(timeout, left))
+            ctx = TaskContext(
+                task_id=task.id,
+                name=task.name,
+                attempt=attempt,
+                max_attempts=task.max_attempts,
+                timeout_seconds=timeout,
+                fencing_token=token,
+            )
+            lost = self.keeper.track(delivery, task.id, token) if self.keeper else None
+            started = time.monotonic()
+            try:
+                outcome = self.runner.run(Job(task.name, task.payload, ctx), lost)
+            finally:
+                if self.keeper:
+                    self.keeper.untrack(token)
+            log["duration_ms"] = int((time.monotonic() - started) * 1000)
+        if outcome.kind is OutcomeKind.LOST:
+            if self.shutting_down.is_set():
+                released = self.store.release(task.id, task.tenant, token)
+                logger.info("released at shutdown", extra={**log, "released": released})
+                return Disposition(Action.RELEASE, delay=0, status="released")
+            logger.warning("lease lost; leaving the task to its new holder", extra=log)
+            return Disposition(Action.LEAVE, status="lost")
+        decision = decide(outcome, attempt, task.max_attempts, task.backoff, self._rng)
+        return self._record(delivery, msg, claim, decision, attempt, log)
+
+    def _record(
+        self,
+        delivery: Delivery,
+        msg: TaskMessage,
+        claim: Claimed,
+        decision: Complete | RetryLater | FailNow,
+        attempt: int,
+        log: dict[str, object] | None = None,
+    ) -> Disposition:
+        task, token = claim.task, claim.token
+        now = self._clock()
+        log = {**(log or {}), "task_id": task.id, "task_name": task.name, "attempt": attempt}
+        if isinstance(decision, Complete):
+            ok = self.store.complete(task.id, task.tenant, token, decision.result, now)
+            status = "succeeded"
+        elif isinstance(decision, RetryLater):
+            due = now + decision.delay_seconds * 1000
+            ok = self.store.schedule_retry(
+                task.id, task.tenant, token, attempt, decision.kind, decision.message, due, now
+            )
+            status = "retrying"
+            if ok:
+                log.update(outcome=decision.kind.value, retry_in_s=decision.delay_seconds)
+                logger.info("task attempt failed; retrying", extra=log)
+                # A fresh message restarts the receive count, which is kept for the
+                # DLQ redrive of messages that crash workers before anything is recorded.
+                return self._hop(delivery, msg, due, now, status)
+        else:
+            ok = self.store.fail(
+                task.id, task.tenant, token, attempt, decision.kind, decision.message, now
+            )
+            status = "failed"
+            log["outcome"] = decision.kind.value
+        if not ok:
+            logger.warning("lease lost before the outcome was recorded", extra=log)
+            return Disposition(Action.LEAVE, status="lost")
+        logger.info(f"task {status}", extra=log)
+        return Disposition(Action.ACK, status=status)

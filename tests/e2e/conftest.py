@@ -1,0 +1,132 @@
+"""A real `stratoq dev` process per test module, driven only over HTTP and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import urllib3
+
+from tests.conftest import PYTHON, ROOT
+from tests.support.procs import wait_for
+
+
+@dataclass
+class DevStack:
+    api_url: str
+    api_key: str
+    metrics_url: str
+    aws_endpoint_url: str
+    state_file: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+    http: urllib3.PoolManager
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        key: str | None = "admin",
+        raw: bytes | None = None,
+    ) -> tuple[int, Any]:
+        headers = {"content-type": "application/json"}
+        if key is not None:
+            headers["x-api-key"] = self.api_key if key == "admin" else key
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        resp = self.http.request(method, self.api_url + path, body=data, headers=headers)
+        try:
+            return resp.status, json.loads(resp.data) if resp.data else None
+        except ValueError:
+            return resp.status, resp.data.decode()
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "functions")])
+        env["STRATOQ_DEV_FILE"] = str(self.state_file)
+        return subprocess.run(
+            [PYTHON, "-m", "stratoq", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+
+def start_dev(tmp: Path, *extra: str) -> DevStack:
+    state = tmp / "dev.json"
+    log = tmp / "dev.log"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "functions")])
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("STRATOQ_API_KEY", None)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                PYTHON,
+                "-m",
+                "stratoq",
+                "dev",
+                "--port",
+                "0",
+                "--metrics-port",
+                "0",
+                "--state-file",
+                str(state),
+                "--tasks",
+                "tests.support.tasks",
+                *extra,
+            ],
+            cwd=tmp,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def ready() -> dict[str, str] | None:
+        if proc.poll() is not None:
+            raise AssertionError(f"stratoq dev exited {proc.returncode}:\n{log.read_text()}")
+        return json.loads(state.read_text()) if state.exists() else None
+
+    facts = wait_for(ready, 60, "stratoq dev to write its state file")
+    return DevStack(
+        api_url=facts["api_url"],
+        api_key=facts["api_key"],
+        metrics_url=facts["metrics_url"],
+        aws_endpoint_url=facts["aws_endpoint_url"],
+        state_file=state,
+        proc=proc,
+        log=log,
+        http=urllib3.PoolManager(timeout=30, retries=False),
+    )
+
+
+def stop_dev(stack: DevStack) -> int:
+    if stack.proc.poll() is None:
+        stack.proc.send_signal(signal.SIGTERM)
+        try:
+            return stack.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(stack.proc.pid, signal.SIGKILL)
+            stack.proc.wait(10)
+            raise
+    return stack.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    stack = start_dev(tmp_path_factory.mktemp("dev"))
+    try:
+        yield stack
+    finally:
+        code = stop_dev(stack)
+        assert code == 0, stack.log.read_text()[-3000:]

@@ -1,0 +1,151 @@
+"""`stratoq worker` as real processes: crashes, timeouts, graceful shutdown."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from stratoq.enqueue import Enqueuer
+from stratoq.models import Task, TaskRequest, TaskStatus
+from stratoq.settings import Settings
+from tests.support.procs import stratoq, wait_for
+from tests.support.pump import queue_counts
+
+FAST_LEASE = {"STRATOQ_LEASE_SECONDS": "3"}
+
+
+def final(core: Enqueuer, tid: str) -> Task | None:
+    task = core.store.get(tid)
+    return task if task is not None and task.status.final else None
+
+
+def lines(path: Path, kind: str) -> list[str]:
+    if not path.exists():
+        return []
+    return [ln for ln in path.read_text().splitlines() if ln.startswith(kind)]
+
+
+def test_poller_runs_tasks_and_stops_on_sigterm(
+    settings: Settings, core: Enqueuer, tmp_path: Path
+) -> None:
+    with stratoq(settings, tmp_path, "worker", "--concurrency", "4") as poller:
+        results = core.enqueue_many([TaskRequest(name="echo", payload=i) for i in range(20)])
+        ids = [r.task.id for r in results]
+        wait_for(lambda: all(final(core, i) for i in ids), 60, "20 tasks to finish")
+        done = [core.store.get(i) for i in ids]
+        assert sorted(t.result for t in done) == list(range(20))
+        assert all(t.status is TaskStatus.SUCCEEDED and t.attempts == 1 for t in done)
+        poller.signal(signal.SIGTERM)
+        assert poller.wait(30) == 0, poller.output()
+    wait_for(lambda: queue_counts(core)["in_flight"] == 0, 10, "acks to land")
+    assert queue_counts(core)["visible"] == 0
+
+
+def test_poller_killed_mid_task_is_taken_over_and_completed_once(
+    settings: Settings, core: Enqueuer, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.log"
+    tid = core.enqueue(TaskRequest(name="record", payload={"path": str(log), "sleep": 4})).task.id
+    with stratoq(settings, tmp_path, "worker", "-c", "2", env=FAST_LEASE) as first:
+        wait_for(lambda: lines(log, "start"), 30, "the first poller to start the task")
+        first.kill_hard()  # SIGKILL: no chance to record or release anything
+    assert core.store.get(tid).status is TaskStatus.RUNNING
+    with stratoq(settings, tmp_path, "worker", "-c", "2", env=FAST_LEASE) as second:
+        task = wait_for(lambda: final(core, tid), 60, "the second poller to finish the task")
+        second.signal(signal.SIGTERM)
+        assert second.wait(30) == 0, second.output()
+    assert task.status is TaskStatus.SUCCEEDED
+    assert task.attempts == 2
+    assert [(e.attempt, e.kind) for e in task.errors] == [(1, "lost")]
+    assert task.result["attempt"] == 2
+    assert len(lines(log, "start")) == 2
+    assert len(lines(log, "end")) == 1  # the killed attempt never finished
+
+
+def test_cpu_bound_task_stopped_and_retried_by_the_poller(
+    settings: Settings, core: Enqueuer, tmp_path: Path
+) -> None:
+    tid = core.enqueue(
+        TaskRequest(
+            name="cpu",
+            payload={"seconds": 120},
+            timeout_seconds=1,
+            max_attempts=2,
+            backoff={"base_seconds": 0},
+        )
+    ).task.id
+    with stratoq(settings, tmp_path, "worker", "-c", "1") as poller:
+        task = wait_for(lambda: final(core, tid), 30, "both attempts to time out")
+        poller.signal(signal.SIGTERM)
+        assert poller.wait(30) == 0
+    assert task.status is TaskStatus.FAILED
+    assert [(e.attempt, e.kind) for e in task.errors] == [(1, "timeout"), (2, "timeout")]
+    # Stopped within 3 s of starting: the second attempt began at started_at.
+    assert (task.finished_at - task.started_at).total_seconds() < 3.0
+
+
+def test_sigterm_lets_a_running_task_finish(
+    settings: Settings, core: Enqueuer, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.log"
+    tid = core.enqueue(TaskRequest(name="record", payload={"path": str(log), "sleep": 2})).task.id
+    with stratoq(settings, tmp_path, "worker", "-c", "2") as poller:
+        wait_for(lambda: lines(log, "start"), 30, "the task to start")
+        poller.signal(signal.SIGTERM)
+        assert poller.wait(30) == 0, poller.output()
+    task = core.store.get(tid)
+    assert task.status is TaskStatus.SUCCEEDED and task.attempts == 1
+
+
+def test_sigterm_past_the_grace_period_releases_the_task(
+    settings: Settings, core: Enqueuer, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.log"
+    tid = core.enqueue(TaskRequest(name="record", payload={"path": str(log), "sleep": 3})).task.id
+    with stratoq(settings, tmp_path, "worker", "-c", "1", "--shutdown-grace", "0.5") as poller:
+        wait_for(lambda: lines(log, "start"), 30, "the task to start")
+        poller.signal(signal.SIGTERM)
+        assert poller.wait(30) == 0, poller.output()
+    released = core.store.get(tid)
+    assert released.status is TaskStatus.QUEUED and released.attempts == 0
+    assert lines(log, "end") == []
+    # Released, not lost: the next poller picks it up at once.
+    with stratoq(settings, tmp_path, "worker", "-c", "1") as poller:
+        task = wait_for(lambda: final(core, tid), 30, "another poller to run it")
+        poller.signal(signal.SIGTERM)
+        assert poller.wait(30) == 0
+    assert task.status is TaskStatus.SUCCEEDED and task.attempts == 1
+    assert len(lines(log, "end")) == 1
+
+
+def test_handler_that_kills_its_process_is_recorded_and_the_poller_survives(
+    settings: Settings, core: Enqueuer, tmp_path: Path
+) -> None:
+    bad = core.enqueue(
+        TaskRequest(name="crash", max_attempts=2, backoff={"base_seconds": 0})
+    ).task.id
+    with stratoq(settings, tmp_path, "worker", "-c", "1") as poller:
+        task = wait_for(lambda: final(core, bad), 30, "the crashing task to fail")
+        good = core.enqueue(TaskRequest(name="echo", payload="still alive")).task.id
+        after = wait_for(lambda: final(core, good), 30, "a task after the crashes")
+        poller.signal(signal.SIGTERM)
+        assert poller.wait(30) == 0
+    assert task.status is TaskStatus.FAILED
+    assert [e.message for e in task.errors] == ["the task's worker process died (exit code 3)"] * 2
+    assert after.result == "still alive"
+
+
+def test_several_poller_processes(settings: Settings, core: Enqueuer, tmp_path: Path) -> None:
+    log = tmp_path / "runs.log"
+    with stratoq(settings, tmp_path, "worker", "--processes", "2", "-c", "2") as pool:
+        ids = [
+            r.task.id
+            for r in core.enqueue_many(
+                [TaskRequest(name="record", payload={"path": str(log)}) for _ in range(30)]
+            )
+        ]
+        wait_for(lambda: all(final(core, i) for i in ids), 60, "30 tasks on 2 processes")
+        pool.signal(signal.SIGTERM)
+        assert pool.wait(30) == 0, pool.output()
+    assert all(core.store.get(i).status is TaskStatus.SUCCEEDED for i in ids)
+    assert len(lines(log, "end")) == 30

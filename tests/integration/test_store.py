@@ -1,0 +1,645 @@
+"""TaskStore against the emulator: creation, idempotency, leases and fencing, user actions.
+
+Time is explicit: every call gets its `now_ms`, so leases expire and retries fall due by
+passing a later value, never by waiting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from boto3.dynamodb.types import TypeDeserializer
+from botocore.exceptions import ClientError
+
+from stratoq.enqueue import Enqueuer
+from stratoq.errors import InvalidStateError, TaskNotFoundError
+from stratoq.models import AttemptError, Backoff, Priority, Task, TaskRequest, TaskStatus
+from stratoq.store import MAX_ERROR_CHARS, Claimed, NotClaimed, TaskStore, from_ms, to_ms
+
+NOW = 1_800_000_000_000  # 2027-01-15: fixed, and in the future so no TTL can remove items
+LEASE = 30_000
+DAY_MS = 24 * 3600 * 1000
+OTHER = "other-tenant"
+
+_de = TypeDeserializer()
+
+
+def build(core: Enqueuer, tenant: str = "default", **request: Any) -> Task:
+    request.setdefault("name", "echo")
+    return core.build(TaskRequest(**request), tenant)
+
+
+def stored(core: Enqueuer, tenant: str = "default", **request: Any) -> Task:
+    task, created = core.store.create(build(core, tenant, **request), NOW)
+    assert created
+    return task
+
+
+def fetch(core: Enqueuer, task_id: str) -> Task:
+    task = core.store.get(task_id)
+    assert task is not None, task_id
+    return task
+
+
+def raw(core: Enqueuer, key: str) -> dict[str, Any] | None:
+    """The item as DynamoDB holds it (lease fields included)."""
+    out = core.store._db.get_item(
+        TableName=core.store.table, Key={"pk": {"S": key}}, ConsistentRead=True
+    )
+    return {k: _de.deserialize(v) for k, v in out["Item"].items()} if "Item" in out else None
+
+
+def claimed(core: Enqueuer, task_id: str, now_ms: int = NOW, lease_ms: int = LEASE) -> Claimed:
+    result = core.store.claim(task_id, "default", now_ms, lease_ms)
+    assert isinstance(result, Claimed), result
+    return result
+
+
+def item_count(core: Enqueuer) -> int:
+    return core.store._db.scan(TableName=core.store.table, Select="COUNT")["Count"]
+
+
+# ---------------------------------------------------------------- create and get
+def test_create_and_get_round_trip(core: Enqueuer) -> None:
+    payload = {"text": "héllo ✓", "n": 42, "f": 1.5, "items": [1, "two", None, True], "e": {}}
+    task = build(core, payload=payload)
+    result, created = core.store.create(task, NOW)
+    assert created
+    assert result is task
+
+    got = fetch(core, task.id)
+    assert got.id == task.id
+    assert got.payload == payload
+    assert got.name == "echo"
+    assert got.tenant == "default"
+    assert got.status is TaskStatus.QUEUED
+    assert got.queue == "default"
+    assert got.priority is Priority.DEFAULT
+    assert got.attempts == 0
+    assert got.max_attempts == core.settings.default_max_attempts
+    assert got.timeout_seconds == core.settings.default_timeout_seconds
+    assert got.backoff == Backoff()
+    assert got.result is None
+    assert got.error is None
+    assert got.errors == []
+    assert got.idempotency_key is None
+    assert got.started_at is None
+    assert got.finished_at is None
+    assert got.next_attempt_at is None
+    assert got.scheduled_for is None
+    # Stored with millisecond precision.
+    assert to_ms(got.created_at) == to_ms(task.created_at)
+
+
+def test_create_keeps_every_option(core: Enqueuer) -> None:
+    task = stored(
+        core,
+        tenant=OTHER,
+        name="ns:job-1",
+        payload=[1, 2],
+        priority="high",
+        delay_seconds=120,
+        timeout_seconds=9,
+        max_attempts=2,
+        backoff={"base_seconds": 0.5, "max_seconds": 10, "jitter": False},
+        idempotency_key="idem-1",
+        lock_key="lock-1",
+    )
+    got = core.store.get(task.id, OTHER)
+    assert got is not None
+    assert got.tenant == OTHER
+    assert got.name == "ns:job-1"
+    assert got.payload == [1, 2]
+    assert got.priority is Priority.HIGH
+    assert got.status is TaskStatus.SCHEDULED
+    assert got.timeout_seconds == 9
+    assert got.max_attempts == 2
+    assert got.backoff == Backoff(base_seconds=0.5, max_seconds=10, jitter=False)
+    assert got.idempotency_key == "idem-1"
+    assert got.lock_key == "lock-1"
+    assert to_ms(got.next_attempt_at) == to_ms(task.next_attempt_at)
+    assert to_ms(got.scheduled_for) == to_ms(task.scheduled_for)
+    assert got.next_attempt_at is not None
+
+
+def test_get_with_another_tenant_returns_none(core: Enqueuer) -> None:
+    task = stored(core)
+    assert core.store.get(task.id, OTHER) is None
+    assert core.store.get(task.id, "default") is not None
+    assert core.store.get(task.id) is not None
+
+
+def test_get_of_an_unknown_id_returns_none(core: Enqueuer) -> None:
+    assert core.store.get("0" * 32) is None
+
+
+def test_create_refuses_to_overwrite_a_task_with_the_same_id(core: Enqueuer) -> None:
+    task = stored(core, payload="first")
+    with pytest.raises(ClientError, match="ConditionalCheckFailed"):
+        core.store.create(task.model_copy(update={"payload": "second"}), NOW)
+    assert fetch(core, task.id).payload == "first"
+
+
+# ----------------------------------------------------------------- idempotency
+def test_same_idempotency_key_returns_the_existing_task(core: Enqueuer) -> None:
+    first, created = core.store.create(build(core, payload=1, idempotency_key="k"), NOW)
+    assert created
+    items = item_count(core)
+
+    second = build(core, payload=2, idempotency_key="k")
+    existing, created = core.store.create(second, NOW + 1000)
+    assert created is False
+    assert existing.id == first.id
+    assert existing.payload == 1
+    # Nothing new was stored.
+    assert core.store.get(second.id) is None
+    assert item_count(core) == items
+    assert [t.id for t in core.store.list_tasks("default")[0]] == [first.id]
+
+
+def test_idempotency_keys_are_per_tenant(core: Enqueuer) -> None:
+    mine, _ = core.store.create(build(core, idempotency_key="k"), NOW)
+    theirs, created = core.store.create(build(core, OTHER, idempotency_key="k"), NOW)
+    assert created
+    assert theirs.id != mine.id
+    got = core.store.get(theirs.id, OTHER)
+    assert got is not None
+    assert got.tenant == OTHER
+    assert fetch(core, mine.id).tenant == "default"
+
+
+def test_idempotency_key_is_free_again_after_its_window(core: Enqueuer) -> None:
+    store = TaskStore(core.store._db, core.store.table, idempotency_window_ms=1)
+    first, created = store.create(build(core, idempotency_key="k"), 1_000)
+    assert created  # window ends at 1_001
+
+    same_window, created = store.create(build(core, idempotency_key="k"), 1_001)
+    assert created is False
+    assert same_window.id == first.id
+
+    later = build(core, idempotency_key="k")
+    new, created = store.create(later, 1_002)
+    assert created
+    assert new.id == later.id != first.id
+    assert store.get(later.id) is not None
+    assert store.get(first.id) is not None  # the old task itself stays
+    # The key now points at the new task.
+    again, created = store.create(build(core, idempotency_key="k"), 1_002)
+    assert created is False
+    assert again.id == later.id
+
+
+# ----------------------------------------------------------------------- claims
+def test_claim_takes_the_lease(core: Enqueuer) -> None:
+    task = stored(core)
+    claim = claimed(core, task.id)
+    assert claim.took_over is False
+    assert claim.lease_expires_ms == NOW + LEASE
+    assert claim.task.status is TaskStatus.RUNNING
+    assert claim.task.attempts == 1
+    assert to_ms(claim.task.started_at) == NOW
+
+    got = fetch(core, task.id)
+    assert got.status is TaskStatus.RUNNING
+    assert got.attempts == 1
+    assert to_ms(got.started_at) == NOW
+    item = raw(core, task.id)
+    assert item is not None
+    assert item["lease_token"] == claim.token
+    assert item["lease_expires_at"] == NOW + LEASE
+
+
+def test_second_claim_while_the_lease_is_live_is_busy(core: Enqueuer) -> None:
+    task = stored(core)
+    first = claimed(core, task.id)
+    # Up to and including the moment the lease ends, it is still held.
+    for now in (NOW, NOW + 1_000, NOW + LEASE):
+        refused = core.store.claim(task.id, "default", now, LEASE)
+        assert isinstance(refused, NotClaimed)
+        assert refused.reason == "busy"
+        assert refused.lease_expires_ms == NOW + LEASE
+        assert refused.task is not None
+        assert refused.task.id == task.id
+    item = raw(core, task.id)
+    assert item is not None
+    assert item["lease_token"] == first.token
+    assert item["attempts"] == 1
+
+
+def test_claim_of_a_task_not_yet_due_is_refused(core: Enqueuer) -> None:
+    task = stored(core, delay_seconds=3600)
+    due = to_ms(task.next_attempt_at)
+    assert due is not None
+    refused = core.store.claim(task.id, "default", due - 1_001, LEASE)
+    assert isinstance(refused, NotClaimed)
+    assert refused.reason == "not_due"
+    assert refused.task is not None
+    assert to_ms(refused.task.next_attempt_at) == due
+    got = fetch(core, task.id)
+    assert got.status is TaskStatus.SCHEDULED
+    assert got.attempts == 0
+    # Up to a second early is accepted (SQS delays have whole-second resolution).
+    claim = claimed(core, task.id, now_ms=due - 1_000)
+    assert claim.task.attempts == 1
+
+
+def test_claim_after_the_lease_expired_takes_over(core: Enqueuer) -> None:
+    task = stored(core)
+    first = claimed(core, task.id, now_ms=NOW, lease_ms=1)
+    second = claimed(core, task.id, now_ms=NOW + 2)
+    assert second.took_over is True
+    assert second.token != first.token
+    assert second.task.attempts == 2
+    assert second.lease_expires_ms == NOW + 2 + LEASE
+    got = fetch(core, task.id)
+    assert got.attempts == 2
+    assert got.status is TaskStatus.RUNNING
+    assert to_ms(got.started_at) == NOW + 2
+
+
+def test_claim_of_a_missing_task(core: Enqueuer) -> None:
+    refused = core.store.claim("f" * 32, "default", NOW, LEASE)
+    assert refused == NotClaimed("missing", None)
+    assert raw(core, "f" * 32) is None  # the failed conditional update created nothing
+
+
+def test_claim_of_a_finished_task_is_final(core: Enqueuer) -> None:
+    task = stored(core)
+    claim = claimed(core, task.id)
+    assert core.store.complete(task.id, "default", claim.token, "ok", NOW + 1)
+    refused = core.store.claim(task.id, "default", NOW + 10 * LEASE, LEASE)
+    assert isinstance(refused, NotClaimed)
+    assert refused.reason == "final"
+    assert fetch(core, task.id).attempts == 1
+
+
+def test_claim_with_a_wrong_tenant_is_refused(core: Enqueuer) -> None:
+    task = stored(core)
+    refused = core.store.claim(task.id, OTHER, NOW, LEASE)
+    assert isinstance(refused, NotClaimed)
+    got = fetch(core, task.id)
+    assert got.status is TaskStatus.QUEUED
+    assert got.attempts == 0
+    item = raw(core, task.id)
+    assert item is not None
+    assert "lease_token" not in item
+    # The owner can still claim it.
+    assert claimed(core, task.id).task.attempts == 1
+
+
+def test_claim_with_a_wrong_tenant_says_tenant(core: Enqueuer) -> None:
+    task = stored(core)
+    refused = core.store.claim(task.id, OTHER, NOW, LEASE)
+    assert isinstance(refused, NotClaimed)
+    assert refused.reason == "tenant"
+
+
+# --------------------------------------------------------------------- fencing
+def test_stale_lease_holder_cannot_write(core: Enqueuer) -> None:
+    task = stored(core)
+    stale = claimed(core, task.id, now_ms=NOW, lease_ms=1)
+    current = claimed(core, task.id, now_ms=NOW + 2)
+    before = raw(core, task.id)
+
+    later = NOW + 5
+    assert core.store.complete(task.id, "default", stale.token, "stale", later) is False
+    assert (
+        core.store.schedule_retry(
+            task.id, "default", stale.token, 1, "error", "stale", later + 1000, later
+        )
+        is False
+    )
+    assert core.store.fail(task.id, "default", stale.token, 1, "error", "stale", later) is False
+    assert core.store.extend_lease(task.id, stale.token, later + 10 * LEASE) is False
+    assert core.store.release(task.id, "default", stale.token) is False
+    assert core.store.record_lost_attempt(task.id, stale.token, 1, "x", later) is False
+    assert raw(core, task.id) == before
+    got = fetch(core, task.id)
+    assert got.status is TaskStatus.RUNNING
+    assert got.result is None
+    assert got.errors == []
+
+    # The current holder's writes are accepted.
+    assert core.store.extend_lease(task.id, current.token, later + 10 * LEASE) is True
+    item = raw(core, task.id)
+    assert item is not None
+    assert item["lease_expires_at"] == later + 10 * LEASE
+    assert core.store.complete(task.id, "default", current.token, "fresh", later) is True
+    assert fetch(core, task.id).result == "fresh"
+
+
+def test_writes_with_a_made_up_token_are_refused(core: Enqueuer) -> None:
+    task = stored(core)
+    claimed(core, task.id)
+    assert core.store.complete(task.id, "default", "not-the-token", 1, NOW) is False
+    assert fetch(core, task.id).status is TaskStatus.RUNNING
+
+
+def test_writes_after_completion_are_refused(core: Enqueuer) -> None:
+    task = stored(core)
+    claim = claimed(core, task.id)
+    assert core.store.complete(task.id, "default", claim.token, "once", NOW + 1)
+    # The lease is gone with the completion: a second outcome cannot overwrite it.
+    assert core.store.complete(task.id, "default", claim.token, "twice", NOW + 2) is False
+    assert core.store.fail(task.id, "default", claim.token, 1, "error", "x", NOW + 2) is False
+    got = fetch(core, task.id)
+    assert got.status is TaskStatus.SUCCEEDED
+    assert got.result == "once"
+
+
+# ------------------------------------------------------------------- outcomes
+def test_complete_records_the_result(core: Enqueuer) -> None:
+    task = stored(core)
+    claim = claimed(core, task.id)
+    result = {"rows": [1, 2, 3], "ok": True}
+    assert core.store.complete(task.id, "default", claim.token, result, NOW + 500)
+    got = fetch(core, task.id)
+    assert got.status is TaskStatus.SUCCEEDED
+    assert got.result == result
+    assert to_ms(got.finished_at) == NOW + 500
+    assert got.attempts == 1
+    item = raw(core, task.id)
+    assert item is not None
+    assert "lease_token" not in item
+    assert "lease_expires_at" not in item
+    assert item["expires_at"] == (NOW + 500 + 30 * DAY_MS) // 1000
+    assert [t.id for t in core.store.list_tasks("default", TaskStatus.SUCCEEDED)[0]] == [task.id]
+    assert core.store.list_tasks("default", TaskStatus.RUNNING)[0] == []
+
+
+def test_schedule_retry_records_the_error_and_the_next_attempt(core: Enqueuer) -> None:
+    task = stored(core)
+    claim = claimed(core, task.id)
+    next_at = NOW + 60_000
+    assert core.store.schedule_retry(
+        task.id, "default", claim.token, 1, "error", "boom", next_at, NOW + 100
+    )
+    got = fetch(core, task.id)
+    assert got.status is TaskStatus.RETRYING
+    assert to_ms(got.next_attempt_at) == next_at
+    assert got.error == "boom"
+    assert got.errors == [
+        AttemptError(attempt=1, kind="error", message="boom", at=from_ms(NOW + 100))
+    ]
+    assert got.attempts == 1
+    assert got.finished_at is None
+    item = raw(core, task.id)
+    assert item is not None
+    assert "lease_token" not in item
+    assert [t.id for t in core.store.list_tasks("default", TaskStatus.RETRYING)[0]] == [task.id]
+
+    # Not claimable before it is due, claimable after; a second retry appends.
+    early = core.store.claim(task.id, "default", next_at - 5_000, LEASE)
+    assert isinstance(early, NotClaimed)
+    assert early.reason == "not_due"
+    second = claimed(core, task.id, now_ms=next_at)
+    assert second.took_over is False
+    assert second.task.attempts == 2
+    assert core.store.schedule_retry(
+        task.id, "default", second.token, 2, "timeout", "slow", next_at + 60_000, next_at + 1
+    )
+    got = fetch(core, task.id)
+    assert [(e.attempt, e.kind, e.message) for e in got.errors] == [
+        (1, "error", "boom"),
+        (2, "timeout", "slow"),
+    ]
+    assert got.error == "slow"
+    assert to_ms(got.next_attempt_at) == next_at + 60_000
+
+
+def test_fail_keeps_every_error(core: Enqueuer) -> None:
+    task = stored(core, max_attempts=3)
+    now = NOW
+    for attempt in (1, 2):
+        claim = claimed(core, task.id, now_ms=now)
+        assert claim.task.attempts == attempt
+        assert core.store.schedule_retry(
+            task.id, "default", claim.token, attempt, "error", f"e{attempt}", now + 10, now + 1
+        )
+        now += 10
+    claim = claimed(core, task.id, now_ms=now)
+    assert claim.task.attempts == 3
+    assert core.store.fail(task.id, "default", claim.token, 3, "fail", "given up", now + 1)
+
+    got = fetch(core, task.id)
+    assert got.status is TaskStatus.FAILED
+    assert got.attempts == 3
+    assert got.error == "given up"
+    assert [(e.attempt, e.kind, e.message) for e in got.errors] == [
+        (1, "error", "e1"),
+        (2, "error", "e2"),
+        (3, "fail", "given up"),
+    ]
+    assert to_ms(got.finished_at) == now + 1
+    assert got.next_attempt_at is None
+    item = raw(core, task.id)
+    assert item is not None
+    assert "lease_token" not in item
+    assert [t.id for t in core.store.list_tasks("default", TaskStatus.FAILED)[0]] == [task.id]
+
+
+def test_long_error_messages_are_truncated(core: Enqueuer) -> None:
+    task = stored(core)
+    claim = claimed(core, task.id)
+    message = "x" * (MAX_ERROR_CHARS + 500)
+    assert core.store.fail(task.id, "default", claim.token, 1, "error", message, NOW + 1)
+    got = fetch(core, task.id)
+    assert got.error == "x" * MAX_ERROR_CHARS
+    assert got.errors[0].message == "x" * MAX_ERROR_CHARS
+
+
+def test_release_gives_the_attempt_back(core: Enqueuer) -> None:
+    task = stored(core)
+    claim = claimed(core, task.id)
+    assert core.store.release(task.id, "default", claim.token)
+    got = fetch(core, task.id)
+    assert got.status is TaskStatus.QUEUED
+    assert got.attempts == 0
+    assert claimed(core, task.id, now_ms=NOW + 1).took_over is False
+
+
+# ----------------------------------------------------------------- user actions
+@pytest.mark.parametrize("delay", [None, 3600])
+def test_cancel_of_a_task_that_has_not_started(core: Enqueuer, delay: int | None) -> None:
+    task = stored(core, delay_seconds=delay)
+    cancelled = core.store.cancel(task.id, "default", NOW)
+    assert cancelled.id == task.id
+    assert cancelled.status is TaskStatus.CANCELLED
+    assert to_ms(cancelled.finished_at) == NOW
+    assert cancelled.next_attempt_at is None
+    got = fetch(core, task.id)
+    assert got.status is TaskStatus.CANCELLED
+    assert [t.id for t in core.store.list_tasks("default", TaskStatus.CANCELLED)[0]] == [task.id]
+    refused = core.store.claim(task.id, "default", NOW + 10 * DAY_MS, LEASE)
+    assert isinstance(refused, NotClaimed)
+    assert refused.reason == "final"
+
+
+def test_cancel_of_a_running_task_is_refused(core: Enqueuer) -> None:
+    task = stored(core)
+    claim = claimed(core, task.id)
+    with pytest.raises(InvalidStateError, match="running"):
+        core.store.cancel(task.id, "default", NOW + 1)
+    got = fetch(core, task.id)
+    assert got.status is TaskStatus.RUNNING
+    assert got.finished_at is None
+    assert core.store.complete(task.id, "default", claim.token, 1, NOW + 2)
+
+
+@pytest.mark.parametrize("final", ["succeeded", "failed", "cancelled"])
+def test_cancel_of_a_finished_task_is_refused(core: Enqueuer, final: str) -> None:
+    task = stored(core)
+    if final == "cancelled":
+        core.store.cancel(task.id, "default", NOW)
+    else:
+        claim = claimed(core, task.id)
+        if final == "succeeded":
+            assert core.store.complete(task.id, "default", claim.token, 1, NOW + 1)
+        else:
+            assert core.store.fail(task.id, "default", claim.token, 1, "fail", "x", NOW + 1)
+    before = raw(core, task.id)
+    with pytest.raises(InvalidStateError, match=final):
+        core.store.cancel(task.id, "default", NOW + 2)
+    assert raw(core, task.id) == before
+
+
+def test_cancel_of_an_unknown_task(core: Enqueuer) -> None:
+    with pytest.raises(TaskNotFoundError):
+        core.store.cancel("0" * 32, "default", NOW)
+    assert raw(core, "0" * 32) is None
+
+
+def test_cancel_of_another_tenants_task(core: Enqueuer) -> None:
+    task = stored(core)
+    with pytest.raises(TaskNotFoundError):
+        core.store.cancel(task.id, OTHER, NOW)
+    assert fetch(core, task.id).status is TaskStatus.QUEUED
+
+
+def test_cancel_of_an_idempotency_record_is_not_found(core: Enqueuer) -> None:
+    stored(core, idempotency_key="k")
+    assert raw(core, "idem#default#k") is not None
+    with pytest.raises(TaskNotFoundError):
+        core.store.cancel("idem#default#k", "default", NOW)
+
+
+def test_requeue_of_a_failed_task(core: Enqueuer) -> None:
+    task = stored(core)
+    claim = claimed(core, task.id)
+    assert core.store.fail(task.id, "default", claim.token, 1, "fail", "bad", NOW + 1)
+    requeued = core.store.requeue(task.id, "default", NOW + 2)
+    assert requeued.status is TaskStatus.QUEUED
+    assert requeued.attempts == 0
+    assert requeued.error is None
+    assert requeued.finished_at is None
+    got = fetch(core, task.id)
+    assert got.status is TaskStatus.QUEUED
+    assert got.attempts == 0
+    item = raw(core, task.id)
+    assert item is not None
+    assert "expires_at" not in item  # no longer due for TTL removal
+    assert [t.id for t in core.store.list_tasks("default", TaskStatus.QUEUED)[0]] == [task.id]
+    assert core.store.list_tasks("default", TaskStatus.FAILED)[0] == []
+    # Runnable again, with a fresh attempt count.
+    assert claimed(core, task.id, now_ms=NOW + 3).task.attempts == 1
+
+
+def test_requeue_of_a_cancelled_task(core: Enqueuer) -> None:
+    task = stored(core)
+    core.store.cancel(task.id, "default", NOW)
+    assert core.store.requeue(task.id, "default", NOW + 1).status is TaskStatus.QUEUED
+
+
+def test_requeue_of_live_or_succeeded_tasks_is_refused(core: Enqueuer) -> None:
+    queued = stored(core)
+    with pytest.raises(InvalidStateError, match="queued"):
+        core.store.requeue(queued.id, "default", NOW)
+    running = stored(core)
+    claim = claimed(core, running.id)
+    with pytest.raises(InvalidStateError, match="running"):
+        core.store.requeue(running.id, "default", NOW)
+    assert core.store.complete(running.id, "default", claim.token, 1, NOW + 1)
+    with pytest.raises(InvalidStateError, match="succeeded"):
+        core.store.requeue(running.id, "default", NOW + 2)
+    with pytest.raises(TaskNotFoundError):
+        core.store.requeue(queued.id, OTHER, NOW)
+
+
+# ---------------------------------------------------------------------- listing
+def stored_at(core: Enqueuer, created_ms: int, tenant: str = "default", **request: Any) -> Task:
+    """A task created at an explicit millisecond (distinct sort keys: a defined order)."""
+    task = build(core, tenant, **request).model_copy(update={"created_at": from_ms(created_ms)})
+    assert core.store.create(task, created_ms)[1]
+    return task
+
+
+def test_list_tasks_by_status_and_newest_first(core: Enqueuer) -> None:
+    base = NOW - 10_000
+    ids = [stored_at(core, base + i).id for i in range(4)]
+    stored_at(core, base + 10, tenant=OTHER)
+    claim = claimed(core, ids[1])
+    assert core.store.complete(ids[1], "default", claim.token, None, NOW)
+    claimed(core, ids[2])
+
+    def listed(status: TaskStatus | None) -> list[str]:
+        tasks, token = core.store.list_tasks("default", status)
+        assert token is None
+        return [t.id for t in tasks]
+
+    assert listed(TaskStatus.QUEUED) == [ids[3], ids[0]]
+    assert listed(TaskStatus.SUCCEEDED) == [ids[1]]
+    assert listed(TaskStatus.RUNNING) == [ids[2]]
+    assert listed(TaskStatus.FAILED) == []
+    assert listed(None) == [ids[3], ids[2], ids[1], ids[0]]
+    # Full tasks, not just keys, without a status too.
+    everything = core.store.list_tasks("default")[0]
+    assert {t.id: t.status for t in everything}[ids[1]] is TaskStatus.SUCCEEDED
+    assert all(t.name == "echo" for t in everything)
+
+
+def test_list_tasks_of_another_tenant(core: Enqueuer) -> None:
+    mine = stored_at(core, NOW)
+    theirs = stored_at(core, NOW + 1, tenant=OTHER)
+    assert [t.id for t in core.store.list_tasks(OTHER)[0]] == [theirs.id]
+    assert [t.id for t in core.store.list_tasks(OTHER, TaskStatus.QUEUED)[0]] == [theirs.id]
+    assert [t.id for t in core.store.list_tasks("default")[0]] == [mine.id]
+    assert core.store.list_tasks("nobody")[0] == []
+
+
+def test_list_tasks_by_status_and_name(core: Enqueuer) -> None:
+    a = stored_at(core, NOW, name="alpha")
+    stored_at(core, NOW + 1, name="beta")
+    c = stored_at(core, NOW + 2, name="alpha")
+    queued_alpha = core.store.list_tasks("default", TaskStatus.QUEUED, name="alpha")[0]
+    assert [t.id for t in queued_alpha] == [c.id, a.id]
+
+
+def test_list_tasks_by_name_without_status(core: Enqueuer) -> None:
+    a = stored_at(core, NOW, name="alpha")
+    stored_at(core, NOW + 1, name="beta")
+    c = stored_at(core, NOW + 2, name="alpha")
+    assert [t.id for t in core.store.list_tasks("default", name="alpha")[0]] == [c.id, a.id]
+
+
+@pytest.mark.parametrize("status", [None, TaskStatus.QUEUED])
+def test_list_tasks_pages_with_next_token(core: Enqueuer, status: TaskStatus | None) -> None:
+    ids = [stored_at(core, NOW + i).id for i in range(5)]
+    stored_at(core, NOW + 100, tenant=OTHER)
+    pages: list[list[str]] = []
+    token: str | None = None
+    while True:
+        tasks, token = core.store.list_tasks("default", status, limit=2, next_token=token)
+        pages.append([t.id for t in tasks])
+        if token is None:
+            break
+        assert len(pages) < 10, "pagination does not end"
+    seen = [i for page in pages for i in page]
+    assert [len(p) for p in pages] == [2, 2, 1]
+    assert len(seen) == len(set(seen)) == 5
+    assert seen == list(reversed(ids))
+
+
+def test_list_tasks_rejects_a_forged_token(core: Enqueuer) -> None:
+    with pytest.raises(ValueError, match="next_token"):
+        core.store.list_tasks("default", next_token="!!not-base64!!")

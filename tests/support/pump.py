@@ -1,0 +1,50 @@
+"""A minimal in-test loop around Worker.process (what the poller does, minus threads)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from stratoq.enqueue import Enqueuer
+from stratoq.models import Task
+from stratoq.transport import Delivery
+from stratoq.worker import Action, Disposition, Worker
+
+
+def apply(core: Enqueuer, delivery: Delivery, disposition: Disposition) -> None:
+    if disposition.action is Action.ACK:
+        core.transport.delete([delivery])
+    elif disposition.action is Action.RELEASE:
+        core.transport.change_visibility([(delivery, disposition.delay)])
+
+
+def pump_until_final(
+    core: Enqueuer, worker: Worker, task_ids: Iterable[str], timeout: float = 30.0
+) -> list[Task]:
+    """Receive and process messages until every task is final; returns them."""
+    ids = list(task_ids)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tasks = [core.store.get(i) for i in ids]
+        if all(t is not None and t.status.final for t in tasks):
+            return [t for t in tasks if t is not None]
+        for d in core.transport.receive("default", 10, 1, 30):
+            apply(core, d, worker.process(d))
+    raise AssertionError(f"tasks not final after {timeout} s: {[core.store.get(i) for i in ids]}")
+
+
+def queue_counts(core: Enqueuer, queue_url: str | None = None) -> dict[str, int]:
+    url = queue_url or core.transport.url("default")
+    attrs = core.transport._sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ],
+    )["Attributes"]
+    return {
+        "visible": int(attrs["ApproximateNumberOfMessages"]),
+        "in_flight": int(attrs["ApproximateNumberOfMessagesNotVisible"]),
+        "delayed": int(attrs["ApproximateNumberOfMessagesDelayed"]),
+    }
