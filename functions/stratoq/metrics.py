@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, disable_created_metrics, start_http_server
 
-disable_created_metrics()  # type: ignore[no-untyped-call] - *_created series double the output and no panel reads them
+# *_created series double the output and no panel reads them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 MESSAGES = Counter(
     "stratoq_worker_messages",
