@@ -11,6 +11,7 @@ from stratoq.settings import Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_events.client import EventBridgeClient
     from mypy_boto3_sqs.client import SQSClient
 
 # Standard retry mode retries throttling and 5xx with backoff; enough pooled connections
@@ -39,3 +40,7 @@ def dynamodb(settings: Settings) -> DynamoDBClient:
 
 def sqs(settings: Settings) -> SQSClient:
     return client("sqs", settings)  # type: ignore[no-any-return]
+
+
+def events(settings: Settings) -> EventBridgeClient:
+    return client("events", settings)  # type: ignore[no-any-return]

@@ -62,6 +62,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             api_key=args.bootstrap_key or os.environ.get("STRATOQ_API_KEY") or None,
             tasks=args.tasks,
             state_file=Path(args.state_file),
+            clock_speed=args.clock_speed,
         )
     )
 
@@ -228,6 +229,78 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schedules_put(args: argparse.Namespace) -> int:
+    try:
+        payload = json.loads(args.payload) if args.payload is not None else None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--payload is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    from stratoq.models import TaskRequest
+    from stratoq.scheduling import parse
+
+    parse(args.expression)  # the same validation the API applies, before any request
+    task: dict[str, Any] = {"name": args.task, "payload": payload}
+    for key in ("queue", "timeout_seconds", "max_attempts"):
+        if getattr(args, key) is not None:
+            task[key] = getattr(args, key)
+    _print_json(
+        _client(args).put_schedule(
+            args.name, args.expression, TaskRequest.model_validate(task), not args.disabled
+        )
+    )
+    return 0
+
+
+def cmd_schedules_list(args: argparse.Namespace) -> int:
+    for sched in _client(args).list_schedules():
+        state = "enabled" if sched["enabled"] else "disabled"
+        nxt = sched["next_runs"][0] if sched["next_runs"] else "-"
+        print(
+            f"{sched['name']:<24} {state:<8} {sched['expression']:<28} "
+            f"next {nxt}  {sched['task']['name']}"
+        )
+    return 0
+
+
+def cmd_schedules_show(args: argparse.Namespace) -> int:
+    _print_json(_client(args).get_schedule(args.name))
+    return 0
+
+
+def cmd_schedules_delete(args: argparse.Namespace) -> int:
+    _client(args).delete_schedule(args.name)
+    print(f"deleted schedule {args.name}")
+    return 0
+
+
+def cmd_schedules_trigger(args: argparse.Namespace) -> int:
+    _print_json(_client(args).trigger_schedule(args.name).model_dump(mode="json"))
+    return 0
+
+
+def cmd_schedules_preview(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from stratoq.scheduling import parse
+
+    after = datetime.now(UTC)
+    if args.after:
+        try:
+            after = datetime.fromisoformat(args.after.replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(f"--after {args.after!r} is not an RFC 3339 time") from None
+        if after.tzinfo is None:
+            after = after.replace(tzinfo=UTC)
+    for when in parse(args.expression).next_runs(after, args.count):
+        print(when.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return 0
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    from stratoq.local.clock import serve_clock
+
+    return serve_clock(_settings(args), args.clock_speed)
+
+
 # -------------------------------------------------------------------- parser
 def _positive(text: str) -> int:
     try:
@@ -278,9 +351,20 @@ def parser() -> argparse.ArgumentParser:
         default=0,
         help="Lambda-style SQS batch consumers per queue (default 0)",
     )
-    d.add_argument("--bootstrap-key", help="fix the admin key (default: STRATOQ_API_KEY or new)")
+    d.add_argument(
+        "--api-key",
+        "--bootstrap-key",
+        dest="bootstrap_key",
+        help="fix the bootstrap admin key (default: env STRATOQ_API_KEY, else a new one)",
+    )
     d.add_argument("--tasks", help="module(s) defining task handlers (default stratoq.examples)")
     d.add_argument("--state-file", default=".stratoq/dev.json")
+    d.add_argument(
+        "--clock-speed",
+        type=float,
+        default=1.0,
+        help="run the schedule clock this many times faster than real time (tests, demos)",
+    )
     d.set_defaults(func=cmd_dev)
 
     w = sub.add_parser("worker", help="run container pollers until SIGTERM")
@@ -342,6 +426,39 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_retry)
     q = sub.add_parser("queues", help="queue depths")
     q.set_defaults(func=cmd_queues)
+
+    sc = sub.add_parser("schedules", help="recurring tasks (needs an admin key)")
+    scs = sc.add_subparsers(dest="schedules_command", required=True, metavar="ACTION")
+    sp = scs.add_parser("put", help="create or replace a schedule")
+    sp.add_argument("name")
+    sp.add_argument("--expression", "-e", required=True, help="cron(...) or rate(...), UTC")
+    sp.add_argument("--task", required=True, help="task name")
+    sp.add_argument("--payload", help="JSON payload")
+    sp.add_argument("--queue")
+    sp.add_argument("--timeout-seconds", dest="timeout_seconds", type=int)
+    sp.add_argument("--max-attempts", dest="max_attempts", type=int)
+    sp.add_argument("--disabled", action="store_true", help="create it switched off")
+    sp.set_defaults(func=cmd_schedules_put)
+    sl = scs.add_parser("list", help="list schedules")
+    sl.set_defaults(func=cmd_schedules_list)
+    ss = scs.add_parser("show", help="a schedule and its next 5 fire times")
+    ss.add_argument("name")
+    ss.set_defaults(func=cmd_schedules_show)
+    sd = scs.add_parser("delete", help="delete a schedule")
+    sd.add_argument("name")
+    sd.set_defaults(func=cmd_schedules_delete)
+    st = scs.add_parser("trigger", help="fire a schedule once, now")
+    st.add_argument("name")
+    st.set_defaults(func=cmd_schedules_trigger)
+    sv = scs.add_parser("preview", help="print an expression's next fire times (no API)")
+    sv.add_argument("expression")
+    sv.add_argument("--count", "-n", type=_positive, default=5)
+    sv.add_argument("--after", help="start from this RFC 3339 time (default now)")
+    sv.set_defaults(func=cmd_schedules_preview)
+
+    sr = sub.add_parser("scheduler", help="fire schedule rules from an emulator (LocalStack, moto)")
+    sr.add_argument("--clock-speed", type=float, default=1.0, help=argparse.SUPPRESS)
+    sr.set_defaults(func=cmd_scheduler)
 
     k = sub.add_parser("keys", help="API keys (needs an admin key)")
     ks = k.add_subparsers(dest="keys_command", required=True, metavar="ACTION")

@@ -199,6 +199,31 @@ class Client:
     def queues(self) -> builtins.list[dict[str, Any]]:
         return list(self._call("GET", "/v1/queues")["queues"])
 
+    # --------------------------------------------------------------- schedules
+    def put_schedule(
+        self,
+        name: str,
+        expression: str,
+        task: TaskRequest | dict[str, Any],
+        enabled: bool = True,
+    ) -> dict[str, Any]:
+        """Create or replace a recurring task (needs admin)."""
+        req = task if isinstance(task, TaskRequest) else TaskRequest.model_validate(task)
+        body = {"expression": expression, "task": _body(req), "enabled": enabled}
+        return dict(self._call("PUT", f"/v1/schedules/{name}", body))
+
+    def get_schedule(self, name: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/schedules/{name}"))
+
+    def list_schedules(self) -> builtins.list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/schedules")["schedules"])
+
+    def delete_schedule(self, name: str) -> None:
+        self._call("DELETE", f"/v1/schedules/{name}")
+
+    def trigger_schedule(self, name: str) -> Task:
+        return Task.model_validate(self._call("POST", f"/v1/schedules/{name}/trigger"))
+
     # -------------------------------------------------------------------- keys
     def create_key(self, tenant: str, scopes: Sequence[str], name: str = "") -> dict[str, Any]:
         """Create an API key (needs admin); the answer's `key` is shown only here."""

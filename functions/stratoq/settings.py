@@ -38,6 +38,9 @@ class Settings:
     # Logical queue name -> SQS queue URL (or bare name, resolved with GetQueueUrl).
     queues: dict[str, str] = field(default_factory=lambda: {"default": "stratoq-default"})
     tasks_module: str = "stratoq.examples"
+    # Schedules: rule name prefix, and the scheduler function their targets invoke.
+    schedule_prefix: str = "stratoq-"
+    scheduler_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:stratoq-SchedulerFunction"
     # How long a claim holds a task before another worker may take it over; pollers
     # renew it by heartbeat while the task runs, so it bounds crash recovery time.
     lease_seconds: int = 30
@@ -66,6 +69,8 @@ class Settings:
             keys_table=e.get("STRATOQ_KEYS_TABLE", cls.keys_table),
             queues=queues,
             tasks_module=e.get("STRATOQ_TASKS_MODULE", cls.tasks_module),
+            schedule_prefix=e.get("STRATOQ_SCHEDULE_PREFIX", cls.schedule_prefix),
+            scheduler_arn=e.get("STRATOQ_SCHEDULER_ARN", cls.scheduler_arn),
             lease_seconds=_int(e, "STRATOQ_LEASE_SECONDS", cls.lease_seconds, 2),
             poll_wait_seconds=_int(e, "STRATOQ_POLL_WAIT_SECONDS", cls.poll_wait_seconds),
             default_timeout_seconds=_int(
@@ -90,6 +95,8 @@ class Settings:
             "STRATOQ_KEYS_TABLE": self.keys_table,
             "STRATOQ_QUEUES": ",".join(f"{k}={v}" for k, v in self.queues.items()),
             "STRATOQ_TASKS_MODULE": self.tasks_module,
+            "STRATOQ_SCHEDULE_PREFIX": self.schedule_prefix,
+            "STRATOQ_SCHEDULER_ARN": self.scheduler_arn,
             "STRATOQ_LEASE_SECONDS": str(self.lease_seconds),
             "STRATOQ_POLL_WAIT_SECONDS": str(self.poll_wait_seconds),
             "STRATOQ_DEFAULT_TIMEOUT_SECONDS": str(self.default_timeout_seconds),

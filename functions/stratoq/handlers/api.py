@@ -29,6 +29,7 @@ from stratoq.errors import (
     UnknownQueueError,
 )
 from stratoq.models import Task, TaskRequest, TaskStatus, utcnow
+from stratoq.scheduling import SCHEDULE_NAME, ExpressionError, Fire, ScheduleSpec, ScheduleStore
 from stratoq.security import KeyStore
 from stratoq.settings import Settings
 from stratoq.store import to_ms
@@ -72,6 +73,7 @@ class HttpError(StratoqError):
 class _Deps:
     core: Enqueuer | None = None
     keys: KeyStore | None = None
+    schedules: ScheduleStore | None = None
 
 
 def core() -> Enqueuer:
@@ -87,10 +89,20 @@ def keys() -> KeyStore:
     return _Deps.keys
 
 
+def schedules() -> ScheduleStore:
+    if _Deps.schedules is None:
+        settings = Settings.from_env()
+        _Deps.schedules = ScheduleStore(
+            aws.events(settings), settings.schedule_prefix, settings.scheduler_arn
+        )
+    return _Deps.schedules
+
+
 def reset() -> None:
     """Forget cached clients (tests and the dev stack change settings)."""
     _Deps.core = None
     _Deps.keys = None
+    _Deps.schedules = None
 
 
 def _json(status: int, body: Any) -> Response[str]:
@@ -229,7 +241,60 @@ def revoke_key(key_id: Annotated[str, Path(max_length=64)]) -> Response[str]:
     return _json(200, keys().revoke(key_id).public())
 
 
+@app.get("/v1/schedules")
+def list_schedules() -> Response[str]:
+    """The caller's schedules (admin)."""
+    tenant = caller("admin")
+    found = schedules().list_schedules(tenant)
+    return _json(200, {"schedules": [s.model_dump(mode="json") for s in found]})
+
+
+@app.get("/v1/schedules/<name>")
+def get_schedule(name: Annotated[str, Path(pattern=SCHEDULE_NAME)]) -> Response[str]:
+    """A schedule with `next_runs`, its next 5 fire times in UTC (admin)."""
+    tenant = caller("admin")
+    return _json(200, schedules().get(tenant, name).model_dump(mode="json"))
+
+
+@app.put("/v1/schedules/<name>", responses={201: {"description": "created"}})
+def put_schedule(
+    name: Annotated[str, Path(pattern=SCHEDULE_NAME)], spec: ScheduleSpec
+) -> Response[str]:
+    """Create (201) or replace (200) a schedule: an EventBridge rule and its target."""
+    tenant = caller("admin")
+    _check_payload(spec.task, "task.payload")
+    if spec.task.queue not in core().transport.queue_names:
+        raise UnknownQueueError(f"unknown queue {spec.task.queue!r}")
+    schedule, created = schedules().put(tenant, name, spec)
+    return _json(201 if created else 200, schedule.model_dump(mode="json"))
+
+
+@app.delete("/v1/schedules/<name>")
+def delete_schedule(name: Annotated[str, Path(pattern=SCHEDULE_NAME)]) -> Response[str]:
+    tenant = caller("admin")
+    schedules().delete(tenant, name)
+    return _json(200, {"name": name, "deleted": True})
+
+
+@app.post("/v1/schedules/<name>/trigger", responses={202: {"description": "enqueued"}})
+def trigger_schedule(name: Annotated[str, Path(pattern=SCHEDULE_NAME)]) -> Response[str]:
+    """Fire a schedule now, once, outside its expression (admin)."""
+    tenant = caller("admin")
+    schedule = schedules().get(tenant, name)
+    fire = Fire(name, tenant, schedule.task, utcnow())
+    result = core().enqueue(fire.request(), tenant)
+    return _json(202, _task_json(result.task))
+
+
 # ---------------------------------------------------------------------- errors
+@app.exception_handler(ExpressionError)
+def _bad_expression(exc: ExpressionError) -> Response[str]:
+    message = f"expression: {exc}"
+    return _json(
+        422, {"message": message, "errors": [{"field": "expression", "message": str(exc)}]}
+    )
+
+
 @app.exception_handler(RequestValidationError)
 def _invalid(exc: RequestValidationError) -> Response[str]:
     errors = []

@@ -35,6 +35,7 @@ class DevOptions:
     api_key: str | None = None
     tasks: str | None = None
     state_file: Path = STATE_FILE
+    clock_speed: float = 1.0
 
 
 class DevStack:
@@ -97,6 +98,7 @@ class DevStack:
                     "use --metrics-port (0 turns metrics off)"
                 ) from None
         self._start_workers(settings, lambda_worker.lambda_handler)
+        self._start_clock(settings)
 
         facts = {
             "api_url": server.url,
@@ -126,6 +128,21 @@ class DevStack:
                 esm = EventSourceMapping(sqs, transport, queue, handler, region=settings.region)
                 self._spawn(esm.run, f"stratoq-esm-{queue}-{i}")
                 self._worker_stops.append(esm.stop)
+
+    def _start_clock(self, settings: Settings) -> None:
+        from stratoq.handlers import scheduler
+        from stratoq.local.clock import RuleClock
+
+        scheduler.reset()
+        clock = RuleClock(
+            aws.events(settings),
+            lambda event: scheduler.lambda_handler(event, None),
+            settings.scheduler_arn,
+            region=settings.region,
+            speed=self.options.clock_speed,
+        )
+        self._spawn(clock.run, "stratoq-rule-clock")
+        self._worker_stops.append(clock.stop)
 
     def _spawn(self, target: Any, name: str) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)
