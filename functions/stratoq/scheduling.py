@@ -202,13 +202,20 @@ class Expression:
         if self.rate_seconds is not None:
             period = self.rate_seconds
             return datetime.fromtimestamp(int(moment.timestamp() // period) * period, tz=UTC)
-        probe = moment - timedelta(days=400)
-        best = None
-        for t in self.next_runs(probe, 1000):
-            if t > moment:
-                break
-            best = t
-        return best
+        assert self.cron is not None
+        # LW moves a fire up to 2 days back, so look from a little later for it.
+        ahead = timedelta(days=3 if self.last_weekday else 0, seconds=1)
+        it = croniter(self.cron, moment + ahead)
+        for _ in range(40):
+            try:
+                prev: datetime = it.get_prev(datetime)
+            except Exception:
+                return None
+            if self.last_weekday:
+                prev -= timedelta(days={5: 1, 6: 2}.get(prev.weekday(), 0))
+            if prev <= moment:
+                return prev
+        return None
 
 
 def parse(text: str) -> Expression:
@@ -255,10 +262,7 @@ def parse(text: str) -> Expression:
     )
     if not croniter.is_valid(cron):
         raise ExpressionError(f"cron expression {text!r} is not valid")
-    expr = Expression(text, cron=cron, last_weekday=last_weekday)
-    if expr.next_after(datetime(1970, 1, 1, tzinfo=UTC)) is None:
-        raise ExpressionError(f"cron expression {text!r} never fires")
-    return expr
+    return Expression(text, cron=cron, last_weekday=last_weekday)
 
 
 # ---------------------------------------------------------------- schedules
@@ -318,6 +322,11 @@ class ScheduleStore:
             raise InvalidRequestError(f"schedule name {name!r} must match {SCHEDULE_NAME}")
         expr = parse(spec.expression)
         rule = rule_name(self.prefix, tenant, name)
+        if len(rule) > 64:
+            raise InvalidRequestError(
+                f"schedule name {name!r} is too long for this deployment's rule prefix "
+                f"(at most {64 - len(rule) + len(name)} characters)"
+            )
         created = self._describe(rule) is None
         transformer = target_input(tenant, name, spec.expression, spec.task)
         self._events.put_rule(

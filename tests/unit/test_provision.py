@@ -53,7 +53,7 @@ def test_translate_creates_the_sqs_event_source_mapping(cfn: dict[str, Any]) -> 
     assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert props["EventSourceArn"] == {"Fn::GetAtt": ["DefaultQueue", "Arn"]}
     assert props["FunctionName"] == {"Ref": "WorkerFunction"}
-    assert props["BatchSize"] == 10
+    assert props["BatchSize"] == {"Ref": "WorkerBatchSize"}  # a parameter, default 10
     assert refs(esm) >= {"DefaultQueue", "WorkerFunction"}
 
 
@@ -81,9 +81,10 @@ def test_local_template_keeps_only_the_table_and_queues(cfn: dict[str, Any]) -> 
     local = local_template(cfn)
     assert {"TasksTable", "DefaultQueue", "DefaultDeadLetterQueue"} <= set(local["Resources"])
     assert all(r["Type"] in LOCAL_TYPES for r in local["Resources"].values())
-    # The kept resources are untouched copies.
+    # The kept resources are untouched copies, but for rules naming a left-out function.
     for name, res in local["Resources"].items():
-        assert res == cfn["Resources"][name]
+        if res["Type"] != "AWS::Events::Rule":
+            assert res == cfn["Resources"][name]
     # Every emulated resource of the input that refers to nothing left out is kept.
     dropped = set(cfn["Resources"]) - set(local["Resources"])
     for name, res in cfn["Resources"].items():
@@ -226,3 +227,14 @@ def test_settings_from_outputs_replaces_configured_queues() -> None:
 def test_settings_from_outputs_requires_table_and_default_queue(outputs: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match="DefaultQueueUrl"):
         settings_from_outputs(Settings(), outputs)
+
+
+def test_rules_targeting_a_function_stay_with_a_local_arn(cfn: dict[str, Any]) -> None:
+    from stratoq.local.provision import local_function_arn
+
+    local = local_template(cfn, "eu-west-1")
+    rules = {k: v for k, v in local["Resources"].items() if v["Type"] == "AWS::Events::Rule"}
+    assert rules, "the template's static schedule rule is kept"
+    for rule in rules.values():
+        arns = {t["Arn"] for t in rule["Properties"]["Targets"]}
+        assert arns == {local_function_arn("SchedulerFunction", "eu-west-1")}

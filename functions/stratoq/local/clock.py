@@ -107,6 +107,7 @@ class RuleClock:
         region: str = "us-east-1",
         speed: float = 1.0,
         tick_seconds: float = 1.0,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._events = events
         self._deliver = deliver
@@ -119,10 +120,13 @@ class RuleClock:
         self._cursors: dict[str, datetime] = {}
         self._bad: set[str] = set()
         self._stop = threading.Event()
+        self._clock = clock
         self.fired = 0
 
     def now(self) -> datetime:
         """The clock's time: real time, or faster by `speed` since the clock started."""
+        if self._clock is not None:
+            return self._clock()
         elapsed = (time.time() - self._real_start) * self._speed
         return datetime.fromtimestamp(self._start.timestamp() + elapsed, tz=UTC)
 

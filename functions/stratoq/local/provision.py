@@ -24,8 +24,28 @@ LOCAL_TYPES = frozenset(
         "AWS::SQS::QueuePolicy",
         "AWS::KMS::Key",
         "AWS::KMS::Alias",
+        "AWS::Events::Rule",
     }
 )
+LOCAL_ACCOUNT = "123456789012"
+
+
+def local_function_arn(logical_id: str, region: str = "us-east-1") -> str:
+    """The ARN a left-out Lambda function stands under locally (rule targets name it)."""
+    return f"arn:aws:lambda:{region}:{LOCAL_ACCOUNT}:function:stratoq-{logical_id}"
+
+
+def _with_function_arns(node: Any, functions: set[str], region: str) -> Any:
+    if isinstance(node, dict):
+        target = node.get("Fn::GetAtt")
+        if isinstance(target, list) and target[0] in functions and target[1] == "Arn":
+            return local_function_arn(target[0], region)
+        return {k: _with_function_arns(v, functions, region) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_with_function_arns(v, functions, region) for v in node]
+    return node
+
+
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[3] / "template.yaml"
 _SUB_REF = re.compile(r"\$\{([A-Za-z0-9]+)(?:\.[A-Za-z0-9.]+)?\}")
 
@@ -86,8 +106,17 @@ def refs(node: Any) -> set[str]:
     return found
 
 
-def local_template(cfn: dict[str, Any]) -> dict[str, Any]:
-    """Keep the emulated resources that do not depend on a left-out one."""
+def local_template(cfn: dict[str, Any], region: str = "us-east-1") -> dict[str, Any]:
+    """Keep the emulated resources that do not depend on a left-out one.
+
+    Lambda functions are left out, but rules that target them stay: their targets name
+    the function by a local ARN (`local_function_arn`), which the local rule clock
+    recognises and serves in-process.
+    """
+    functions = {
+        k for k, v in cfn.get("Resources", {}).items() if v.get("Type") == "AWS::Lambda::Function"
+    }
+    cfn = {**cfn, "Resources": _with_function_arns(cfn.get("Resources", {}), functions, region)}
     resources: dict[str, Any] = dict(cfn.get("Resources", {}))
     kept = {k: v for k, v in resources.items() if v.get("Type") in LOCAL_TYPES}
     changed = True
@@ -123,7 +152,7 @@ def provision(settings: Settings, stack: str = "stratoq", template: Path | None 
     try:
         described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
     except cfn.exceptions.ClientError:
-        body = json.dumps(local_template(translate(template)))
+        body = json.dumps(local_template(translate(template), settings.region))
         cfn.create_stack(StackName=stack, TemplateBody=body)
         described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
     if described["StackStatus"] not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
@@ -142,6 +171,7 @@ def settings_from_outputs(settings: Settings, outputs: dict[str, str]) -> Settin
     if "TasksTableName" not in outputs or "default" not in queues:
         raise ConfigError("the stack has no TasksTableName or DefaultQueueUrl output")
     return settings.with_(
+        scheduler_arn=local_function_arn("SchedulerFunction", settings.region),
         tasks_table=outputs["TasksTableName"],
         keys_table=outputs.get("KeysTableName", settings.keys_table),
         queues=queues,
