@@ -60,6 +60,8 @@ def subprocess_env(settings: Settings, **extra: str) -> dict[str, str]:
     env.update(settings.to_env())
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "functions")])
     env["PYTHONUNBUFFERED"] = "1"
+    # `stratoq worker` serves /metrics on 9464 by default: off unless a test asks for it.
+    env["STRATOQ_METRICS_PORT"] = "0"
     env.update(extra)
     return env
 

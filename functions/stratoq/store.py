@@ -5,11 +5,20 @@ One table, partition key `pk`. Item kinds:
 - an idempotency record: `pk` = "idem#<tenant>#<key>", pointing at the task it created.
   (Locks and unique keys of later features live beside them under their own prefixes.)
 
-GSI `by-status` (`gsi1pk` = "<tenant>#<status>", `created_at`) lists a tenant's tasks by
-status, newest first; GSI `by-tenant` (`tenant`, `created_at`, keys only) lists all of them.
+GSI `by-tenant` (`tenant`, `created_at`, keys only) lists a tenant's tasks, newest first;
+it is written once, at creation. GSI `by-status` (`gsi1pk` = "<tenant>#failed",
+`created_at`) is sparse: only failed tasks carry its key, so dead tasks are found at once
+while the hot path (claim, complete) writes no index. Other statuses are listed through
+`by-tenant` and filtered.
+
+`claim_after` (epoch ms) is the one attribute a claim tests: for a runnable task it is
+when the task is due, for a running one when its lease ends (plus a second), and it is
+absent once the task is final. One comparison keeps the claim cheap to evaluate.
 
 Every state change after creation is a conditional UpdateItem; the condition says which
-race it guards against. Times are epoch milliseconds; payload and result are JSON text.
+race it guards against. Times are epoch milliseconds. Payload and result are ciphertext
+(binary, `stratoq.crypto`: KMS envelope encryption bound to tenant and task id) when the
+store has a cipher, else JSON text.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
+from stratoq.crypto import PayloadCipher, decode_value, encode_value
 from stratoq.errors import InvalidStateError, TaskNotFoundError
 from stratoq.models import (
     FINAL_STATUSES,
@@ -48,6 +58,11 @@ _de = TypeDeserializer()
 IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000
 MAX_ERROR_CHARS = 2000
 BATCH_WRITE_LIMIT = 25  # DynamoDB's own limit (moto accepts more; AWS refuses)
+# A due task may be claimed up to EARLY_MS early (SQS delays have whole-second
+# resolution), so a lease is stored as ending LEASE_SLACK_MS later: the same early-claim
+# allowance then never cuts into a live lease (it is taken over only once it has ended).
+EARLY_MS = 1000
+LEASE_SLACK_MS = EARLY_MS + 1
 
 
 def new_task_id(now_ms: int | None = None) -> str:
@@ -94,7 +109,10 @@ def _gsi_key(tenant: str, status: TaskStatus | str) -> str:
     return f"{tenant}#{status}"
 
 
-def task_to_item(task: Task) -> dict[str, Any]:
+def task_to_item(task: Task, cipher: PayloadCipher | None = None) -> dict[str, Any]:
+    def stored(value: Any, field: str) -> str | bytes:
+        return encode_value(value, cipher, field=field, tenant=task.tenant, task_id=task.id)
+
     return {
         "pk": task.id,
         "tenant": task.tenant,
@@ -102,8 +120,8 @@ def task_to_item(task: Task) -> dict[str, Any]:
         "status": task.status.value,
         "queue": task.queue,
         "priority": task.priority.value,
-        "payload": json.dumps(task.payload, separators=(",", ":")),
-        "result": None if task.result is None else json.dumps(task.result),
+        "payload": stored(task.payload, "payload"),
+        "result": None if task.result is None else stored(task.result, "result"),
         "error": task.error,
         "errors": [
             {"attempt": e.attempt, "kind": e.kind, "message": e.message, "at": to_ms(e.at)}
@@ -120,21 +138,32 @@ def task_to_item(task: Task) -> dict[str, Any]:
         "started_at": to_ms(task.started_at),
         "finished_at": to_ms(task.finished_at),
         "next_attempt_at": to_ms(task.next_attempt_at),
-        "gsi1pk": _gsi_key(task.tenant, task.status),
+        "gsi1pk": _gsi_key(task.tenant, task.status) if task.status is TaskStatus.FAILED else None,
+        "claim_after": _claim_after(task),
     }
 
 
-def item_to_task(item: dict[str, Any]) -> Task:
-    result = item.get("result")
+def _claim_after(task: Task) -> int | None:
+    if task.status not in RUNNABLE_STATUSES:
+        return None
+    return to_ms(task.next_attempt_at) or 0
+
+
+def item_to_task(item: dict[str, Any], cipher: PayloadCipher | None = None) -> Task:
+    tenant = item.get("tenant", "default")
+
+    def value(field: str) -> Any:
+        return decode_value(item.get(field), cipher, field=field, tenant=tenant, task_id=item["pk"])
+
     return Task(
         id=item["pk"],
-        tenant=item.get("tenant", "default"),
+        tenant=tenant,
         name=item["name"],
         status=TaskStatus(item["status"]),
         queue=item.get("queue", "default"),
         priority=item.get("priority", "default"),
-        payload=json.loads(item.get("payload") or "null"),
-        result=None if result is None else json.loads(result),
+        payload=value("payload"),
+        result=value("result"),
         error=item.get("error"),
         errors=[
             AttemptError(
@@ -192,9 +221,12 @@ class TaskStore:
         table: str,
         retention_days: int = 30,
         idempotency_window_ms: int = IDEMPOTENCY_WINDOW_MS,
+        cipher: PayloadCipher | None = None,
     ) -> None:
         self._db = client
         self.table = table
+        # Encrypts payloads and results (None: stored in clear; see crypto.cipher_for).
+        self.cipher = cipher
         self._retention_ms = retention_days * 24 * 3600 * 1000
         self._idem_window_ms = idempotency_window_ms
 
@@ -205,7 +237,7 @@ class TaskStore:
         With an idempotency key, a key already used by this tenant within the window
         returns the existing task and `created=False`; nothing new is stored.
         """
-        item = _dump(task_to_item(task))
+        item = _dump(task_to_item(task, self.cipher))
         if task.idempotency_key is None:
             # Guards against a task id collision overwriting another task (ids are random).
             self._db.put_item(
@@ -254,7 +286,7 @@ class TaskStore:
         record = self._db.get_item(
             TableName=self.table, Key={"pk": {"S": idem_pk}}, ConsistentRead=True
         ).get("Item")
-        existing = self.get(_load(record)["task_id"]) if record else None
+        existing = self.get(_load(record)["task_id"], task.tenant) if record else None
         if existing is None:
             # The record outlived its task (TTL); a retry of the caller will find it free.
             raise InvalidStateError(
@@ -269,7 +301,7 @@ class TaskStore:
         """
         for start in range(0, len(tasks), BATCH_WRITE_LIMIT):
             requests: list[Any] = [
-                {"PutRequest": {"Item": _dump(task_to_item(t))}}
+                {"PutRequest": {"Item": _dump(task_to_item(t, self.cipher))}}
                 for t in tasks[start : start + BATCH_WRITE_LIMIT]
             ]
             self._batch_write(requests)
@@ -294,7 +326,7 @@ class TaskStore:
         item = _load(out["Item"])
         if "name" not in item or (tenant is not None and item.get("tenant") != tenant):
             return None
-        return item_to_task(item)
+        return item_to_task(item, self.cipher)
 
     def list_tasks(
         self,
@@ -304,41 +336,55 @@ class TaskStore:
         limit: int = 50,
         next_token: str | None = None,
     ) -> tuple[list[Task], str | None]:
-        """A page of the tenant's tasks, newest first, and the token of the next page."""
+        """A page of the tenant's tasks, newest first, and the token of the next page.
+
+        Failed tasks come from the sparse `by-status` index. Any other status is a filter
+        over `by-tenant`, so such a page may hold fewer than `limit` tasks (even none)
+        while `next_token` says there is more to look through.
+        """
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "Limit": limit,
             "ScanIndexForward": False,
         }
-        names = {"#n": "name"} if name else {}
-        if status is not None:
+        indexed = status is TaskStatus.FAILED
+        if indexed:
             kwargs.update(
                 IndexName="by-status",
                 KeyConditionExpression="gsi1pk = :k",
-                ExpressionAttributeValues=_vals(k=_gsi_key(tenant, status)),
+                ExpressionAttributeValues=_vals(k=_gsi_key(tenant, TaskStatus.FAILED)),
             )
+            if name:
+                kwargs["FilterExpression"] = "#n = :name"
+                kwargs["ExpressionAttributeNames"] = {"#n": "name"}
+                kwargs["ExpressionAttributeValues"].update(_vals(name=name))
         else:
             kwargs.update(
                 IndexName="by-tenant",
                 KeyConditionExpression="tenant = :k",
                 ExpressionAttributeValues=_vals(k=tenant),
             )
-        if name and status is not None:
-            # by-tenant holds keys only: without a status the name is filtered below.
-            kwargs["FilterExpression"] = "#n = :name"
-            kwargs["ExpressionAttributeNames"] = names
-            kwargs["ExpressionAttributeValues"].update(_vals(name=name))
         if next_token:
-            kwargs["ExclusiveStartKey"] = decode_page_token(next_token)
+            # A token is client input: it must be a key of this very query (the
+            # caller's own partition), or it is refused before DynamoDB sees it.
+            partition = kwargs["KeyConditionExpression"].split(" = ")[0]
+            start = decode_page_token(next_token)
+            expected = kwargs["ExpressionAttributeValues"][":k"]
+            if set(start) != {"pk", partition, "created_at"} or start[partition] != expected:
+                raise ValueError("next_token is not a token this API returned")
+            kwargs["ExclusiveStartKey"] = start
         out = self._db.query(**kwargs)
         items = [_load(i) for i in out.get("Items", [])]
-        if status is None:
+        if not indexed:
+            # by-tenant holds keys only: read the items, then filter.
             items = self._get_many([i["pk"] for i in items])
+            if status is not None:
+                items = [i for i in items if i.get("status") == status.value]
             if name:
                 items = [i for i in items if i.get("name") == name]
         last = out.get("LastEvaluatedKey")
         token = encode_page_token(last) if last else None
-        return [item_to_task(i) for i in items if "name" in i], token
+        return [item_to_task(i, self.cipher) for i in items if "name" in i], token
 
     def _get_many(self, ids: list[str]) -> list[dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
@@ -365,31 +411,23 @@ class TaskStore:
                 TableName=self.table,
                 Key={"pk": {"S": task_id}},
                 UpdateExpression=(
-                    "SET #s = :running, gsi1pk = :gsi, lease_token = :tok, "
-                    "lease_expires_at = :exp, started_at = :now, attempts = attempts + :one"
+                    "SET #s = :running, claim_after = :cl, lease_token = :tok, "
+                    "started_at = :now, attempts = attempts + :one"
                 ),
-                # Guards against running a task twice: only a runnable task that is due
-                # (its retry delay or run_at has passed), or a running one whose holder's
-                # lease has expired (the holder died), can be claimed; a concurrent
-                # duplicate delivery loses here. The tenant check catches a message
-                # that does not belong to the task.
-                ConditionExpression=(
-                    "tenant = :tenant AND ("
-                    "(#s IN (:queued, :retrying, :scheduled) AND "
-                    "(attribute_not_exists(next_attempt_at) OR next_attempt_at <= :due)) "
-                    "OR (#s = :running AND lease_expires_at < :now))"
-                ),
+                # Guards against running a task twice: only a task that is due (runnable
+                # and past its delay, up to a second early for SQS's whole-second
+                # delays) or whose holder's lease has ended (the holder died) is
+                # claimable; a concurrent duplicate delivery loses here; a final task has
+                # no claim_after at all. The tenant check catches a message that does not
+                # belong to the task.
+                ConditionExpression="claim_after <= :due AND tenant = :tenant",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues=_vals(
                     running="running",
-                    queued="queued",
-                    retrying="retrying",
-                    scheduled="scheduled",
-                    gsi=_gsi_key(tenant, TaskStatus.RUNNING),
+                    cl=expires + LEASE_SLACK_MS,
                     tok=token,
-                    exp=expires,
                     now=now_ms,
-                    due=now_ms + 1000,
+                    due=now_ms + EARLY_MS,
                     one=1,
                     tenant=tenant,
                 ),
@@ -402,7 +440,7 @@ class TaskStore:
             raw: Any = exc.response.get("Item")
             return self._refusal(_load(raw) if raw else None, tenant)
         old = _load(out["Attributes"])
-        old_task = item_to_task(old)
+        old_task = item_to_task(old, self.cipher)
         took_over = old_task.status is TaskStatus.RUNNING
         task = old_task.model_copy(
             update={
@@ -418,11 +456,11 @@ class TaskStore:
             return NotClaimed("missing", None)
         if item.get("tenant") != tenant:
             return NotClaimed("tenant", None)  # never hand out another tenant's task
-        task = item_to_task(item)
+        task = item_to_task(item, self.cipher)
         if task.status in FINAL_STATUSES:
             return NotClaimed("final", task)
         if task.status is TaskStatus.RUNNING:
-            return NotClaimed("busy", task, item.get("lease_expires_at"))
+            return NotClaimed("busy", task, int(item["claim_after"]) - LEASE_SLACK_MS)
         return NotClaimed("not_due", task)
 
     def extend_lease(self, task_id: str, token: str, until_ms: int) -> bool:
@@ -430,20 +468,22 @@ class TaskStore:
         return self._fenced_update(
             task_id,
             token,
-            "SET lease_expires_at = :exp",
-            {"exp": until_ms},
+            "SET claim_after = :cl",
+            {"cl": until_ms + LEASE_SLACK_MS},
+            running_only=True,
         )
 
     def complete(self, task_id: str, tenant: str, token: str, result: Any, now_ms: int) -> bool:
         return self._fenced_update(
             task_id,
             token,
-            "SET #s = :st, gsi1pk = :gsi, #r = :res, finished_at = :now, expires_at = :ttl "
-            "REMOVE lease_token, lease_expires_at, next_attempt_at",
+            "SET #s = :st, #r = :res, finished_at = :now, expires_at = :ttl "
+            "REMOVE claim_after, lease_token",
             {
                 "st": "succeeded",
-                "gsi": _gsi_key(tenant, TaskStatus.SUCCEEDED),
-                "res": json.dumps(result),
+                "res": encode_value(
+                    result, self.cipher, field="result", tenant=tenant, task_id=task_id
+                ),
                 "now": now_ms,
                 "ttl": (now_ms + self._retention_ms) // 1000,
             },
@@ -464,12 +504,10 @@ class TaskStore:
         return self._fenced_update(
             task_id,
             token,
-            "SET #s = :st, gsi1pk = :gsi, next_attempt_at = :next, #e = :msg, "
-            "errors = list_append(if_not_exists(errors, :empty), :err) "
-            "REMOVE lease_token, lease_expires_at",
+            "SET #s = :st, next_attempt_at = :next, claim_after = :next, #e = :msg, "
+            "errors = list_append(if_not_exists(errors, :empty), :err) REMOVE lease_token",
             {
                 "st": "retrying",
-                "gsi": _gsi_key(tenant, TaskStatus.RETRYING),
                 "next": next_attempt_ms,
                 "msg": message[:MAX_ERROR_CHARS],
                 "empty": [],
@@ -493,7 +531,7 @@ class TaskStore:
             token,
             "SET #s = :st, gsi1pk = :gsi, #e = :msg, finished_at = :now, expires_at = :ttl, "
             "attempts = :att, errors = list_append(if_not_exists(errors, :empty), :err) "
-            "REMOVE lease_token, lease_expires_at, next_attempt_at",
+            "REMOVE claim_after, next_attempt_at, lease_token",
             {
                 "st": "failed",
                 "gsi": _gsi_key(tenant, TaskStatus.FAILED),
@@ -512,9 +550,9 @@ class TaskStore:
         return self._fenced_update(
             task_id,
             token,
-            "SET #s = :st, gsi1pk = :gsi, attempts = attempts - :one "
-            "REMOVE lease_token, lease_expires_at",
-            {"st": "queued", "gsi": _gsi_key(tenant, TaskStatus.QUEUED), "one": 1},
+            "SET #s = :st, attempts = attempts - :one, claim_after = :zero REMOVE lease_token",
+            {"st": "queued", "one": 1, "zero": 0},
+            running_only=True,
         )
 
     def record_lost_attempt(
@@ -535,9 +573,16 @@ class TaskStore:
         expression: str,
         values: dict[str, Any],
         names: dict[str, str] | None = None,
+        running_only: bool = False,
     ) -> bool:
         names = {"#s": "status", **(names or {})}
-        used = {n: v for n, v in names.items() if n in expression}
+        condition = "lease_token = :tok"
+        if running_only:
+            # The attempt is over once recorded (the token stays on the item for the
+            # record): a late heartbeat or release must not revive a finished task.
+            condition += " AND #s = :fenced_running"
+            values = {**values, "fenced_running": "running"}
+        used = {n: v for n, v in names.items() if n in expression or n in condition}
         kwargs: dict[str, Any] = {}
         if used:
             kwargs["ExpressionAttributeNames"] = used
@@ -549,7 +594,7 @@ class TaskStore:
                 # Fencing: only the current lease holder may record an outcome or extend
                 # the lease. A worker whose lease expired and was taken over (it was
                 # paused, partitioned or slow) must not overwrite the newer attempt.
-                ConditionExpression="lease_token = :tok",
+                ConditionExpression=condition,
                 ExpressionAttributeValues=_vals(tok=token, **values),
                 **kwargs,
             )
@@ -568,12 +613,11 @@ class TaskStore:
             # Guards against cancelling a task a worker already claimed or finished.
             allowed=RUNNABLE_STATUSES,
             expression=(
-                "SET #s = :st, gsi1pk = :gsi, finished_at = :now, expires_at = :ttl "
-                "REMOVE next_attempt_at"
+                "SET #s = :st, finished_at = :now, expires_at = :ttl "
+                "REMOVE next_attempt_at, claim_after"
             ),
             values={
                 "st": "cancelled",
-                "gsi": _gsi_key(tenant, TaskStatus.CANCELLED),
                 "now": now_ms,
                 "ttl": (now_ms + self._retention_ms) // 1000,
             },
@@ -588,10 +632,10 @@ class TaskStore:
             # Guards against resetting a task that is still alive or already succeeded.
             allowed=frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED}),
             expression=(
-                "SET #s = :st, gsi1pk = :gsi, attempts = :zero "
-                "REMOVE finished_at, expires_at, next_attempt_at, #e"
+                "SET #s = :st, attempts = :zero, claim_after = :zero "
+                "REMOVE finished_at, expires_at, next_attempt_at, #e, gsi1pk"
             ),
-            values={"st": "queued", "gsi": _gsi_key(tenant, TaskStatus.QUEUED), "zero": 0},
+            values={"st": "queued", "zero": 0},
             verb="retry",
             names={"#e": "error"},
         )
@@ -631,7 +675,7 @@ class TaskStore:
             raise InvalidStateError(
                 f"cannot {verb} task {task_id}: it is {item['status']}"
             ) from None
-        return item_to_task(_load(out["Attributes"]))
+        return item_to_task(_load(out["Attributes"]), self.cipher)
 
 
 def encode_page_token(key: dict[str, Any]) -> str:
@@ -643,6 +687,16 @@ def decode_page_token(token: str) -> dict[str, Any]:
         key = json.loads(base64.urlsafe_b64decode(token.encode()))
     except (binascii.Error, ValueError):
         raise ValueError("next_token is not a token this API returned") from None
-    if not isinstance(key, dict):
+    if not isinstance(key, dict) or not all(_key_value(v) for v in key.values()):
         raise ValueError("next_token is not a token this API returned")
     return key
+
+
+def _key_value(value: Any) -> bool:
+    """Is `value` a DynamoDB key attribute value: {"S": text} or {"N": number text}?"""
+    if not isinstance(value, dict) or len(value) != 1:
+        return False
+    (kind, text), *_ = value.items()
+    if kind == "S":
+        return isinstance(text, str) and 0 < len(text) <= 1024
+    return kind == "N" and isinstance(text, str) and text.isdigit() and len(text) <= 20

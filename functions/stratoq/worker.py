@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from aws_lambda_powertools import Logger
 
-from stratoq import registry
+from stratoq import metrics, registry
 from stratoq.models import Task
 from stratoq.policy import (
     MAX_VISIBILITY_SECONDS,
@@ -237,6 +237,7 @@ class Worker:
                     delivery, msg, claim, FailNow(OutcomeKind.LOST, lost_msg), attempt - 1
                 )
             self.store.record_lost_attempt(task.id, token, attempt - 1, lost_msg, self._clock())
+        metrics.task_started(task, claim.took_over)
         if registry.get(task.name) is None:
             outcome = unknown_task(task.name)
         else:
@@ -261,6 +262,7 @@ class Worker:
                 if self.keeper:
                     self.keeper.untrack(token)
             log["duration_ms"] = int((time.monotonic() - started) * 1000)
+            metrics.task_ran(task, time.monotonic() - started, outcome.kind)
         if outcome.kind is OutcomeKind.LOST:
             if self.shutting_down.is_set():
                 released = self.store.release(task.id, task.tenant, token)
@@ -293,6 +295,7 @@ class Worker:
             )
             status = "retrying"
             if ok:
+                metrics.task_finished(task, status)
                 log.update(outcome=decision.kind.value, retry_in_s=decision.delay_seconds)
                 logger.info("task attempt failed; retrying", extra=log)
                 # A fresh message restarts the receive count, which is kept for the
@@ -307,5 +310,6 @@ class Worker:
         if not ok:
             logger.warning("lease lost before the outcome was recorded", extra=log)
             return Disposition(Action.LEAVE, status="lost")
+        metrics.task_finished(task, status)
         logger.info(f"task {status}", extra=log)
         return Disposition(Action.ACK, status=status)

@@ -207,7 +207,9 @@ def test_claim_takes_the_lease(core: Enqueuer) -> None:
     item = raw(core, task.id)
     assert item is not None
     assert item["lease_token"] == claim.token
-    assert item["lease_expires_at"] == NOW + LEASE
+    # The lease is stored one second long, so that a claim allowed a second early (SQS
+    # delays are whole seconds) can never cut into it.
+    assert item["claim_after"] == NOW + LEASE + 1001
 
 
 def test_second_claim_while_the_lease_is_live_is_busy(core: Enqueuer) -> None:
@@ -324,7 +326,7 @@ def test_stale_lease_holder_cannot_write(core: Enqueuer) -> None:
     assert core.store.extend_lease(task.id, current.token, later + 10 * LEASE) is True
     item = raw(core, task.id)
     assert item is not None
-    assert item["lease_expires_at"] == later + 10 * LEASE
+    assert item["claim_after"] == later + 10 * LEASE + 1001
     assert core.store.complete(task.id, "default", current.token, "fresh", later) is True
     assert fetch(core, task.id).result == "fresh"
 
@@ -361,8 +363,11 @@ def test_complete_records_the_result(core: Enqueuer) -> None:
     assert got.attempts == 1
     item = raw(core, task.id)
     assert item is not None
+    # Final: nothing can claim it again, and its holder's token is spent.
+    assert "claim_after" not in item
     assert "lease_token" not in item
-    assert "lease_expires_at" not in item
+    assert core.store.extend_lease(task.id, claim.token, NOW + 10 * LEASE) is False
+    assert "claim_after" not in raw(core, task.id)
     assert item["expires_at"] == (NOW + 500 + 30 * DAY_MS) // 1000
     assert [t.id for t in core.store.list_tasks("default", TaskStatus.SUCCEEDED)[0]] == [task.id]
     assert core.store.list_tasks("default", TaskStatus.RUNNING)[0] == []

@@ -57,3 +57,35 @@ def fail_while(payload: dict[str, Any]) -> str:
     if os.path.exists(payload["path"]):
         raise Fail(f"{payload['path']} exists")
     return "ok"
+
+
+@task("effect")
+def effect(payload: dict[str, Any]) -> str:
+    """Apply a side effect once: a conditional put of (task id -> fencing token).
+
+    A retry after a crash finds the effect of an earlier attempt and reports it instead
+    of applying it again: the pattern stratoq.context().fencing_token is for.
+    """
+    import boto3
+    from botocore.exceptions import ClientError
+
+    ctx = context()
+    db = boto3.client(
+        "dynamodb",
+        endpoint_url=os.environ["STRATOQ_AWS_ENDPOINT_URL"],
+        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    try:
+        db.put_item(
+            TableName=payload["table"],
+            Item={"pk": {"S": ctx.task_id}, "token": {"S": ctx.fencing_token}},
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            raise
+        got = db.get_item(TableName=payload["table"], Key={"pk": {"S": ctx.task_id}})
+        return str(got["Item"]["token"]["S"])
+    return ctx.fencing_token

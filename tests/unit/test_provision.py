@@ -60,7 +60,11 @@ def test_translate_creates_the_sqs_event_source_mapping(cfn: dict[str, Any]) -> 
 def test_translate_keeps_the_dead_letter_redrive(cfn: dict[str, Any]) -> None:
     redrive = cfn["Resources"]["DefaultQueue"]["Properties"]["RedrivePolicy"]
     assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["DefaultDeadLetterQueue", "Arn"]}
-    assert refs(cfn["Resources"]["DefaultQueue"]) == {"DefaultDeadLetterQueue", "MaxReceiveCount"}
+    assert refs(cfn["Resources"]["DefaultQueue"]) == {
+        "DefaultDeadLetterQueue",
+        "MaxReceiveCount",
+        "TaskDataKey",  # its server-side encryption key
+    }
 
 
 def test_translate_replaces_the_code_uri_with_an_s3_location(cfn: dict[str, Any]) -> None:

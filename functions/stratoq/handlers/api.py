@@ -7,6 +7,8 @@ turned `x-api-key` into a tenant and scopes in `requestContext.authorizer`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Annotated, Any
 
@@ -18,7 +20,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
-from stratoq import __version__, aws
+from stratoq import __version__, aws, metrics
 from stratoq.enqueue import Enqueuer, services
 from stratoq.errors import (
     EnqueueError,
@@ -28,9 +30,29 @@ from stratoq.errors import (
     StratoqError,
     UnknownQueueError,
 )
+from stratoq.handlers.schemas import (
+    CreatedKey,
+    Deleted,
+    Health,
+    KeyList,
+    KeyRecord,
+    OpenApiDocument,
+    QueueList,
+    ScheduleList,
+    TaskBatch,
+    TaskPage,
+    responses,
+)
 from stratoq.models import Task, TaskRequest, TaskStatus, utcnow
-from stratoq.scheduling import SCHEDULE_NAME, ExpressionError, Fire, ScheduleSpec, ScheduleStore
-from stratoq.security import KeyStore
+from stratoq.scheduling import (
+    SCHEDULE_NAME,
+    ExpressionError,
+    Fire,
+    Schedule,
+    ScheduleSpec,
+    ScheduleStore,
+)
+from stratoq.security import KeyStore, manages_every_tenant
 from stratoq.settings import Settings
 from stratoq.store import to_ms
 from stratoq.transport import queue_stats
@@ -142,17 +164,26 @@ def _check_payload(request: TaskRequest, field: str = "payload") -> None:
 
 
 # ------------------------------------------------------------------------- routes
-@app.get("/health", security=[])
+@app.get("/health", security=[], responses=responses({200: ("up", Health)}, public=True))
 def health() -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
-@app.get("/v1/openapi.json")
+@app.get("/v1/openapi.json", responses=responses({200: ("this spec", OpenApiDocument)}))
 def openapi() -> Response[str]:
+    caller("tasks:read")
     return Response(200, "application/json", app.get_openapi_json_schema())
 
 
-@app.post("/v1/tasks", responses={202: {"description": "enqueued"}, 200: {"description": "idem"}})
+@app.post(
+    "/v1/tasks",
+    responses=responses(
+        {202: ("enqueued", Task), 200: ("the idempotency key's existing task", Task)},
+        400,
+        413,
+        503,
+    ),
+)
 def enqueue(request: TaskRequest) -> Response[str]:
     """Enqueue a task. A repeated idempotency key answers 200 with the first task."""
     tenant = caller("tasks:write")
@@ -161,7 +192,7 @@ def enqueue(request: TaskRequest) -> Response[str]:
     return _json(202 if result.created else 200, _task_json(result.task))
 
 
-@app.post("/v1/tasks/batch", responses={202: {"description": "enqueued"}})
+@app.post("/v1/tasks/batch", responses=responses({202: ("enqueued", TaskBatch)}, 400, 413, 503))
 def enqueue_batch(batch: BatchRequest) -> Response[str]:
     """Enqueue up to 100 tasks at once."""
     tenant = caller("tasks:write")
@@ -171,7 +202,7 @@ def enqueue_batch(batch: BatchRequest) -> Response[str]:
     return _json(202, {"tasks": [_task_json(r.task) for r in results]})
 
 
-@app.get("/v1/tasks")
+@app.get("/v1/tasks", responses=responses({200: ("a page", TaskPage)}, 400))
 def list_tasks(
     status: Annotated[TaskStatus | None, Query()] = None,
     name: Annotated[str | None, Query(max_length=128)] = None,
@@ -187,7 +218,7 @@ def list_tasks(
     return _json(200, {"tasks": [_task_json(t) for t in tasks], "next_token": token})
 
 
-@app.get("/v1/tasks/<task_id>")
+@app.get("/v1/tasks/<task_id>", responses=responses({200: ("the task", Task)}, 404))
 def get_task(task_id: Annotated[str, Path(max_length=64)]) -> Response[str]:
     tenant = caller("tasks:read")
     task = core().store.get(task_id, tenant)
@@ -196,15 +227,16 @@ def get_task(task_id: Annotated[str, Path(max_length=64)]) -> Response[str]:
     return _json(200, _task_json(task))
 
 
-@app.post("/v1/tasks/<task_id>/cancel")
+@app.post("/v1/tasks/<task_id>/cancel", responses=responses({200: ("cancelled", Task)}, 404, 409))
 def cancel_task(task_id: Annotated[str, Path(max_length=64)]) -> Response[str]:
     """Cancel a task that has not started (409 if it is running or finished)."""
     tenant = caller("tasks:write")
     task = core().store.cancel(task_id, tenant, to_ms(utcnow()) or 0)
+    metrics.task_cancelled(task)
     return _json(200, _task_json(task))
 
 
-@app.post("/v1/tasks/<task_id>/retry")
+@app.post("/v1/tasks/<task_id>/retry", responses=responses({202: ("queued", Task)}, 404, 409, 503))
 def retry_task(task_id: Annotated[str, Path(max_length=64)]) -> Response[str]:
     """Run a failed or cancelled task again, its attempts reset (409 otherwise)."""
     tenant = caller("tasks:write")
@@ -214,34 +246,47 @@ def retry_task(task_id: Annotated[str, Path(max_length=64)]) -> Response[str]:
     return _json(202, _task_json(task))
 
 
-@app.get("/v1/queues")
+@app.get("/v1/queues", responses=responses({200: ("message counts", QueueList)}))
 def queues() -> Response[str]:
     """Per queue: visible, in flight, delayed and dead-letter message counts."""
     caller("tasks:read")
     return _json(200, {"queues": queue_stats(core().transport)})
 
 
-@app.post("/v1/keys", responses={201: {"description": "the key, shown once"}})
+@app.post("/v1/keys", responses=responses({201: ("the key, shown once", CreatedKey)}, 400, 413))
 def create_key(request: KeyRequest) -> Response[str]:
     """Create an API key (admin). The key is in this answer only."""
-    caller("admin")
+    _key_admin(caller("admin"), request.tenant)
     key, record = keys().create(request.tenant, request.scopes, request.name)
     return _json(201, {"key": key, **record.public()})
 
 
-@app.get("/v1/keys")
+@app.get("/v1/keys", responses=responses({200: ("keys, without secrets", KeyList)}))
 def list_keys(tenant: Annotated[str | None, Query(max_length=64)] = None) -> Response[str]:
-    caller("admin")
+    mine = caller("admin")
+    if not _key_admin(mine, tenant):
+        tenant = mine
     return _json(200, {"keys": [k.public() for k in keys().list_keys(tenant)]})
 
 
-@app.delete("/v1/keys/<key_id>")
+@app.delete("/v1/keys/<key_id>", responses=responses({200: ("revoked", KeyRecord)}, 404))
 def revoke_key(key_id: Annotated[str, Path(max_length=64)]) -> Response[str]:
-    caller("admin")
-    return _json(200, keys().revoke(key_id).public())
+    mine = caller("admin")
+    # Another tenant's key is reported missing, as another tenant's task is.
+    scope = None if _key_admin(mine, None) else mine
+    return _json(200, keys().revoke(key_id, scope).public())
 
 
-@app.get("/v1/schedules")
+def _key_admin(caller_tenant: str, tenant: str | None) -> bool:
+    """True if the caller manages every tenant's keys; 403 if it asks for another tenant's."""
+    if manages_every_tenant(caller_tenant, Settings.from_env().operator_tenant):
+        return True
+    if tenant is not None and tenant != caller_tenant:
+        raise HttpError(403, f"this API key manages the keys of tenant {caller_tenant!r} only")
+    return False
+
+
+@app.get("/v1/schedules", responses=responses({200: ("the schedules", ScheduleList)}))
 def list_schedules() -> Response[str]:
     """The caller's schedules (admin)."""
     tenant = caller("admin")
@@ -249,14 +294,17 @@ def list_schedules() -> Response[str]:
     return _json(200, {"schedules": [s.model_dump(mode="json") for s in found]})
 
 
-@app.get("/v1/schedules/<name>")
+@app.get("/v1/schedules/<name>", responses=responses({200: ("the schedule", Schedule)}, 404))
 def get_schedule(name: Annotated[str, Path(pattern=SCHEDULE_NAME)]) -> Response[str]:
     """A schedule with `next_runs`, its next 5 fire times in UTC (admin)."""
     tenant = caller("admin")
     return _json(200, schedules().get(tenant, name).model_dump(mode="json"))
 
 
-@app.put("/v1/schedules/<name>", responses={201: {"description": "created"}})
+@app.put(
+    "/v1/schedules/<name>",
+    responses=responses({201: ("created", Schedule), 200: ("replaced", Schedule)}, 400, 413, 503),
+)
 def put_schedule(
     name: Annotated[str, Path(pattern=SCHEDULE_NAME)], spec: ScheduleSpec
 ) -> Response[str]:
@@ -269,14 +317,17 @@ def put_schedule(
     return _json(201 if created else 200, schedule.model_dump(mode="json"))
 
 
-@app.delete("/v1/schedules/<name>")
+@app.delete("/v1/schedules/<name>", responses=responses({200: ("deleted", Deleted)}, 404))
 def delete_schedule(name: Annotated[str, Path(pattern=SCHEDULE_NAME)]) -> Response[str]:
     tenant = caller("admin")
     schedules().delete(tenant, name)
     return _json(200, {"name": name, "deleted": True})
 
 
-@app.post("/v1/schedules/<name>/trigger", responses={202: {"description": "enqueued"}})
+@app.post(
+    "/v1/schedules/<name>/trigger",
+    responses=responses({202: ("enqueued", Task)}, 404, 503),
+)
 def trigger_schedule(name: Annotated[str, Path(pattern=SCHEDULE_NAME)]) -> Response[str]:
     """Fire a schedule now, once, outside its expression (admin)."""
     tenant = caller("admin")
@@ -350,6 +401,7 @@ def _no_route(exc: Exception) -> Response[str]:
     return _json(404, {"message": f"no route {event.http_method} {event.path}", "errors": []})
 
 
+@metrics.flush_after
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     body = event.get("body") or ""
     if len(body.encode() if isinstance(body, str) else body) > MAX_BODY_BYTES:
@@ -359,6 +411,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "body": json.dumps(
                 {"message": f"request body is over {MAX_BODY_BYTES} bytes", "errors": []}
             ),
+        }
+    if event.get("isBase64Encoded") and not _utf8(body):
+        # API Gateway base64-encodes bodies that are not text; JSON is UTF-8 text.
+        return {
+            "statusCode": 400,
+            "headers": {"Content-Type": "application/json"},
+            "body": json.dumps({"message": "request body is not valid JSON", "errors": []}),
         }
     # The API speaks only JSON: parse every body as JSON whatever Content-Type says
     # (curl -d sends form encoding), so a bad body gets a JSON error naming the problem.
@@ -371,3 +430,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if event.get("multiValueHeaders") is not None:
         event["multiValueHeaders"]["content-type"] = ["application/json"]
     return app.resolve(event, context)
+
+
+def _utf8(body: str | bytes) -> bool:
+    """Whether a base64-encoded body decodes to UTF-8 text."""
+    try:
+        base64.b64decode(body, validate=True).decode()
+    except (binascii.Error, ValueError):
+        return False
+    return True

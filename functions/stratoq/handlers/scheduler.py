@@ -11,6 +11,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from stratoq import metrics
 from stratoq.enqueue import Enqueuer, services
 from stratoq.models import utcnow
 from stratoq.scheduling import fire_from_input
@@ -26,6 +27,7 @@ def reset() -> None:
     _Deps.core = None
 
 
+@metrics.flush_after
 def lambda_handler(event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
     if _Deps.core is None:
         _Deps.core = services()

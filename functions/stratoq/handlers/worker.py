@@ -18,7 +18,8 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from stratoq import aws, registry
+from stratoq import aws, metrics, registry
+from stratoq.crypto import cipher_for
 from stratoq.runner import InlineRunner
 from stratoq.settings import Settings
 from stratoq.store import TaskStore
@@ -43,7 +44,10 @@ def _worker() -> Worker:
         settings = Settings.from_env()
         registry.load(settings.tasks_module)
         store = TaskStore(
-            aws.dynamodb(settings), settings.tasks_table, retention_days=settings.retention_days
+            aws.dynamodb(settings),
+            settings.tasks_table,
+            retention_days=settings.retention_days,
+            cipher=cipher_for(settings),
         )
         _State.worker = Worker(
             store,
@@ -69,6 +73,7 @@ def record_handler(record: SQSRecord) -> None:
         receive_count=int(record.attributes.approximate_receive_count or 1),
     )
     disposition = worker.process(delivery)
+    metrics.message_handled(worker._queue_of(delivery), disposition.status)
     if disposition.action is Action.RELEASE:
         worker.transport.change_visibility([(delivery, disposition.delay)])
     if disposition.action is not Action.ACK:
@@ -76,6 +81,7 @@ def record_handler(record: SQSRecord) -> None:
 
 
 @logger.inject_lambda_context(clear_state=True)
+@metrics.flush_after
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     _State.context = context
     return process_partial_response(  # type: ignore[return-value]

@@ -36,6 +36,8 @@ class DevOptions:
     tasks: str | None = None
     state_file: Path = STATE_FILE
     clock_speed: float = 1.0
+    # Serve the API over HTTPS with a locally generated certificate (local/tls.py).
+    tls: bool = False
 
 
 class DevStack:
@@ -54,6 +56,7 @@ class DevStack:
         from stratoq.local.emulator import Emulator
         from stratoq.local.gateway import Gateway, GatewayServer
         from stratoq.local.provision import provision
+        from stratoq.local.throttle import KeyThrottle
         from stratoq.security import KeyStore
 
         o = self.options
@@ -72,13 +75,28 @@ class DevStack:
         registry.load(settings.tasks_module)
 
         key, _ = KeyStore(aws.dynamodb(settings), settings.keys_table).create(
-            "default", ["admin"], "bootstrap", key=o.api_key or None
+            settings.operator_tenant, ["admin"], "bootstrap", key=o.api_key or None
         )
+        tls_facts: dict[str, str] = {}
+        ssl_context = None
+        if o.tls:
+            from stratoq.local import tls
+
+            cert = tls.generate(o.state_file.parent.resolve() / "tls", o.host)
+            ssl_context = cert.server_context()
+            tls_facts["ca_bundle"] = str(cert.ca_bundle)
+        throttle = KeyThrottle(settings.api_rate_limit, settings.api_burst_limit)
         try:
             server = GatewayServer(
-                Gateway(api.lambda_handler, authorizer.lambda_handler, settings.region),
+                Gateway(
+                    api.lambda_handler,
+                    authorizer.lambda_handler,
+                    settings.region,
+                    throttle=throttle,
+                ),
                 o.host,
                 o.port,
+                ssl_context=ssl_context,
             )
         except OSError as exc:
             raise ConfigError(
@@ -97,6 +115,16 @@ class DevStack:
                     f"cannot serve metrics on {o.host}:{o.metrics_port}: {exc.strerror}; "
                     "use --metrics-port (0 turns metrics off)"
                 ) from None
+            from stratoq.local.queue_age import moto_oldest_age
+            from stratoq.transport import SqsTransport
+
+            # Queue depth from SQS, and the oldest message's age from moto in this process.
+            metrics.watch_queues(
+                SqsTransport(aws.sqs(settings), settings.queues),
+                list(settings.queues),
+                oldest_age=moto_oldest_age(settings.region),
+                ttl=1.0,
+            )
         self._start_workers(settings, lambda_worker.lambda_handler)
         self._start_clock(settings)
 
@@ -105,6 +133,7 @@ class DevStack:
             "api_key": key,
             "metrics_url": f"http://{o.host}:{o.metrics_port}/metrics" if o.metrics_port else "",
             "aws_endpoint_url": emulator.url,
+            **tls_facts,
         }
         o.state_file.parent.mkdir(parents=True, exist_ok=True)
         o.state_file.write_text(json.dumps(facts, indent=2) + "\n")
@@ -169,15 +198,20 @@ def run(options: DevOptions) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         facts = stack.start()
+        ca = facts.get("ca_bundle")
+        ca_line = f"  TLS CA:      {ca}\n" if ca else ""
+        cacert = f"--cacert {ca} " if ca else ""
         print(
             "stratoq dev is running (Ctrl-C stops it)\n"
             f"  API:         {facts['api_url']}\n"
             f"  API key:     {facts['api_key']}   (admin; also in {options.state_file})\n"
             f"  metrics:     {facts['metrics_url'] or 'off'}\n"
             f"  AWS emulator {facts['aws_endpoint_url']}\n"
+            f"{ca_line}"
             f"  workers:     {options.workers} poller slots, "
             f"{options.lambda_workers} Lambda-style consumers per queue\n"
-            f'try: curl -s -H \'x-api-key: {facts["api_key"]}\' -d \'{{"name": "echo", '
+            f"try: curl {cacert}-s -H "
+            f'\'x-api-key: {facts["api_key"]}\' -d \'{{"name": "echo", '
             f'"payload": {{"hi": 1}}}}\' {facts["api_url"]}/v1/tasks',
             flush=True,
         )

@@ -22,6 +22,10 @@ class Emulator:
 
         from moto.server import ThreadedMotoServer
 
+        from stratoq.local.moto_patches import install
+
+        install()
+
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request
 
         if port:
@@ -39,7 +43,8 @@ class Emulator:
     @staticmethod
     def reset_at(url: str) -> None:
         req = urllib.request.Request(f"{url}/moto-api/reset", method="POST")  # noqa: S310
-        with urllib.request.urlopen(req, timeout=10):  # noqa: S310 - loopback emulator
+        # The URL is the emulator's own http:// address, never user input.
+        with urllib.request.urlopen(req, timeout=10):  # noqa: S310  # nosec B310
             pass
 
     def stop(self) -> None:
@@ -63,7 +68,8 @@ def wait_ready(url: str, timeout: float = 15.0) -> None:
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=2):  # noqa: S310
+            # The emulator's own http:// address (see reset_at).
+            with urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=2):  # noqa: S310  # nosec B310
                 return
         except (urllib.error.URLError, OSError) as exc:
             last = exc

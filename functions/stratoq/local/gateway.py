@@ -4,12 +4,15 @@ Like API Gateway with the template's REQUEST authorizer, it answers 401 without 
 anything when `x-api-key` is missing, runs the authorizer function otherwise (401 when
 it raises "Unauthorized", 403 on an explicit Deny), copies the authorizer's context into
 `requestContext.authorizer`, and calls the same API function that runs on Lambda.
+With a `KeyThrottle` it answers 429 to a key over its rate (a usage plan's per-key
+throttling) before the authorizer runs; with an SSL context it serves HTTPS.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import ssl
 import threading
 import time
 import uuid
@@ -22,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 from aws_lambda_powertools import Logger
 
 from stratoq.local.esm import FakeLambdaContext
+from stratoq.local.throttle import KeyThrottle
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 logger = Logger(service="stratoq", child=True)
@@ -47,9 +51,11 @@ class Gateway:
         authorizer: Handler,
         region: str = "us-east-1",
         stage: str = "v1",
+        throttle: KeyThrottle | None = None,
     ) -> None:
         self._api = api
         self._authorizer = authorizer
+        self._throttle = throttle
         self._region = region
         self._stage = stage
 
@@ -119,8 +125,11 @@ class Gateway:
         query: dict[str, list[str]],
         request_context: dict[str, Any],
     ) -> tuple[tuple[int, dict[str, str], bytes] | None, dict[str, Any]]:
-        if not any(k.lower() == "x-api-key" and v for k, v in headers.items()):
+        key = next((v for k, v in headers.items() if k.lower() == "x-api-key" and v), "")
+        if not key:
             return _json_response(401, {"message": "Unauthorized"}), {}
+        if self._throttle is not None and not self._throttle.allow(key):
+            return _json_response(429, {"message": "Too Many Requests"}), {}
         arn = f"arn:aws:execute-api:{self._region}:{ACCOUNT}:{API_ID}/{self._stage}/{method}{path}"
         event = {
             "type": "REQUEST",
@@ -180,16 +189,53 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
 
+    def _unsupported(self) -> None:
+        # API Gateway serves only the methods above; anything else (TRACE, ...) is a
+        # client error, not the server's 501.
+        payload = json.dumps({"message": "Method Not Allowed"}).encode()
+        self.send_response(405)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("do_"):
+            return self._unsupported
+        raise AttributeError(name)
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that drops the connection or fails the TLS handshake (plain HTTP to
+        # the HTTPS port, an untrusted certificate): one line, no traceback.
+        logger.info("connection failed", extra={"client": str(client_address[0])})
+
 
 class GatewayServer:
-    """The gateway on a loopback port, served from a background thread."""
+    """The gateway on a loopback port, served from a background thread.
 
-    def __init__(self, gateway: Gateway, host: str = "127.0.0.1", port: int = 8080) -> None:
+    With `ssl_context` it serves HTTPS; each connection's handshake runs in its own
+    handler thread, so a slow or plain-HTTP client cannot hold up the others.
+    """
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         handler = type("BoundHandler", (_Handler,), {"gateway": gateway})
-        self._httpd = ThreadingHTTPServer((host, port), handler)
+        self._httpd = _Server((host, port), handler)
         self._httpd.daemon_threads = True
+        if ssl_context is not None:
+            self._httpd.socket = ssl_context.wrap_socket(
+                self._httpd.socket, server_side=True, do_handshake_on_connect=False
+            )
         bound_port = self._httpd.server_address[1]
-        self.url = f"http://{host}:{bound_port}"
+        scheme = "https" if ssl_context is not None else "http"
+        self.url = f"{scheme}://{host}:{bound_port}"
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name="stratoq-gateway", daemon=True
         )
@@ -210,7 +256,8 @@ def wait_http(url: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback
+            # Our own loopback http(s) URL, never user input.
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310  # nosec B310
                 return
         except OSError:
             if time.monotonic() > deadline:

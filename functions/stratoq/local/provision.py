@@ -162,7 +162,8 @@ def provision(settings: Settings, stack: str = "stratoq", template: Path | None 
 
 
 def settings_from_outputs(settings: Settings, outputs: dict[str, str]) -> Settings:
-    """Map stack outputs to settings: TasksTableName, <Name>QueueUrl per logical queue."""
+    """Map stack outputs to settings: TasksTableName, <Name>QueueUrl per logical queue,
+    KeysTableName, TaskDataKeyArn (the KMS key that encrypts payloads)."""
     queues = {}
     for key, value in outputs.items():
         m = re.fullmatch(r"([A-Z][A-Za-z0-9]*?)QueueUrl", key)
@@ -175,4 +176,5 @@ def settings_from_outputs(settings: Settings, outputs: dict[str, str]) -> Settin
         tasks_table=outputs["TasksTableName"],
         keys_table=outputs.get("KeysTableName", settings.keys_table),
         queues=queues,
+        kms_key_id=outputs.get("TaskDataKeyArn", settings.kms_key_id),
     )

@@ -1,0 +1,116 @@
+"""Response shapes of the HTTP API, for its OpenAPI spec.
+
+The routes build their JSON themselves (`Response[str]`), so without these the spec
+would call every answer a string. `responses(...)` declares a route's success answer
+and the errors it can give, all as the models below; the schemathesis run in CI
+(tests/e2e/test_schemathesis.py) checks that every answer matches what is declared.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from stratoq.models import Task
+from stratoq.scheduling import Schedule
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error: a sentence, and the fields at fault where there are some."""
+
+    message: str | None
+    errors: list[ErrorDetail] = Field(default_factory=list)
+
+
+class OpenApiDocument(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    openapi: str
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+
+
+class TaskPage(BaseModel):
+    tasks: list[Task]
+    next_token: str | None
+
+
+class TaskBatch(BaseModel):
+    tasks: list[Task]
+
+
+class QueueCounts(BaseModel):
+    queue: str
+    visible: int
+    in_flight: int
+    delayed: int
+    dead_letter: int | None
+
+
+class QueueList(BaseModel):
+    queues: list[QueueCounts]
+
+
+class KeyRecord(BaseModel):
+    key_id: str
+    tenant: str
+    scopes: list[str]
+    name: str
+    created_at: int
+    revoked: bool
+
+
+class CreatedKey(KeyRecord):
+    key: str = Field(description="The API key: shown in this answer only.")
+
+
+class KeyList(BaseModel):
+    keys: list[KeyRecord]
+
+
+class ScheduleList(BaseModel):
+    schedules: list[Schedule]
+
+
+class Deleted(BaseModel):
+    name: str
+    deleted: bool
+
+
+# What every route behind the authorizer can answer besides its own codes.
+_ERRORS = {
+    401: "missing, unknown or revoked `x-api-key`",
+    403: "the key lacks the route's scope",
+    422: "a field is invalid or unknown (`errors[].field` names it)",
+    429: "this API key is over its request rate",
+}
+_MORE_ERRORS = {
+    400: "the body is not JSON, or a value the API did not issue",
+    404: "no such resource (or it belongs to another tenant)",
+    409: "the task's status does not allow the operation",
+    413: "the body or a payload is over its size limit",
+    503: "SQS did not take the task; nothing was enqueued",
+}
+
+
+def responses(
+    ok: dict[int, tuple[str, type[BaseModel]]], *errors: int, public: bool = False
+) -> dict[int, Any]:
+    """A route's `responses=`: its success answers and the error codes it can give."""
+    out: dict[int, Any] = {
+        status: {"description": text, "content": {"application/json": {"model": model}}}
+        for status, (text, model) in ok.items()
+    }
+    codes = {} if public else dict(_ERRORS)
+    codes.update({code: _MORE_ERRORS[code] for code in errors})
+    for code, text in codes.items():
+        out[code] = {"description": text, "content": {"application/json": {"model": ErrorBody}}}
+    return out

@@ -1,0 +1,399 @@
+"""Benchmark: stratoq and Celery (kombu SQS) on one emulator, in one run.
+
+    python -m loadtests.bench                    # N=2000, both peers, scaling table
+    python -m loadtests.bench --n 20000 --skip-scaling
+
+What it prints, per peer: enqueue tasks/s, end-to-end tasks/s (first enqueue to last
+completion), p50/p99 enqueue-to-finish latency, the deepest queue seen, AWS requests per
+task by action (counted at the emulator, so every process is included), and the AWS
+list-price cost per million tasks those requests imply. Ratios stratoq/Celery come from
+the same run. Both peers use the same emulator process, producer shape (one thread) and
+worker shape (P processes x C concurrent tasks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# AWS list prices, us-east-1, USD (checked for docs/benchmarks.md; change them here).
+PRICES = {
+    "sqs_per_million_requests": 0.40,  # standard queue, per 64 KB chunk
+    "dynamodb_per_million_wru": 0.625,  # on-demand write request units (1 KB each)
+    "dynamodb_per_million_rru": 0.125,  # on-demand read request units (4 KB, strong)
+    "lambda_per_million_invocations": 0.20,
+    "apigateway_rest_per_million_requests": 3.50,
+}
+# Write units one request of each kind costs per item, for items under 1 KB, including
+# the GSI writes the table's indexes cause (see docs/benchmarks.md for the derivation).
+WRU_PER_ITEM = {
+    # create: base item + by-status GSI put + by-tenant GSI put
+    "create": 3,
+    # claim and completion change gsi1pk: base write + GSI delete + GSI put
+    "UpdateItem": 3,
+}
+
+
+@dataclass
+class Result:
+    peer: str
+    n: int
+    processes: int
+    concurrency: int
+    enqueue_per_s: float = 0.0
+    e2e_per_s: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_depth: int = 0
+    requests_per_task: dict[str, float] = field(default_factory=dict)
+    cost_per_million: dict[str, float] = field(default_factory=dict)
+
+
+class Emulator:
+    """The counting moto server in its own process (its own GIL, like a real service)."""
+
+    def __init__(self, stock: bool = False) -> None:
+        self.stock = stock
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "loadtests.emulator", *(["--stock"] if stock else [])],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+        if not self.url.startswith("http"):
+            raise SystemExit("the emulator did not start")
+
+    def counts(self, reset: bool = False) -> dict[str, int]:
+        req = urllib.request.Request(  # noqa: S310 - loopback
+            self.url + ("/__counts/reset" if reset else "/__counts"),
+            method="POST" if reset else "GET",
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+            return dict(json.loads(resp.read()))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "functions")])
+    env.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    env.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    env["POWERTOOLS_LOG_LEVEL"] = "WARNING"  # per-task INFO lines would be measured too
+    env.update(extra)
+    return env
+
+
+def _depth(sqs: Any, url: str) -> tuple[int, int]:
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ],
+    )["Attributes"]
+    visible = int(attrs["ApproximateNumberOfMessages"])
+    return visible, visible + int(attrs["ApproximateNumberOfMessagesNotVisible"]) + int(
+        attrs["ApproximateNumberOfMessagesDelayed"]
+    )
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _per_task(counts: dict[str, int], n: int) -> dict[str, float]:
+    # The harness's own depth probes are not the peers' work.
+    return {
+        k: round(v / n, 4)
+        for k, v in sorted(counts.items())
+        if not k.endswith(("GetQueueAttributes", "GetQueueUrl", "ListQueues"))
+    }
+
+
+def _cost(per_task: dict[str, float], creates: float, lambda_batch: int | None) -> dict[str, float]:
+    sqs = sum(v for k, v in per_task.items() if k.startswith("AmazonSQS."))
+    wru = (
+        creates * WRU_PER_ITEM["create"]
+        + per_task.get("DynamoDB.UpdateItem", 0) * (WRU_PER_ITEM["UpdateItem"])
+    )
+    out = {
+        "sqs": sqs * PRICES["sqs_per_million_requests"],
+        "dynamodb": wru * PRICES["dynamodb_per_million_wru"],
+    }
+    if lambda_batch:
+        out["lambda_invocations"] = PRICES["lambda_per_million_invocations"] / lambda_batch
+        out["api_gateway_batch_of_100"] = PRICES["apigateway_rest_per_million_requests"] / 100
+    out["total"] = sum(out.values())
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+# ------------------------------------------------------------------ stratoq
+def run_stratoq(emu: Emulator, n: int, processes: int, concurrency: int) -> Result:
+    from stratoq import aws
+    from stratoq.enqueue import services
+    from stratoq.local.provision import provision
+    from stratoq.settings import Settings
+
+    settings = provision(
+        Settings(aws_endpoint_url=emu.url, tasks_module="loadtests.tasks", poll_wait_seconds=1),
+        stack="bench",
+    )
+    core = services(settings)
+    sqs = aws.sqs(settings)
+    queue_url = core.transport.url("default")
+    workers = subprocess.Popen(
+        [sys.executable, "-m", "stratoq", "worker", "-p", str(processes), "-c", str(concurrency)],
+        cwd=ROOT,
+        env=_env(**settings.to_env(), STRATOQ_METRICS_PORT="0"),
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        return _measure_stratoq(emu, settings, core, sqs, queue_url, n, processes, concurrency)
+    finally:
+        os.killpg(workers.pid, signal.SIGTERM)
+        workers.wait(60)
+
+
+def _measure_stratoq(
+    emu: Emulator,
+    settings: Any,
+    core: Any,
+    sqs: Any,
+    queue_url: str,
+    n: int,
+    processes: int,
+    concurrency: int,
+) -> Result:
+    from stratoq import aws
+    from stratoq.models import TaskRequest
+
+    time.sleep(4)  # let the pollers start (spawning slot processes) before the clock runs
+    emu.counts(reset=True)
+    result = Result("stratoq", n, processes, concurrency)
+    start = time.time()
+    for i in range(0, n, 100):
+        core.enqueue_many([TaskRequest(name="noop") for _ in range(min(100, n - i))])
+    result.enqueue_per_s = n / (time.time() - start)
+    while True:
+        visible, total = _depth(sqs, queue_url)
+        result.max_depth = max(result.max_depth, visible)
+        if total == 0:
+            break
+        time.sleep(1.0)  # each probe scans the queue in moto: probe rarely
+    counts = emu.counts()
+    # Latency and the last completion come from the tasks' own records.
+    db = aws.dynamodb(settings)
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {
+        "TableName": settings.tasks_table,
+        "FilterExpression": "created_at >= :s",
+        "ExpressionAttributeValues": {":s": {"N": str(to_ms_int(start) - 1)}},
+        "ProjectionExpression": "pk, created_at, finished_at, #s, attempts, errors",
+        "ExpressionAttributeNames": {"#s": "status"},
+    }
+    while True:
+        page = db.scan(**kwargs)
+        items.extend(page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            break
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    done = [i for i in items if i.get("status", {}).get("S") == "succeeded"]
+    if len(done) != n:
+        from collections import Counter
+
+        states = Counter(i.get("status", {}).get("S") for i in items)
+        odd = [i for i in items if i.get("status", {}).get("S") != "succeeded"][:3]
+        dlq = core.transport.stats("default")
+        raise SystemExit(
+            f"stratoq: {len(done)} of {n} tasks succeeded: {dict(states)}; queue {dlq}; {odd}"
+        )
+    finished = [int(i["finished_at"]["N"]) for i in done]
+    latencies = [int(i["finished_at"]["N"]) - int(i["created_at"]["N"]) for i in done]
+    result.e2e_per_s = n / ((max(finished) - to_ms_int(start)) / 1000)
+    result.p50_ms = _percentile([float(x) for x in latencies], 0.5)
+    result.p99_ms = _percentile([float(x) for x in latencies], 0.99)
+    result.requests_per_task = _per_task(counts, n)
+    result.cost_per_million = _cost(result.requests_per_task, 1.0, lambda_batch=10)
+    return result
+
+
+def to_ms_int(t: float) -> int:
+    return int(t * 1000)
+
+
+# ------------------------------------------------------------------- celery
+def run_celery(emu: Emulator, n: int, processes: int, concurrency: int) -> Result:
+    host = emu.url.removeprefix("http://")
+    broker = f"sqs://testing:testing@{host}"
+    latency_file = Path(tempfile.mkdtemp()) / "latency.log"
+    env = _env(BENCH_BROKER=broker, BENCH_LATENCY_FILE=str(latency_file))
+    os.environ.update({"BENCH_BROKER": broker, "BENCH_LATENCY_FILE": str(latency_file)})
+    from loadtests.celery_app import app, noop
+
+    app.conf.broker_url = broker
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "loadtests.celery_app",
+            "worker",
+            "--pool",
+            "prefork",
+            "--concurrency",
+            str(processes * concurrency),
+            "--without-mingle",
+            "--without-gossip",
+            "--without-heartbeat",
+            "--loglevel",
+            "WARNING",
+            "-Q",
+            "noop",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        return _measure_celery(emu, n, processes, concurrency, latency_file, noop)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(60)
+
+
+def _measure_celery(
+    emu: Emulator, n: int, processes: int, concurrency: int, latency_file: Path, noop: Any
+) -> Result:
+    import boto3
+
+    sqs = boto3.client("sqs", endpoint_url=emu.url, region_name="us-east-1")
+    noop.apply_async(args=(time.time(),))  # creates the queue; waits for the worker
+    queue_url = sqs.get_queue_url(QueueName="celerybench-noop")["QueueUrl"]
+    deadline = time.time() + 60
+    while _depth(sqs, queue_url)[1] and time.time() < deadline:
+        time.sleep(1.0)  # each probe scans the queue in moto: probe rarely
+    latency_file.unlink(missing_ok=True)
+    emu.counts(reset=True)
+    result = Result("celery", n, processes, concurrency)
+    start = time.time()
+    for _ in range(n):
+        noop.apply_async(args=(time.time(),))
+    result.enqueue_per_s = n / (time.time() - start)
+    while True:
+        visible, total = _depth(sqs, queue_url)
+        result.max_depth = max(result.max_depth, visible)
+        lines = latency_file.read_text().splitlines() if latency_file.exists() else []
+        if total == 0 and len(lines) >= n:
+            break
+        time.sleep(1.0)  # each probe scans the queue in moto: probe rarely
+    counts = emu.counts()
+    rows = [tuple(map(float, line.split())) for line in lines]
+    result.e2e_per_s = n / (max(done for _, done in rows) - start)
+    latencies = [(done - sent) * 1000 for sent, done in rows]
+    result.p50_ms = _percentile(latencies, 0.5)
+    result.p99_ms = _percentile(latencies, 0.99)
+    result.requests_per_task = _per_task(counts, n)
+    result.cost_per_million = _cost(result.requests_per_task, 0.0, lambda_batch=None)
+    return result
+
+
+# --------------------------------------------------------------------- main
+def _print(results: list[Result]) -> None:
+    head = (
+        f"{'peer':<8} {'N':>6} {'PxC':>5} {'enqueue/s':>10} {'e2e/s':>8} "
+        f"{'p50 ms':>8} {'p99 ms':>8} {'depth':>6} {'$/M':>7}"
+    )
+    print(head)
+    for r in results:
+        print(
+            f"{r.peer:<8} {r.n:>6} {r.processes}x{r.concurrency:<3} {r.enqueue_per_s:>10.0f} "
+            f"{r.e2e_per_s:>8.1f} {r.p50_ms:>8.0f} {r.p99_ms:>8.0f} {r.max_depth:>6} "
+            f"{r.cost_per_million.get('total', 0):>7.3f}"
+        )
+    for r in results:
+        print(f"\n{r.peer} N={r.n} {r.processes}x{r.concurrency}: AWS requests per task")
+        for k, v in r.requests_per_task.items():
+            print(f"  {k:<40} {v:.4f}")
+        print(f"  cost per million tasks (USD): {r.cost_per_million}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, nargs="+", default=[2000])
+    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--scaling", default="1,2,4", help="poller process counts ('' to skip)")
+    p.add_argument("--skip-celery", action="store_true")
+    p.add_argument("--skip-scaling", action="store_true")
+    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--stock", action="store_true", help="stock moto (no SQS clock speedups)")
+    args = p.parse_args()
+    for key, value in _env().items():
+        if key.startswith("AWS_"):
+            os.environ.setdefault(key, value)
+
+    emu = Emulator(stock=args.stock)
+    results: list[Result] = []
+    try:
+        for n in args.n:
+            ours = run_stratoq(emu, n, args.processes, args.concurrency)
+            results.append(ours)
+            _print([ours])
+            if not args.skip_celery:
+                theirs = run_celery(emu, n, args.processes, args.concurrency)
+                results.append(theirs)
+                _print([theirs])
+                print(
+                    f"N={n}: stratoq/celery end-to-end {ours.e2e_per_s / theirs.e2e_per_s:.2f}x, "
+                    f"enqueue {ours.enqueue_per_s / theirs.enqueue_per_s:.2f}x",
+                    flush=True,
+                )
+        scaling: list[Result] = []
+        if args.scaling and not args.skip_scaling:
+            for procs in [int(x) for x in args.scaling.split(",")]:
+                scaling.append(run_stratoq(emu, args.n[0], procs, args.concurrency))
+    finally:
+        emu.stop()
+    print("\n== summary ==")
+    _print(results)
+    if scaling:
+        print("\nhorizontal scaling (stratoq pollers)")
+        for r in scaling:
+            print(f"  {r.processes} process(es) x {r.concurrency}: {r.e2e_per_s:.1f} tasks/s")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {"results": [asdict(r) for r in results + scaling], "prices": PRICES}, indent=2
+            )
+        )
+    print(f"\nmachine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+
+
+if __name__ == "__main__":
+    main()

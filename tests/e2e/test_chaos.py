@@ -1,0 +1,129 @@
+"""Chaos: pollers killed and frozen while they work. Nothing lost, nothing done twice."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from stratoq import aws
+from stratoq.enqueue import Enqueuer
+from stratoq.models import TaskRequest, TaskStatus
+from stratoq.settings import Settings
+from tests.support.procs import Proc, stratoq, wait_for
+from tests.support.pump import queue_counts
+
+FAST_LEASE = {"STRATOQ_LEASE_SECONDS": "3", "STRATOQ_METRICS_PORT": "0"}
+N_TASKS = 2000
+
+
+def effects_table(settings: Settings) -> str:
+    db = aws.dynamodb(settings)
+    db.create_table(
+        TableName="chaos-effects",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return "chaos-effects"
+
+
+def scan_all(settings: Settings, table: str) -> list[dict[str, str]]:
+    db = aws.dynamodb(settings)
+    out: list[dict[str, str]] = []
+    kwargs: dict[str, object] = {"TableName": table}
+    while True:
+        page = db.scan(**kwargs)
+        out.extend({k: next(iter(v.values())) for k, v in i.items()} for i in page["Items"])
+        if "LastEvaluatedKey" not in page:
+            return out
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+@pytest.mark.timeout(420)
+def test_2000_tasks_while_a_random_poller_is_killed_every_few_seconds(
+    settings: Settings, core: Enqueuer, tmp_path: Path
+) -> None:
+    table = effects_table(settings)
+    rng = random.Random(20261128)
+    kills = 0
+    with ExitStack() as stack:
+
+        def start() -> Proc:
+            return stack.enter_context(
+                stratoq(settings, tmp_path, "worker", "-c", "4", env=FAST_LEASE)
+            )
+
+        procs = [start() for _ in range(4)]
+        ids: list[str] = []
+        for _ in range(0, N_TASKS, 100):
+            batch = [TaskRequest(name="effect", payload={"table": table})] * 100
+            ids.extend(r.task.id for r in core.enqueue_many(batch))
+        deadline = time.monotonic() + 300
+        next_kill = time.monotonic() + rng.uniform(2, 3)
+        while True:
+            counts = queue_counts(core)
+            if counts["visible"] + counts["in_flight"] + counts["delayed"] == 0:
+                break
+            assert time.monotonic() < deadline, f"still running after 300 s: {counts}"
+            if time.monotonic() >= next_kill:
+                victim = rng.randrange(len(procs))
+                procs[victim].kill_hard()  # SIGKILL: no goodbye, leases just lapse
+                procs[victim] = start()
+                kills += 1
+                next_kill = time.monotonic() + rng.uniform(2, 3)
+            time.sleep(0.5)
+        for p in procs:
+            p.signal(signal.SIGTERM)
+        for p in procs:
+            assert p.wait(60) == 0
+    assert kills >= 3
+    tasks = {i: core.store.get(i) for i in ids}
+    assert all(t is not None and t.status is TaskStatus.SUCCEEDED for t in tasks.values()), [
+        (i, t.status if t else None) for i, t in tasks.items() if not t or not t.status.final
+    ][:5]
+    applied = {row["pk"]: row["token"] for row in scan_all(settings, table)}
+    # Every task's effect was applied exactly once (one row per task, by conditional put),
+    # and every recorded result names that one application.
+    assert set(applied) == set(ids)
+    assert all(tasks[i].result == applied[i] for i in ids)
+    took_over = sum(1 for t in tasks.values() if any(e.kind == "lost" for e in t.errors))
+    print(f"\nchaos: {kills} pollers killed, {took_over} tasks taken over after a lost lease")
+    assert queue_counts(core) == {"visible": 0, "in_flight": 0, "delayed": 0}
+
+
+def test_a_frozen_worker_loses_its_lease_and_its_late_completion_is_refused(
+    settings: Settings, core: Enqueuer, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.log"
+    tid = core.enqueue(TaskRequest(name="record", payload={"path": str(log), "sleep": 5})).task.id
+    with stratoq(settings, tmp_path, "worker", "-c", "1", env=FAST_LEASE) as frozen:
+        wait_for(lambda: "start" in (log.read_text() if log.exists() else ""), 30, "a start")
+        # SIGSTOP the whole poller (heartbeats included): as if its network went away.
+        os.killpg(frozen.popen.pid, signal.SIGSTOP)
+        try:
+            with stratoq(settings, tmp_path, "worker", "-c", "1", env=FAST_LEASE) as other:
+                task = wait_for(
+                    lambda: t if (t := core.store.get(tid)) and t.status.final else None,
+                    60,
+                    "the other worker to finish the task",
+                )
+                other.signal(signal.SIGTERM)
+                assert other.wait(30) == 0
+        finally:
+            os.killpg(frozen.popen.pid, signal.SIGCONT)
+        # The frozen worker wakes up, finishes its copy and tries to record it.
+        wait_for(lambda: log.read_text().count("end") == 2, 30, "the frozen attempt to end")
+        frozen.signal(signal.SIGTERM)
+        assert frozen.wait(30) == 0
+    final = core.store.get(tid)
+    assert final.status is TaskStatus.SUCCEEDED
+    assert final.attempts == 2
+    assert final.result["attempt"] == 2  # the late attempt 1 was not accepted
+    assert final.errors[0].kind == "lost"
+    assert task.result == final.result

@@ -1,0 +1,75 @@
+"""Static checks: bandit finds nothing, and every API route checks a scope first."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from stratoq.security import SCOPES
+
+ROOT = Path(__file__).resolve().parents[2]
+API = ROOT / "functions" / "stratoq" / "handlers" / "api.py"
+PUBLIC = {"health"}
+
+
+def test_bandit_is_clean() -> None:
+    bandit = shutil.which("bandit", path=str(Path(sys.executable).parent)) or shutil.which("bandit")
+    assert bandit, "bandit is a dev dependency: pip install -e '.[dev]'"
+    out = subprocess.run(
+        [bandit, "-q", "-c", "pyproject.toml", "-r", "functions/stratoq", "-f", "txt"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def routes() -> dict[str, ast.FunctionDef]:
+    tree = ast.parse(API.read_text())
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            for dec in node.decorator_list:
+                target = dec.func if isinstance(dec, ast.Call) else dec
+                if (
+                    isinstance(target, ast.Attribute)
+                    and isinstance(target.value, ast.Name)
+                    and target.value.id == "app"
+                    and target.attr in ("get", "post", "put", "delete", "patch")
+                ):
+                    found[node.name] = node
+    return found
+
+
+def first_scope_check(fn: ast.FunctionDef) -> str | None:
+    """The scope of the route's first statement-level `caller(...)` call."""
+    for stmt in fn.body:
+        for node in ast.walk(stmt):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "caller"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                return str(node.args[0].value)
+    return None
+
+
+def test_every_route_checks_its_scope() -> None:
+    from stratoq.handlers.api import app
+
+    found = routes()
+    # The AST sees every route the running app has.
+    assert len(found) == len(app._static_routes) + len(app._dynamic_routes)
+    for name, fn in found.items():
+        scope = first_scope_check(fn)
+        if name in PUBLIC:
+            assert scope is None, name
+        else:
+            assert scope in SCOPES, f"route {name} does not call caller(<scope>)"
