@@ -35,14 +35,14 @@ PRICES = {
     "dynamodb_per_million_rru": 0.125,  # on-demand read request units (4 KB, strong)
     "lambda_per_million_invocations": 0.20,
     "apigateway_rest_per_million_requests": 3.50,
+    "kms_per_million_requests": 3.00,  # $0.03 per 10,000
 }
-# Write units one request of each kind costs per item, for items under 1 KB, including
-# the GSI writes the table's indexes cause (see docs/benchmarks.md for the derivation).
+# Write units per item written, for items under 1 KB, including the index writes they
+# cause (see docs/benchmarks.md): a create also puts the keys-only by-tenant entry; claims
+# and completions touch no index key (by-status holds failed tasks only).
 WRU_PER_ITEM = {
-    # create: base item + by-status GSI put + by-tenant GSI put
-    "create": 3,
-    # claim and completion change gsi1pk: base write + GSI delete + GSI put
-    "UpdateItem": 3,
+    "create": 2,
+    "UpdateItem": 1,
 }
 
 
@@ -139,9 +139,11 @@ def _cost(per_task: dict[str, float], creates: float, lambda_batch: int | None) 
         creates * WRU_PER_ITEM["create"]
         + per_task.get("DynamoDB.UpdateItem", 0) * (WRU_PER_ITEM["UpdateItem"])
     )
+    kms = sum(v for k, v in per_task.items() if k.startswith("TrentService."))
     out = {
         "sqs": sqs * PRICES["sqs_per_million_requests"],
         "dynamodb": wru * PRICES["dynamodb_per_million_wru"],
+        "kms": kms * PRICES["kms_per_million_requests"],
     }
     if lambda_batch:
         out["lambda_invocations"] = PRICES["lambda_per_million_invocations"] / lambda_batch
@@ -352,7 +354,7 @@ def main() -> None:
     p.add_argument("--skip-celery", action="store_true")
     p.add_argument("--skip-scaling", action="store_true")
     p.add_argument("--json", help="also write the results here")
-    p.add_argument("--stock", action="store_true", help="stock moto (no SQS clock speedups)")
+    p.add_argument("--stock", action="store_true", help="stock moto (no local.moto_patches)")
     args = p.parse_args()
     for key, value in _env().items():
         if key.startswith("AWS_"):
