@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import ssl
 import sys
 import time
@@ -135,7 +136,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
     settings = provision(_settings(args), stack=args.stack)
     for key, value in settings.to_env().items():
-        print(f"export {key}={value}")
+        print(f"export {key}={shlex.quote(value)}")
     return 0
 
 

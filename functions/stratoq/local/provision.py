@@ -155,6 +155,13 @@ def provision(settings: Settings, stack: str = "stratoq", template: Path | None 
         body = json.dumps(local_template(translate(template), settings.region))
         cfn.create_stack(StackName=stack, TemplateBody=body)
         described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
+    if described["StackStatus"] == "CREATE_IN_PROGRESS":
+        # moto creates stacks at once; LocalStack (docker-compose) creates them in the
+        # background, so wait for it there.
+        cfn.get_waiter("stack_create_complete").wait(
+            StackName=stack, WaiterConfig={"Delay": 2, "MaxAttempts": 150}
+        )
+        described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
     if described["StackStatus"] not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
         raise ConfigError(f"stack {stack} is {described['StackStatus']} on the emulator")
     outputs = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
