@@ -10,6 +10,7 @@ from botocore.config import Config
 from stratoq.settings import Settings
 
 if TYPE_CHECKING:
+    from mypy_boto3_apigateway.client import APIGatewayClient
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_events.client import EventBridgeClient
     from mypy_boto3_sqs.client import SQSClient
@@ -45,3 +46,7 @@ def sqs(settings: Settings) -> SQSClient:
 
 def events(settings: Settings) -> EventBridgeClient:
     return client("events", settings)  # type: ignore[no-any-return]
+
+
+def apigateway(settings: Settings) -> APIGatewayClient:
+    return client("apigateway", settings)  # type: ignore[no-any-return]

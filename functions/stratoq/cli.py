@@ -73,10 +73,17 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from stratoq.poller import serve
+    from stratoq.priority import expand, parse_mode, parse_weights
 
     settings = _settings(args)
+    if args.priority_mode is not None:
+        settings = settings.with_(priority_mode=parse_mode(args.priority_mode, "--priority-mode"))
+    if args.priority_weights is not None:
+        weights = parse_weights(args.priority_weights, "--priority-weights")
+        settings = settings.with_(priority_weights=weights)
     queues = [q.strip() for q in args.queues.split(",")] if args.queues else None
     for q in queues or []:
+        # A logical queue (all its priorities) or one priority queue's key.
         if q not in settings.queues:
             raise UsageError(f"unknown queue {q!r}; configured: {', '.join(settings.queues)}")
     from stratoq import aws, metrics
@@ -96,7 +103,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
                     f"{exc.strerror}; use --metrics-port (0 turns metrics off)"
                 ) from None
             transport = SqsTransport(aws.sqs(settings), settings.queues)
-            metrics.watch_queues(transport, queues or list(settings.queues))
+            keys = list(settings.queues)
+            metrics.watch_queues(transport, expand(keys, queues or keys))
         return serve(settings, args.concurrency, args.processes, queues, args.shutdown_grace)
 
 
@@ -153,10 +161,13 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         "timeout_seconds",
         "max_attempts",
         "idempotency_key",
+        "idempotency_window_seconds",
     ):
         value = getattr(args, key)
         if value is not None:
             options[key] = value
+    if args.unique:
+        options["unique"] = True
     client = _client(args)
     task = client.enqueue(args.name, payload, **options)
     if args.wait is not None:
@@ -245,7 +256,45 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    _print_json(_client(args).retry(args.id).model_dump(mode="json"))
+    if (args.id is None) == (not args.failed):
+        raise UsageError("give a task id, or --failed to retry failed tasks in bulk")
+    if args.id is not None:
+        if args.name is not None or args.max is not None:
+            raise UsageError("--name and --max go with --failed, not with a task id")
+        _print_json(_client(args).retry(args.id).model_dump(mode="json"))
+        return 0
+    client = _client(args)
+    left = args.max
+    total = 0
+    while True:
+        # The API retries at most 1,000 per call; without --max, go on until none is left.
+        answer = client.retry_failed(args.name, min(1000, left) if left is not None else 1000)
+        total += answer["retried"]
+        if left is not None:
+            left -= answer["retried"]
+        if not answer["more"] or not answer["retried"] or (left is not None and left <= 0):
+            break
+    print(f"retried {total} failed task(s)" + (" (more remain)" if answer["more"] else ""))
+    return 0
+
+
+def cmd_dlq_list(args: argparse.Namespace) -> int:
+    for q in _client(args).queues():
+        dead = "-" if q.get("dead_letter") is None else q["dead_letter"]
+        print(f"{q['queue']:<24} dead-letter {dead}")
+    return 0
+
+
+def cmd_dlq_redrive(args: argparse.Namespace) -> int:
+    report = _client(args).redrive(args.queue, args.max)
+    if args.json:
+        _print_json(report)
+    else:
+        print(
+            f"{report['queue']}: received {report['received']}, redriven {report['redriven']}, "
+            f"resent {report['resent']}, dropped {report['dropped']}, left {report['left']}"
+            + ("; more remain, run it again" if report["more"] else "")
+        )
     return 0
 
 
@@ -354,6 +403,26 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     return serve_clock(_settings(args), args.clock_speed)
 
 
+def cmd_bridge_rabbitmq(args: argparse.Namespace) -> int:
+    url = args.url or os.environ.get("STRATOQ_RABBITMQ_URL", "")
+    if not url:
+        raise UsageError("give the broker with --url amqp://... or STRATOQ_RABBITMQ_URL")
+    if not args.queue.strip():
+        raise UsageError("--queue must name a RabbitMQ queue")
+    if not 0 < args.linger <= 60:
+        raise UsageError(
+            f"--linger must be more than 0 and at most 60 seconds, got {args.linger:g}"
+        )
+    from stratoq.bridge import Bridge
+    from stratoq.enqueue import services
+    from stratoq.rabbitmq import RabbitBridge, RabbitOptions, check_url
+
+    settings = _settings(args)
+    bridge = Bridge(services(settings), args.tenant or settings.bridge_tenant, "rabbitmq")
+    options = RabbitOptions(check_url(url), args.queue, args.prefetch, args.linger)
+    return RabbitBridge(bridge, options).run()
+
+
 # -------------------------------------------------------------------- parser
 def _positive(text: str) -> int:
     try:
@@ -444,7 +513,23 @@ def parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="run container pollers until SIGTERM")
     w.add_argument("--concurrency", "-c", type=_positive, default=4, help="slots per process")
     w.add_argument("--processes", "-p", type=_positive, default=1, help="poller processes")
-    w.add_argument("--queues", help="comma-separated logical queues (default: all)")
+    w.add_argument(
+        "--queues",
+        help="comma-separated logical queues, each with its priority queues, or single "
+        "priority queues like default:high (default: all)",
+    )
+    w.add_argument(
+        "--priority-mode",
+        metavar="MODE",
+        help="weighted (share receives by --priority-weights) or strict (high first, then "
+        "default, then low); default env STRATOQ_PRIORITY_MODE or weighted",
+    )
+    w.add_argument(
+        "--priority-weights",
+        metavar="H,D,L",
+        help="weights of high, default and low in weighted mode, e.g. 6,3,1 (default env "
+        "STRATOQ_PRIORITY_WEIGHTS or 6,3,1)",
+    )
     w.add_argument("--tasks", help="module(s) defining task handlers")
     w.add_argument(
         "--shutdown-grace",
@@ -480,6 +565,19 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--timeout-seconds", dest="timeout_seconds", type=int)
     e.add_argument("--max-attempts", dest="max_attempts", type=int)
     e.add_argument("--idempotency-key", dest="idempotency_key")
+    e.add_argument(
+        "--unique",
+        action="store_true",
+        help="deduplicate on name + payload (a derived idempotency key; not with "
+        "--idempotency-key)",
+    )
+    e.add_argument(
+        "--idempotency-window",
+        dest="idempotency_window_seconds",
+        type=_positive,
+        metavar="SECONDS",
+        help="how long the key holds (1 s to 7 days; default the deployment's, 24 h)",
+    )
     e.add_argument("--wait", type=float, metavar="SECONDS", help="wait for the result")
     e.set_defaults(func=cmd_enqueue)
 
@@ -507,9 +605,26 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cancel", help="cancel a task that has not started")
     c.add_argument("id")
     c.set_defaults(func=cmd_cancel)
-    r = sub.add_parser("retry", help="run a failed task again")
-    r.add_argument("id")
+    r = sub.add_parser("retry", help="run a failed task again (or, with --failed, many)")
+    r.add_argument("id", nargs="?")
+    r.add_argument("--failed", action="store_true", help="retry failed tasks, newest first")
+    r.add_argument("--name", help="with --failed: only tasks of this name")
+    r.add_argument("--max", type=_positive, help="with --failed: at most this many")
     r.set_defaults(func=cmd_retry)
+    dl = sub.add_parser("dlq", help="dead-letter queues")
+    dls = dl.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dll = dls.add_parser("list", help="dead-letter message counts per queue")
+    dll.set_defaults(func=cmd_dlq_list)
+    dlr = dls.add_parser(
+        "redrive",
+        help="move a queue's dead-letter messages back to work (operator admin key)",
+    )
+    dlr.add_argument("--queue", default="default")
+    dlr.add_argument(
+        "--max", type=_positive, help="at most this many messages (default 1000; up to 10000)"
+    )
+    dlr.add_argument("--json", action="store_true")
+    dlr.set_defaults(func=cmd_dlq_redrive)
     q = sub.add_parser("queues", help="queue depths")
     q.set_defaults(func=cmd_queues)
     tp = sub.add_parser("top", help="live view of queues, task rates and worker slots")
@@ -560,6 +675,32 @@ def parser() -> argparse.ArgumentParser:
     sr = sub.add_parser("scheduler", help="fire schedule rules from an emulator (LocalStack, moto)")
     sr.add_argument("--clock-speed", type=float, default=1.0, help=argparse.SUPPRESS)
     sr.set_defaults(func=cmd_scheduler)
+
+    br = sub.add_parser("bridge", help="enqueue tasks from a message broker (docs/bridges.md)")
+    brs = br.add_subparsers(dest="bridge_command", required=True, metavar="BROKER")
+    brr = brs.add_parser(
+        "rabbitmq", help="consume a RabbitMQ queue; each message (a TaskRequest JSON) is a task"
+    )
+    brr.add_argument(
+        "--url",
+        help="amqp://user:pass@host:5672/vhost (default: env STRATOQ_RABBITMQ_URL, which keeps "
+        "the password out of the process list)",
+    )
+    brr.add_argument("--queue", required=True, help="the queue to consume (must exist)")
+    brr.add_argument(
+        "--prefetch",
+        type=_positive,
+        default=10,
+        help="messages per batch: unacknowledged at most, enqueued together (default 10)",
+    )
+    brr.add_argument(
+        "--linger",
+        type=float,
+        default=0.2,
+        help="seconds to wait for a batch to fill once its first message came (default 0.2)",
+    )
+    brr.add_argument("--tenant", help="tenant of the tasks (default: env STRATOQ_BRIDGE_TENANT)")
+    brr.set_defaults(func=cmd_bridge_rabbitmq)
 
     k = sub.add_parser("keys", help="API keys (needs an admin key)")
     ks = k.add_subparsers(dest="keys_command", required=True, metavar="ACTION")

@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import urllib3
 
@@ -48,6 +48,14 @@ class Conflict(ApiError):
 
 class WaitTimeout(StratoqError, TimeoutError):
     """`wait` gave up before the task finished."""
+
+
+class Submitted(NamedTuple):
+    """One entry of a batch: its task, and whether this request created it (False: an
+    idempotency key, explicit or `unique`, named an existing task)."""
+
+    task: Task
+    created: bool
 
 
 _BY_STATUS: dict[int, type[ApiError]] = {
@@ -132,13 +140,25 @@ class Client:
     # ------------------------------------------------------------------- tasks
     def enqueue(self, name: str, payload: Any = None, **options: Any) -> Task:
         """Enqueue one task. Options: queue, priority, delay_seconds, run_at,
-        timeout_seconds, max_attempts, backoff, idempotency_key, lock_key."""
+        timeout_seconds, max_attempts, backoff, idempotency_key, lock_key, and
+        `unique=True` (the key is derived from name + payload; not with idempotency_key)
+        and idempotency_window_seconds (1 s to 7 days; default the deployment's 24 h).
+
+        Repeating a key within its window returns the first task, even a finished one."""
         request = TaskRequest(name=name, payload=payload, **options)
         return Task.model_validate(self._call("POST", "/v1/tasks", _body(request)))
 
     def enqueue_many(self, requests: Iterable[TaskRequest | dict[str, Any]]) -> builtins.list[Task]:
-        """Enqueue many tasks, 100 per request."""
-        out: list[Task] = []
+        """Enqueue many tasks, 100 per request; the tasks in request order."""
+        return [s.task for s in self.enqueue_batch(requests)]
+
+    def enqueue_batch(
+        self, requests: Iterable[TaskRequest | dict[str, Any]]
+    ) -> builtins.list[Submitted]:
+        """Like `enqueue_many`, with each entry's `created` flag: entries sharing an
+        idempotency key (or `unique` name + payload) answer one task, the later ones
+        with created=False. Deduplication spans the 100-task requests too."""
+        out: list[Submitted] = []
         batch: list[dict[str, Any]] = []
         for r in requests:
             req = r if isinstance(r, TaskRequest) else TaskRequest.model_validate(r)
@@ -150,9 +170,13 @@ class Client:
             out.extend(self._batch(batch))
         return out
 
-    def _batch(self, batch: builtins.list[dict[str, Any]]) -> builtins.list[Task]:
+    def _batch(self, batch: builtins.list[dict[str, Any]]) -> builtins.list[Submitted]:
         answer = self._call("POST", "/v1/tasks/batch", {"tasks": batch})
-        return [Task.model_validate(t) for t in answer["tasks"]]
+        created = answer.get("created") or [True] * len(answer["tasks"])
+        return [
+            Submitted(Task.model_validate(t), bool(c))
+            for t, c in zip(answer["tasks"], created, strict=True)
+        ]
 
     def get(self, task_id: str) -> Task:
         return Task.model_validate(self._call("GET", f"/v1/tasks/{task_id}"))
@@ -162,6 +186,20 @@ class Client:
 
     def retry(self, task_id: str) -> Task:
         return Task.model_validate(self._call("POST", f"/v1/tasks/{task_id}/retry"))
+
+    def retry_failed(self, name: str | None = None, max_tasks: int = 100) -> dict[str, Any]:
+        """Run up to `max_tasks` failed tasks again (newest first, optionally one task
+        name): `{"retried", "task_ids", "more"}`; call again while `more`."""
+        body: dict[str, Any] = {"max_tasks": max_tasks}
+        if name is not None:
+            body["name"] = name
+        return dict(self._call("POST", "/v1/tasks/retry", body))
+
+    def redrive(self, queue: str = "default", max_messages: int | None = None) -> dict[str, Any]:
+        """Move a queue's dead-letter messages back to work (operator's admin key only):
+        `{"queue", "received", "redriven", "resent", "dropped", "left", "more"}`."""
+        body = {} if max_messages is None else {"max_messages": max_messages}
+        return dict(self._call("POST", f"/v1/queues/{queue}/redrive", body))
 
     def list(
         self,
@@ -243,4 +281,7 @@ class Client:
 
 
 def _body(request: TaskRequest) -> dict[str, Any]:
-    return request.model_dump(mode="json", exclude_none=True)
+    body = request.model_dump(mode="json", exclude_none=True)
+    if not body.get("unique"):
+        body.pop("unique", None)  # only when asked for: older APIs do not know the field
+    return body

@@ -59,7 +59,8 @@ class Enqueuer:
             timeout_seconds=request.timeout_seconds or self.settings.default_timeout_seconds,
             backoff=request.backoff
             or Task.model_fields["backoff"].get_default(call_default_factory=True),
-            idempotency_key=request.idempotency_key,
+            # `unique` derives the key from name and payload (TaskRequest.unique_key).
+            idempotency_key=request.effective_idempotency_key(),
             lock_key=request.lock_key,
             created_at=now,
             scheduled_for=due,
@@ -68,7 +69,7 @@ class Enqueuer:
 
     def enqueue(self, request: TaskRequest, tenant: str = "default") -> Enqueued:
         task = self.build(request, tenant)
-        stored, created = self.store.create(task, to_ms(task.created_at) or 0)
+        stored, created = self.store.create(task, to_ms(task.created_at) or 0, _window_ms(request))
         if created or stored.status in (TaskStatus.QUEUED, TaskStatus.SCHEDULED):
             # A repeat of a request whose task never started may be the caller retrying
             # after our send failed: sending again is safe (claims are deduplicated).
@@ -80,18 +81,31 @@ class Enqueuer:
     def enqueue_many(
         self, requests: Sequence[TaskRequest], tenant: str = "default"
     ) -> list[Enqueued]:
-        """Enqueue in bulk: batched writes for plain tasks, one by one with idempotency keys."""
+        """Enqueue in bulk: batched writes for plain tasks, one by one with idempotency keys.
+
+        Results are in request order. Entries sharing a key (explicit or `unique`) make
+        one task: the first entry decides it, later ones answer it with `created=False`,
+        as a key stored by an earlier request does.
+        """
         tasks = [self.build(r, tenant) for r in requests]
         plain = [t for t in tasks if t.idempotency_key is None]
         self.store.create_many(plain)
         results: dict[str, Enqueued] = {t.id: Enqueued(t, True) for t in plain}
         to_send = list(plain)
-        for t in tasks:
-            if t.idempotency_key is not None:
-                stored, created = self.store.create(t, to_ms(t.created_at) or 0)
-                results[t.id] = Enqueued(stored, created)
-                if created or stored.status in (TaskStatus.QUEUED, TaskStatus.SCHEDULED):
-                    to_send.append(stored)
+        by_key: dict[str, Task] = {}
+        for r, t in zip(requests, tasks, strict=True):
+            if t.idempotency_key is None:
+                continue
+            if t.idempotency_key in by_key:
+                # Same key earlier in this batch: no second write (the record would send
+                # us back to the first task anyway), and no second message.
+                results[t.id] = Enqueued(by_key[t.idempotency_key], False)
+                continue
+            stored, created = self.store.create(t, to_ms(t.created_at) or 0, _window_ms(r))
+            by_key[t.idempotency_key] = stored
+            results[t.id] = Enqueued(stored, created)
+            if created or stored.status in (TaskStatus.QUEUED, TaskStatus.SCHEDULED):
+                to_send.append(stored)
         self._send(to_send)
         metrics.tasks_enqueued(r.task for r in results.values() if r.created)
         return [results[t.id] for t in tasks]
@@ -101,12 +115,25 @@ class Enqueuer:
         self._send([task])
         metrics.tasks_enqueued([task])
 
+    def send_tasks(self, tasks: Sequence[Task], *, count_enqueued: bool = True) -> None:
+        """(Re)send the messages of stored, runnable tasks in batches, routed as enqueue
+        routes them. `count_enqueued=False` for re-sends of tasks already counted."""
+        self._send(tasks)
+        if count_enqueued:
+            metrics.tasks_enqueued(tasks)
+
     def _send(self, tasks: Sequence[Task]) -> None:
         if not tasks:
             return
         now = to_ms(utcnow()) or 0
         messages: list[Outgoing] = [
-            outgoing_for(t.queue, TaskMessage(t.id, t.tenant), to_ms(t.next_attempt_at), now)
+            outgoing_for(
+                # Each priority has its own SQS queue where one is configured.
+                self.transport.route(t.queue, t.priority.value),
+                TaskMessage(t.id, t.tenant),
+                to_ms(t.next_attempt_at),
+                now,
+            )
             for t in tasks
         ]
         try:
@@ -120,10 +147,20 @@ class Enqueuer:
             ) from exc
 
 
+def _window_ms(request: TaskRequest) -> int | None:
+    """The request's own idempotency window in ms (None: the store's default)."""
+    seconds = request.idempotency_window_seconds
+    return None if seconds is None else seconds * 1000
+
+
 def services(settings: Settings | None = None) -> Enqueuer:
     """Store, transport and enqueuer wired from settings (environment by default)."""
     s = settings or Settings.from_env()
     store = TaskStore(
-        aws.dynamodb(s), s.tasks_table, retention_days=s.retention_days, cipher=cipher_for(s)
+        aws.dynamodb(s),
+        s.tasks_table,
+        retention_days=s.retention_days,
+        idempotency_window_ms=s.idempotency_window_seconds * 1000,
+        cipher=cipher_for(s),
     )
     return Enqueuer(store, SqsTransport(aws.sqs(s), s.queues), s)

@@ -51,6 +51,21 @@ class Retry(Exception):
         self.reason = reason
 
 
+class LockUnavailable(Retry):
+    """`stratoq.lock(name, wait=...)` could not take the lock within `wait` seconds.
+
+    A `Retry`, so left uncaught it retries the task after `delay` seconds (derived from
+    the holder's remaining hold, jittered). That counts as an attempt on purpose: the
+    handler has already run up to this point, and counting keeps a task that can never
+    get its lock from looping forever. For whole tasks that must not overlap, use
+    `lock_key`, whose waits cost no attempt.
+    """
+
+    def __init__(self, name: str, delay: float | None = None) -> None:
+        super().__init__(delay, reason=f"lock {name!r} is held by another task")
+        self.name = name
+
+
 class Fail(Exception):
     """Raise inside a task handler to fail the task now, without further attempts."""
 

@@ -152,25 +152,25 @@ QUEUE_VISIBLE = MetricSpec(
     "stratoq_queue_messages_visible",
     "gauge",
     "Messages waiting to be received (SQS ApproximateNumberOfMessages).",
-    ("queue",),
+    ("queue", "priority"),
 )
 QUEUE_IN_FLIGHT = MetricSpec(
     "stratoq_queue_messages_in_flight",
     "gauge",
     "Messages received and not yet deleted (SQS ApproximateNumberOfMessagesNotVisible).",
-    ("queue",),
+    ("queue", "priority"),
 )
 QUEUE_DELAYED = MetricSpec(
     "stratoq_queue_messages_delayed",
     "gauge",
     "Messages not yet due: delays, retries, hops (ApproximateNumberOfMessagesDelayed).",
-    ("queue",),
+    ("queue", "priority"),
 )
 QUEUE_DEAD_LETTER = MetricSpec(
     "stratoq_queue_messages_dead_letter",
     "gauge",
     "Messages in the queue's dead-letter queue.",
-    ("queue",),
+    ("queue", "priority"),
 )
 QUEUE_OLDEST_AGE = MetricSpec(
     "stratoq_queue_oldest_message_age_seconds",
@@ -178,7 +178,7 @@ QUEUE_OLDEST_AGE = MetricSpec(
     "Age of the oldest receivable message, waiting or in flight (only where it can be "
     "read without receiving messages: the dev stack; on AWS see CloudWatch's "
     "ApproximateAgeOfOldestMessage).",
-    ("queue",),
+    ("queue", "priority"),
 )
 
 SPECS: tuple[MetricSpec, ...] = (
@@ -578,10 +578,14 @@ class QueueWatch:
             (QUEUE_OLDEST_AGE, "oldest_age"),
         )
         for spec, key in fields:
-            family = GaugeMetricFamily(spec.name, spec.help, labels=["queue"])
+            # One series per SQS queue: the logical queue and its priority. A priority
+            # queue sharing its queue's dead-letter queue has no dead_letter sample, so
+            # sum() over priorities counts that DLQ once.
+            family = GaugeMetricFamily(spec.name, spec.help, labels=["queue", "priority"])
             for row in rows:
                 if row.get(key) is not None:
-                    family.add_metric([row["queue"]], float(row[key]))
+                    labels = [row["queue"], row.get("priority", "default")]
+                    family.add_metric(labels, float(row[key]))
             if family.samples:
                 yield family
 

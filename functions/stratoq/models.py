@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 # SQS DelaySeconds tops out at 15 minutes; longer waits hop (see worker.py).
 MAX_SQS_DELAY = 900
@@ -14,9 +24,16 @@ MAX_SQS_DELAY = 900
 MAX_DELAY_SECONDS = 366 * 24 * 3600
 MAX_TIMEOUT_SECONDS = 12 * 3600
 MAX_ATTEMPTS = 100
+# Bounds of a per-request idempotency window: at least a second (shorter is no window),
+# at most a week (records are kept for their window; far longer would outlive tasks).
+MIN_IDEMPOTENCY_WINDOW = 1
+MAX_IDEMPOTENCY_WINDOW = 7 * 24 * 3600
+# Prefix of the idempotency keys `unique: true` derives (see TaskRequest.unique_key).
+UNIQUE_KEY_PREFIX = "unique:"
 
 TaskName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")]
-QueueName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+QUEUE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+QueueName = Annotated[str, Field(pattern=QUEUE_PATTERN)]
 
 
 class TaskStatus(StrEnum):
@@ -69,13 +86,58 @@ class TaskRequest(BaseModel):
     max_attempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS)
     backoff: Backoff | None = None
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
+    # Derive the idempotency key from name + payload (see `unique_key`).
+    unique: bool = False
+    # How long the key holds (default: the deployment's, 24 h); needs a key or `unique`.
+    idempotency_window_seconds: int | None = Field(
+        default=None, ge=MIN_IDEMPOTENCY_WINDOW, le=MAX_IDEMPOTENCY_WINDOW
+    )
     lock_key: str | None = Field(default=None, min_length=1, max_length=256)
+
+    # Field validators (not a model validator) so that the error names the field at fault.
+    @field_validator("unique")
+    @classmethod
+    def _unique_or_key(cls, unique: bool, info: ValidationInfo) -> bool:
+        if unique and info.data.get("idempotency_key") is not None:
+            raise ValueError(
+                "give either unique or idempotency_key, not both: unique derives the key"
+            )
+        return unique
+
+    @field_validator("idempotency_window_seconds")
+    @classmethod
+    def _window_needs_a_key(cls, window: int | None, info: ValidationInfo) -> int | None:
+        if (
+            window is not None
+            and info.data.get("idempotency_key") is None
+            and not info.data.get("unique")
+        ):
+            raise ValueError("a window needs idempotency_key or unique: true")
+        return window
 
     @model_validator(mode="after")
     def _one_kind_of_delay(self) -> TaskRequest:
         if self.delay_seconds is not None and self.run_at is not None:
             raise ValueError("give either delay_seconds or run_at, not both")
         return self
+
+    def unique_key(self) -> str:
+        """The idempotency key `unique: true` uses: a hash of name and canonical payload.
+
+        The payload is canonical JSON (keys sorted, no spaces), so `{"a": 1, "b": 2}` and
+        `{"b": 2, "a": 1}` are the same task. Only name and payload count: the same work
+        requested on another queue, priority or delay is still the same work.
+        """
+        canonical = json.dumps(
+            [self.name, self.payload], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+        return UNIQUE_KEY_PREFIX + hashlib.sha256(canonical.encode()).hexdigest()
+
+    def effective_idempotency_key(self) -> str | None:
+        """The explicit key, else the derived one when `unique`, else None."""
+        if self.idempotency_key is not None:
+            return self.idempotency_key
+        return self.unique_key() if self.unique else None
 
 
 class AttemptError(BaseModel):

@@ -116,3 +116,28 @@ def busy_release_delay(lease_expires_ms: int, now_ms: int) -> int:
     """Visibility to give a message whose task another worker holds: until its lease ends."""
     remaining = math.ceil((lease_expires_ms - now_ms) / 1000) + 1
     return max(1, min(MAX_VISIBILITY_SECONDS, remaining))
+
+
+# Longest wait before a task whose lock is held looks again. The holder usually releases
+# well before its hold would end (the hold is a lease, renewed while it runs), so a long
+# hold must not park waiters for long after an early release.
+MAX_LOCKED_DELAY = 60
+
+
+def locked_delay(
+    holder_until_ms: int,
+    now_ms: int,
+    rng: random.Random | None = None,
+    cap: int = MAX_LOCKED_DELAY,
+) -> int:
+    """Seconds until a task whose lock is held tries again (its message's SQS delay).
+
+    The holder's remaining hold bounds the wait: by then it has released the lock or
+    crashed, and an ended hold is free. "Full jitter" in [1, remaining + 1] spreads the
+    waiters of one lock over that span, so they do not all return in the same second
+    only to collide again; at least 1 s (SQS delays are whole seconds), at most `cap`
+    (and the 15-minute SQS delay limit).
+    """
+    remaining = max(0, math.ceil((holder_until_ms - now_ms) / 1000))
+    upper = max(1, min(remaining + 1, cap, MAX_SQS_DELAY))
+    return (rng or random).randint(1, upper)

@@ -23,6 +23,7 @@ from aws_lambda_powertools import Logger
 
 from stratoq import aws, metrics, registry
 from stratoq.crypto import cipher_for
+from stratoq.priority import PriorityChooser, expand, logical_queues, split_key
 from stratoq.runner import ProcessRunner, Runner
 from stratoq.settings import Settings
 from stratoq.store import TaskStore
@@ -30,6 +31,11 @@ from stratoq.transport import Delivery, SqsTransport
 from stratoq.worker import Action, Disposition, LeaseKeeper, Worker
 
 logger = Logger(service="stratoq")
+
+# A priority queue found empty is not asked again for this long (unless every queue is):
+# one wasted request per queue per second at most while another queue has a backlog, and
+# a message arriving on it waits at most this long behind the others.
+EMPTY_RECHECK_SECONDS = 1.0
 
 
 class _Batcher:
@@ -90,7 +96,12 @@ class Poller:
     ) -> None:
         self.settings = settings
         self.concurrency = concurrency
-        self.queues = queues or list(settings.queues)
+        # Names given (logical queues or single priority-queue keys) -> the SQS queues
+        # to read, highest priority first; metrics are labelled by logical queue.
+        self.keys = expand(list(settings.queues), queues or list(settings.queues))
+        self.queues = logical_queues(self.keys)
+        self.chooser = PriorityChooser(self.keys, settings.priority_mode, settings.priority_weights)
+        self._empty_until: dict[str, float] = {}
         self.shutdown_grace = shutdown_grace
         registry.load(settings.tasks_module)
         store = TaskStore(
@@ -100,7 +111,7 @@ class Poller:
             cipher=cipher_for(settings),
         )
         self.transport = SqsTransport(aws.sqs(settings), settings.queues)
-        for q in self.queues:
+        for q in self.keys:
             self.transport.url(q)  # fail at start, not at the first message
         self.keeper = LeaseKeeper(store, self.transport, settings.lease_seconds)
         self.runner = runner or ProcessRunner(concurrency, settings.tasks_module)
@@ -111,7 +122,7 @@ class Poller:
         self._cond = threading.Condition()
         self._work: queue.Queue[Delivery | None] = queue.Queue()
         self._acks = _Batcher(self.transport.delete, "stratoq-acks")
-        self._queue_names = {self.transport.url(q): q for q in self.queues}
+        self._queue_names = {self.transport.url(q): split_key(q)[0] for q in self.keys}
         self.processed = 0
 
     def stop(self) -> None:
@@ -134,7 +145,12 @@ class Poller:
         beat.start()
         logger.info(
             "poller started",
-            extra={"queues": self.queues, "concurrency": self.concurrency, "pid": os.getpid()},
+            extra={
+                "queues": self.keys,
+                "priority_mode": self.chooser.mode.value,
+                "concurrency": self.concurrency,
+                "pid": os.getpid(),
+            },
         )
         try:
             self._receive_loop()
@@ -156,7 +172,6 @@ class Poller:
             logger.info("poller stopped", extra={"processed": self.processed})
 
     def _receive_loop(self) -> None:
-        turn = 0
         while not self._stopping.is_set():
             with self._cond:
                 while self._free == 0 and not self._stopping.is_set():
@@ -173,14 +188,10 @@ class Poller:
                 want = min(self._free, 10)
             if self._stopping.is_set():
                 return
-            name = self.queues[turn % len(self.queues)]
-            turn += 1
             try:
-                got = self.transport.receive(
-                    name, want, self.settings.poll_wait_seconds, self.settings.lease_seconds
-                )
+                got = self._receive(want)
             except Exception:
-                logger.exception("receive failed; retrying", extra={"queue": name})
+                logger.exception("receive failed; retrying")
                 self._stopping.wait(1.0)
                 continue
             if self._stopping.is_set() and got:
@@ -191,6 +202,36 @@ class Poller:
                 self._free -= len(got)
             for d in got:
                 self._work.put(d)
+
+    def _receive(self, want: int) -> list[Delivery]:
+        """One batch from the queue the chooser picks (see stratoq.priority).
+
+        With one queue this is the plain long poll. With several, a long poll on one
+        would leave a high-priority message waiting up to poll_wait_seconds behind it,
+        so the queues are asked without waiting (WaitTimeSeconds=0), in the chooser's
+        order, skipping those found empty within EMPTY_RECHECK_SECONDS. Only when none
+        has anything does the poller wait: it long-polls the queue the chooser put first
+        (strict: high) for poll_wait_seconds / n (at least 1 s), then asks all again. A
+        message arriving on any queue of an idle poller so waits at most about that long,
+        for n + 1 requests per such idle cycle.
+        """
+        lease = self.settings.lease_seconds
+        wait = self.settings.poll_wait_seconds
+        if len(self.keys) == 1:
+            return self.transport.receive(self.keys[0], want, wait, lease)
+        now = time.monotonic()
+        order = self.chooser.order()
+        for key in order:
+            if self._empty_until.get(key, 0.0) > now:
+                continue
+            got = self.transport.receive(key, want, 0, lease)
+            if got:
+                return got
+            self._empty_until[key] = now + EMPTY_RECHECK_SECONDS
+        got = self.transport.receive(order[0], want, _idle_wait(wait, len(self.keys)), lease)
+        if got:
+            self._empty_until.pop(order[0], None)
+        return got
 
     def _slot(self) -> None:
         while True:
@@ -227,6 +268,13 @@ class Poller:
                 self.keeper.beat()
             except Exception:
                 logger.exception("heartbeat failed")
+
+
+def _idle_wait(poll_wait: int, queues: int) -> int:
+    """Long-poll wait per queue when all are empty: poll_wait shared out, at least 1 s."""
+    if poll_wait <= 0:
+        return 0
+    return max(1, -(-poll_wait // queues))
 
 
 def _run_poller(env: dict[str, str], concurrency: int, queues: list[str], grace: float) -> None:

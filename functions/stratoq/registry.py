@@ -29,6 +29,8 @@ class TaskContext:
     # The lease's fencing token: pass it to your own conditional writes so that a
     # worker whose lease was taken over cannot apply its effect after the new holder.
     fencing_token: str
+    # The task's tenant: `stratoq.lock()` scopes lock names to it.
+    tenant: str = "default"
 
 
 _current: ContextVar[TaskContext | None] = ContextVar("stratoq_task", default=None)

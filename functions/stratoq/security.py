@@ -15,12 +15,18 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
-from stratoq.errors import InvalidRequestError, KeyNotFoundError
+from stratoq.errors import ConfigError, InvalidRequestError, KeyNotFoundError
 
 if TYPE_CHECKING:
+    from mypy_boto3_apigateway.client import APIGatewayClient
     from mypy_boto3_dynamodb.client import DynamoDBClient
+
+    from stratoq.settings import Settings
+
+logger = Logger(service="stratoq", child=True)
 
 SCOPES = ("tasks:read", "tasks:write", "admin")
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -83,12 +89,94 @@ def validate_scopes(scopes: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(scopes))
 
 
-class KeyStore:
-    """API keys in their own DynamoDB table (partition key `pk` = hash of the key)."""
+def usage_identifier(plan_name: str, key_id: str) -> str:
+    """The value of a key's twin in the usage plan (what API Gateway meters it under)."""
+    return hashlib.sha256(f"{plan_name}/{key_id}".encode()).hexdigest()
 
-    def __init__(self, client: DynamoDBClient, table: str) -> None:
+
+class UsagePlanKeys:
+    """API Gateway API keys that twin stratoq keys, so that a usage plan throttles each key.
+
+    API Gateway throttles per API key only for keys of its own, attached to a usage plan.
+    The stack's API takes the key from the authorizer (ApiKeySourceType AUTHORIZER): the
+    authorizer answers with `usageIdentifierKey`, the twin's value, for the stratoq key it
+    accepted. Clients never see or send twins; the value is derived from the plan name and
+    the public key id, so the authorizer needs no lookup to name it.
+    """
+
+    def __init__(
+        self, client: APIGatewayClient, plan_name: str, plan_id: str | None = None
+    ) -> None:
+        self._gw = client
+        self.plan_name = plan_name
+        self._plan_id = plan_id
+
+    def identifier(self, key_id: str) -> str:
+        return usage_identifier(self.plan_name, key_id)
+
+    def _twin_name(self, key_id: str) -> str:
+        return f"{self.plan_name}-{key_id}"
+
+    def plan_id(self) -> str:
+        # Looked up by name: passing the id in would make the API function depend on the
+        # plan, which depends on the API's stage, which depends on the function.
+        if self._plan_id is None:
+            pages = self._gw.get_paginator("get_usage_plans").paginate()
+            ids = [
+                p["id"]
+                for page in pages
+                for p in page.get("items", [])
+                if p.get("name") == self.plan_name
+            ]
+            if not ids:
+                raise ConfigError(f"no API Gateway usage plan named {self.plan_name!r}")
+            self._plan_id = ids[0]
+        return self._plan_id
+
+    def _find(self, key_id: str) -> str | None:
+        name = self._twin_name(key_id)
+        out = self._gw.get_api_keys(nameQuery=name, limit=500)
+        return next((k["id"] for k in out.get("items", []) if k.get("name") == name), None)
+
+    def add(self, key_id: str) -> None:
+        """Create the twin of `key_id` in the plan (idempotent: a repeat finds it)."""
+        twin = self._find(key_id)
+        if twin is None:
+            twin = self._gw.create_api_key(
+                name=self._twin_name(key_id),
+                description="stratoq key twin for per-key throttling; not usable by clients",
+                enabled=True,
+                value=self.identifier(key_id),
+            )["id"]
+        try:
+            self._gw.create_usage_plan_key(
+                usagePlanId=self.plan_id(), keyId=twin, keyType="API_KEY"
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConflictException":  # already in the plan
+                raise
+
+    def remove(self, key_id: str) -> None:
+        """Delete the twin of `key_id`, if there is one."""
+        twin = self._find(key_id)
+        if twin is not None:
+            self._gw.delete_api_key(apiKey=twin)
+
+
+class KeyStore:
+    """API keys in their own DynamoDB table (partition key `pk` = hash of the key).
+
+    With `usage`, each key gets an API Gateway twin in the stack's usage plan, created
+    before the key is stored (a stored key without its twin would be refused by API
+    Gateway) and deleted after it is revoked.
+    """
+
+    def __init__(
+        self, client: DynamoDBClient, table: str, usage: UsagePlanKeys | None = None
+    ) -> None:
         self._db = client
         self.table = table
+        self.usage = usage
 
     def create(
         self, tenant: str, scopes: list[str], name: str = "", key: str | None = None
@@ -103,6 +191,8 @@ class KeyStore:
             m = _KEY_PATTERN.match(key)
             key_id = m.group(1) if m else hash_key(key)[:12]
         record = ApiKey(key_id, tenant, valid, name[:128], int(time.time()))
+        if self.usage is not None:
+            self.usage.add(key_id)
         try:
             self._db.put_item(
                 TableName=self.table,
@@ -188,7 +278,24 @@ class KeyStore:
             UpdateExpression="SET revoked = :t",
             ExpressionAttributeValues={":t": {"BOOL": True}},
         )
-        return _record({**items[0], "revoked": {"BOOL": True}})
+        revoked = _record({**items[0], "revoked": {"BOOL": True}})
+        if self.usage is not None:
+            # The key is already refused by the authorizer; the twin is only bookkeeping.
+            try:
+                self.usage.remove(key_id)
+            except Exception:
+                logger.exception("deleting the usage plan twin failed", extra={"key_id": key_id})
+        return revoked
+
+
+def key_store(settings: Settings) -> KeyStore:
+    """The keys table, with usage plan twins where the settings name a plan (AWS)."""
+    from stratoq import aws
+
+    usage = None
+    if settings.usage_plan:
+        usage = UsagePlanKeys(aws.apigateway(settings), settings.usage_plan)
+    return KeyStore(aws.dynamodb(settings), settings.keys_table, usage)
 
 
 def _record(item: dict[str, Any]) -> ApiKey:

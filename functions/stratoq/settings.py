@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stratoq.errors import ConfigError
+from stratoq.priority import DEFAULT_WEIGHTS, PriorityMode, check_keys, parse_mode, parse_weights
 
 
 def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -68,10 +69,16 @@ class Settings:
     lease_seconds: int = 30
     # Receive long-poll wait; shorter makes SIGTERM quicker, longer makes idle cheaper.
     poll_wait_seconds: int = 20
+    # How pollers share receives between a queue's priority queues (stratoq.priority):
+    # weighted (weights of high, default, low) or strict (high first, then default, low).
+    priority_mode: PriorityMode = PriorityMode.WEIGHTED
+    priority_weights: tuple[int, int, int] = DEFAULT_WEIGHTS
     default_timeout_seconds: int = 300
     default_max_attempts: int = 5
     # Finished tasks are kept this long, then DynamoDB TTL removes them.
     retention_days: int = 30
+    # How long an idempotency key (or `unique` task) holds when the request names no window.
+    idempotency_window_seconds: int = 24 * 3600
     # KMS key (id, ARN or alias) under which payloads and results are envelope-encrypted
     # (stratoq.crypto). Without one, tasks are stored in clear only if allow_unencrypted
     # says so explicitly; otherwise building a task store is a configuration error.
@@ -81,9 +88,14 @@ class Settings:
     # second and burst), the defaults of the template's ApiRateLimit/ApiBurstLimit.
     api_rate_limit: float = 100.0
     api_burst_limit: int = 200
+    # On AWS: the API Gateway usage plan (by name) whose throttle applies to each key;
+    # every stratoq key gets a twin key in it (security.UsagePlanKeys). None locally.
+    usage_plan: str | None = None
     # The tenant whose admin keys manage every tenant's keys (the bootstrap key's);
     # other tenants' admin keys manage their own keys only.
     operator_tenant: str = "default"
+    # The tenant whose tasks broker bridges (stratoq.bridge: RabbitMQ, Kafka) enqueue.
+    bridge_tenant: str = "default"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -96,6 +108,7 @@ class Settings:
             queues[name.strip()] = url.strip()
         if not queues:
             queues = dict(cls().queues)
+        check_keys(queues)
         return cls(
             region=e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or "us-east-1",
             aws_endpoint_url=e.get("STRATOQ_AWS_ENDPOINT_URL") or None,
@@ -107,6 +120,8 @@ class Settings:
             scheduler_arn=e.get("STRATOQ_SCHEDULER_ARN", cls.scheduler_arn),
             lease_seconds=_int(e, "STRATOQ_LEASE_SECONDS", cls.lease_seconds, 2),
             poll_wait_seconds=_int(e, "STRATOQ_POLL_WAIT_SECONDS", cls.poll_wait_seconds),
+            priority_mode=parse_mode(e.get("STRATOQ_PRIORITY_MODE") or "weighted"),
+            priority_weights=parse_weights(e.get("STRATOQ_PRIORITY_WEIGHTS") or "6,3,1"),
             default_timeout_seconds=_int(
                 e, "STRATOQ_DEFAULT_TIMEOUT_SECONDS", cls.default_timeout_seconds, 1
             ),
@@ -114,11 +129,16 @@ class Settings:
                 e, "STRATOQ_DEFAULT_MAX_ATTEMPTS", cls.default_max_attempts, 1
             ),
             retention_days=_int(e, "STRATOQ_RETENTION_DAYS", cls.retention_days, 1),
+            idempotency_window_seconds=_int(
+                e, "STRATOQ_IDEMPOTENCY_WINDOW_SECONDS", cls.idempotency_window_seconds, 1
+            ),
             kms_key_id=e.get("STRATOQ_KMS_KEY_ID") or None,
             allow_unencrypted=_flag(e, "STRATOQ_ALLOW_UNENCRYPTED"),
             api_rate_limit=_float(e, "STRATOQ_API_RATE_LIMIT", cls.api_rate_limit, 0.001),
             api_burst_limit=_int(e, "STRATOQ_API_BURST_LIMIT", cls.api_burst_limit, 1),
+            usage_plan=e.get("STRATOQ_USAGE_PLAN") or None,
             operator_tenant=e.get("STRATOQ_OPERATOR_TENANT") or cls.operator_tenant,
+            bridge_tenant=e.get("STRATOQ_BRIDGE_TENANT") or cls.bridge_tenant,
         )
 
     def with_(self, **changes: Any) -> Settings:
@@ -138,12 +158,17 @@ class Settings:
             "STRATOQ_SCHEDULER_ARN": self.scheduler_arn,
             "STRATOQ_LEASE_SECONDS": str(self.lease_seconds),
             "STRATOQ_POLL_WAIT_SECONDS": str(self.poll_wait_seconds),
+            "STRATOQ_PRIORITY_MODE": self.priority_mode.value,
+            "STRATOQ_PRIORITY_WEIGHTS": ",".join(str(w) for w in self.priority_weights),
             "STRATOQ_DEFAULT_TIMEOUT_SECONDS": str(self.default_timeout_seconds),
             "STRATOQ_DEFAULT_MAX_ATTEMPTS": str(self.default_max_attempts),
             "STRATOQ_RETENTION_DAYS": str(self.retention_days),
+            "STRATOQ_IDEMPOTENCY_WINDOW_SECONDS": str(self.idempotency_window_seconds),
             "STRATOQ_KMS_KEY_ID": self.kms_key_id or "",
             "STRATOQ_ALLOW_UNENCRYPTED": "1" if self.allow_unencrypted else "0",
             "STRATOQ_API_RATE_LIMIT": repr(self.api_rate_limit),
             "STRATOQ_API_BURST_LIMIT": str(self.api_burst_limit),
+            "STRATOQ_USAGE_PLAN": self.usage_plan or "",
             "STRATOQ_OPERATOR_TENANT": self.operator_tenant,
+            "STRATOQ_BRIDGE_TENANT": self.bridge_tenant,
         }

@@ -3,7 +3,8 @@
 One table, partition key `pk`. Item kinds:
 - a task: `pk` = task id;
 - an idempotency record: `pk` = "idem#<tenant>#<key>", pointing at the task it created.
-  (Locks and unique keys of later features live beside them under their own prefixes.)
+- a lock: `pk` = "lock#<tenant>#<name>" (`stratoq.lock`: fencing counter, holder, hold end).
+  (Unique keys of later features live beside them under their own prefixes.)
 
 GSI `by-tenant` (`tenant`, `created_at`, keys only) lists a tenant's tasks, newest first;
 it is written once, at creation. GSI `by-status` (`gsi1pk` = "<tenant>#failed",
@@ -194,6 +195,9 @@ class Claimed:
     lease_expires_ms: int
     # The previous holder's lease expired mid-attempt: that attempt was lost.
     took_over: bool
+    # What the claim overwrote, so that `unclaim` can put it back.
+    previous_status: TaskStatus = TaskStatus.QUEUED
+    previous_started_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -230,12 +234,19 @@ class TaskStore:
         self._retention_ms = retention_days * 24 * 3600 * 1000
         self._idem_window_ms = idempotency_window_ms
 
+    @property
+    def client(self) -> DynamoDBClient:
+        """The DynamoDB client; other repositories of this table (locks) share it."""
+        return self._db
+
     # ----------------------------------------------------------------- creation
-    def create(self, task: Task, now_ms: int) -> tuple[Task, bool]:
+    def create(self, task: Task, now_ms: int, window_ms: int | None = None) -> tuple[Task, bool]:
         """Store a new task. Returns (task, created).
 
         With an idempotency key, a key already used by this tenant within the window
-        returns the existing task and `created=False`; nothing new is stored.
+        (`window_ms`, default the store's) returns the existing task and `created=False`,
+        whatever that task's status (a finished task still holds its key); nothing new is
+        stored. A record past its window counts as free even before TTL removes it.
         """
         item = _dump(task_to_item(task, self.cipher))
         if task.idempotency_key is None:
@@ -245,7 +256,43 @@ class TaskStore:
             )
             return task, True
         idem_pk = f"idem#{task.tenant}#{task.idempotency_key}"
-        expires_ms = now_ms + self._idem_window_ms
+        expires_ms = now_ms + (self._idem_window_ms if window_ms is None else window_ms)
+        if self._take_key(task, item, idem_pk, expires_ms, now_ms):
+            return task, True
+        record = self._db.get_item(
+            TableName=self.table, Key={"pk": {"S": idem_pk}}, ConsistentRead=True
+        ).get("Item")
+        existing = self.get(_load(record)["task_id"], task.tenant) if record else None
+        if existing is not None:
+            return existing, False
+        if record is not None and self._take_key(
+            task, item, idem_pk, expires_ms, now_ms, stale_task=_load(record)["task_id"]
+        ):
+            # The record outlived its task (the task's retention is shorter than the key's
+            # window, so TTL removed it): nothing is left to return, so the key is free.
+            return task, True
+        # Lost a race for the key to a request whose record we could not read back.
+        raise InvalidStateError(
+            f"idempotency key {task.idempotency_key!r} is in use; try again shortly"
+        )
+
+    def _take_key(
+        self,
+        task: Task,
+        item: dict[str, Any],
+        idem_pk: str,
+        expires_ms: int,
+        now_ms: int,
+        stale_task: str | None = None,
+    ) -> bool:
+        """Write the idempotency record and the task in one transaction; False if taken."""
+        # Guards the key: taken only if never used or its window ended (or, on the second
+        # try, the record still names the vanished task it named when we read it).
+        condition = "attribute_not_exists(pk) OR window_ends < :now"
+        values: dict[str, Any] = {"now": now_ms}
+        if stale_task is not None:
+            condition += " OR task_id = :stale"
+            values["stale"] = stale_task
         try:
             self._db.transact_write_items(
                 TransactItems=[
@@ -258,13 +305,12 @@ class TaskStore:
                                     "task_id": task.id,
                                     "window_ends": expires_ms,
                                     # TTL removes it some time after the window; the
-                                    # condition below does not wait for that.
+                                    # condition does not wait for that.
                                     "expires_at": expires_ms // 1000 + 3600,
                                 }
                             ),
-                            # Guards the key: taken only if never used or its window ended.
-                            "ConditionExpression": "attribute_not_exists(pk) OR window_ends < :now",
-                            "ExpressionAttributeValues": _vals(now=now_ms),
+                            "ConditionExpression": condition,
+                            "ExpressionAttributeValues": _vals(**values),
                         }
                     },
                     {
@@ -276,23 +322,14 @@ class TaskStore:
                     },
                 ]
             )
-            return task, True
+            return True
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "TransactionCanceledException":
                 raise
             reasons = exc.response.get("CancellationReasons", [])
             if not reasons or reasons[0].get("Code") != "ConditionalCheckFailed":
                 raise
-        record = self._db.get_item(
-            TableName=self.table, Key={"pk": {"S": idem_pk}}, ConsistentRead=True
-        ).get("Item")
-        existing = self.get(_load(record)["task_id"], task.tenant) if record else None
-        if existing is None:
-            # The record outlived its task (TTL); a retry of the caller will find it free.
-            raise InvalidStateError(
-                f"idempotency key {task.idempotency_key!r} is in use; try again shortly"
-            )
-        return existing, False
+        return False
 
     def create_many(self, tasks: Sequence[Task]) -> None:
         """Store tasks without idempotency keys in BatchWriteItem calls of 25.
@@ -386,6 +423,14 @@ class TaskStore:
         token = encode_page_token(last) if last else None
         return [item_to_task(i, self.cipher) for i in items if "name" in i], token
 
+    def get_many(self, ids: Sequence[str]) -> dict[str, Task]:
+        """Tasks by id (BatchGetItem, consistent), keyed by id; missing ids are left out.
+
+        No tenant filter: callers that act for a tenant compare `Task.tenant` themselves.
+        """
+        items = self._get_many(list(dict.fromkeys(ids)))
+        return {i["pk"]: item_to_task(i, self.cipher) for i in items if "name" in i}
+
     def _get_many(self, ids: list[str]) -> list[dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(ids), 100):
@@ -449,7 +494,14 @@ class TaskStore:
                 "started_at": from_ms(now_ms),
             }
         )
-        return Claimed(task=task, token=token, lease_expires_ms=expires, took_over=took_over)
+        return Claimed(
+            task=task,
+            token=token,
+            lease_expires_ms=expires,
+            took_over=took_over,
+            previous_status=old_task.status,
+            previous_started_ms=old.get("started_at"),
+        )
 
     def _refusal(self, item: dict[str, Any] | None, tenant: str) -> NotClaimed:
         if item is None or "name" not in item:
@@ -553,6 +605,27 @@ class TaskStore:
             "SET #s = :st, attempts = attempts - :one, claim_after = :zero REMOVE lease_token",
             {"st": "queued", "one": 1, "zero": 0},
             running_only=True,
+        )
+
+    def unclaim(self, claimed: Claimed) -> bool:
+        """Undo a claim whose task did not run (its lock is held): no attempt is counted.
+
+        Status, attempts and started_at return to what the claim found; errors are left
+        as they are. A task taken over from a lost attempt returns as `queued` (that
+        attempt is already recorded as lost). False: the lease is no longer ours.
+        """
+        previous = claimed.previous_status
+        status = previous if previous in RUNNABLE_STATUSES else TaskStatus.QUEUED
+        values: dict[str, Any] = {"st": status.value, "one": 1, "zero": 0}
+        expression = "SET #s = :st, attempts = attempts - :one, claim_after = :zero"
+        if claimed.previous_started_ms is None:
+            expression += " REMOVE lease_token, started_at"
+        else:
+            expression += ", started_at = :sa REMOVE lease_token"
+            values["sa"] = claimed.previous_started_ms
+        # claim_after 0: runnable at once; the re-delayed message paces the next claim.
+        return self._fenced_update(
+            claimed.task.id, claimed.token, expression, values, running_only=True
         )
 
     def record_lost_attempt(

@@ -38,6 +38,7 @@ QUEUE_GAUGES = {
     "oldest_age": m.QUEUE_OLDEST_AGE.name,
 }
 HEARTBEAT_FRESH_SECONDS = 60
+PRIORITY_ORDER = {"high": 0, "default": 1, "low": 2}
 
 
 @dataclass
@@ -114,16 +115,19 @@ def snapshot(
     api_queues: list[dict[str, Any]] | None, cur: Sample, prev: Sample | None, errors: list[str]
 ) -> Snapshot:
     window = (cur.at - prev.at) if prev is not None else None
-    queues: dict[str, dict[str, Any]] = {}
+    # One row per SQS queue: a logical queue and one of its priorities.
+    queues: dict[tuple[str, str], dict[str, Any]] = {}
+    fields = ("queue", "priority", "visible", "in_flight", "delayed", "dead_letter")
     for api_row in api_queues or []:
-        queues[api_row["queue"]] = {
-            k: api_row.get(k) for k in ("queue", "visible", "in_flight", "delayed", "dead_letter")
-        }
+        counts = {k: api_row.get(k) for k in fields}
+        counts["priority"] = counts["priority"] or "default"
+        queues[(str(counts["queue"]), str(counts["priority"]))] = counts
     for key, name in QUEUE_GAUGES.items():
-        for (queue,) in cur.label_values(name, "queue"):
-            qrow = queues.setdefault(queue, {"queue": queue})
+        for queue, priority in cur.label_values(name, "queue", "priority"):
+            priority = priority or "default"
+            qrow = queues.setdefault((queue, priority), {"queue": queue, "priority": priority})
             if qrow.get(key) is None:  # the API's counts win; metrics fill in the rest
-                qrow[key] = cur.get(name, queue=queue)
+                qrow[key] = cur.get(name, queue=queue, priority=priority)
     tasks = []
     pairs = set()
     for name in COUNTERS.values():
@@ -160,7 +164,11 @@ def snapshot(
         "heartbeating": sum(1 for h in cur.heartbeats if now - h < HEARTBEAT_FRESH_SECONDS),
     }
     return Snapshot(
-        sorted(queues.values(), key=lambda r: r["queue"]), tasks, workers, window, errors
+        sorted(queues.values(), key=lambda r: (r["queue"], PRIORITY_ORDER.get(r["priority"], 3))),
+        tasks,
+        workers,
+        window,
+        errors,
     )
 
 
@@ -181,11 +189,13 @@ def _secs(value: float | None) -> str:
 def render(snap: Snapshot, title: str) -> str:
     lines = [title, ""]
     lines.append(
-        f"{'QUEUE':<16}{'VISIBLE':>9}{'IN FLIGHT':>11}{'DELAYED':>9}{'DLQ':>7}{'OLDEST':>9}"
+        f"{'QUEUE':<16}{'PRIORITY':<9}{'VISIBLE':>9}{'IN FLIGHT':>11}{'DELAYED':>9}{'DLQ':>7}"
+        f"{'OLDEST':>9}"
     )
     for q in snap.queues:
         lines.append(
-            f"{q['queue']:<16}{_num(q.get('visible')):>9}{_num(q.get('in_flight')):>11}"
+            f"{q['queue']:<16}{q.get('priority') or 'default':<9}"
+            f"{_num(q.get('visible')):>9}{_num(q.get('in_flight')):>11}"
             f"{_num(q.get('delayed')):>9}{_num(q.get('dead_letter')):>7}"
             f"{_secs(q.get('oldest_age')):>9}"
         )

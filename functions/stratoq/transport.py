@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from stratoq.errors import EnqueueError, UnknownQueueError
 from stratoq.models import MAX_SQS_DELAY
+from stratoq.priority import DEFAULT, PRIORITIES, logical_queues, route, split_key
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -52,7 +53,7 @@ class TaskMessage:
 
 @dataclass(frozen=True)
 class Outgoing:
-    queue: str
+    queue: str  # a STRATOQ_QUEUES key: a logical queue or one of its priority queues
     message: TaskMessage
     delay_seconds: int = 0
 
@@ -75,14 +76,25 @@ class SqsTransport:
         self._sqs = client
         self._queues = dict(queues)
         self._urls: dict[str, str] = {}
+        self._dlq_arns: dict[str, str | None] = {}
         self._lock = threading.Lock()
 
     @property
     def queue_names(self) -> list[str]:
+        """The logical queues (what a task's `queue` may name)."""
+        return logical_queues(self._queues)
+
+    @property
+    def keys(self) -> list[str]:
+        """Every configured SQS queue by its STRATOQ_QUEUES key (`default`, `default:high`)."""
         return list(self._queues)
 
+    def route(self, queue: str, priority: str) -> str:
+        """The key a task of this queue and priority is sent to (see stratoq.priority)."""
+        return route(self._queues, queue, priority)
+
     def url(self, queue: str) -> str:
-        """The SQS URL of a logical queue (resolved once, then cached)."""
+        """The SQS URL of a key: a logical queue or a priority queue (cached)."""
         with self._lock:
             if queue in self._urls:
                 return self._urls[queue]
@@ -182,7 +194,12 @@ class SqsTransport:
                 )
 
     def stats(self, queue: str) -> dict[str, Any]:
-        """Approximate visible / in-flight / delayed counts, and the DLQ's visible count."""
+        """Approximate visible / in-flight / delayed counts, and the DLQ's visible count.
+
+        `queue` is a key; the row names its logical queue and priority. A priority queue
+        that shares its logical queue's dead-letter queue reports `dead_letter` None: the
+        default row counts it, so sums over priorities do not count it three times.
+        """
         names = [
             "ApproximateNumberOfMessages",
             "ApproximateNumberOfMessagesNotVisible",
@@ -192,21 +209,82 @@ class SqsTransport:
             QueueUrl=self.url(queue),
             AttributeNames=[*names, "RedrivePolicy"],  # type: ignore[list-item]
         )["Attributes"]
-        dead = 0
-        if "RedrivePolicy" in attrs:
-            dlq_url = self.url_from_arn(json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"])
+        dead: int | None = 0
+        dlq_arn = _dlq_arn(attrs)
+        with self._lock:
+            self._dlq_arns[queue] = dlq_arn
+        logical, priority = split_key(queue)
+        shared = (
+            priority != DEFAULT
+            and dlq_arn is not None
+            and logical in self._queues
+            and self._dlq_arn_of(logical) == dlq_arn
+        )
+        if shared:
+            dead = None
+        elif dlq_arn is not None:
+            dlq_url = self.url_from_arn(dlq_arn)
             dead = int(
                 self._sqs.get_queue_attributes(
                     QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
                 )["Attributes"]["ApproximateNumberOfMessages"]
             )
         return {
-            "queue": queue,
+            "queue": logical,
+            "priority": priority,
             "visible": int(attrs[names[0]]),
             "in_flight": int(attrs[names[1]]),
             "delayed": int(attrs[names[2]]),
             "dead_letter": dead,
         }
+
+    def dead_letter_url(self, queue: str) -> str | None:
+        """The URL of a logical queue's DLQ, from its RedrivePolicy (None: it has none).
+
+        Read from SQS rather than configured, so whatever queues feed one DLQ (several
+        priority queues may share a logical queue's), the DLQ is the one SQS uses.
+        """
+        attrs = self._sqs.get_queue_attributes(
+            QueueUrl=self.url(queue), AttributeNames=["RedrivePolicy"]
+        ).get("Attributes", {})
+        if "RedrivePolicy" not in attrs:
+            return None
+        return self.url_from_arn(json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"])
+
+    def receive_url(
+        self, url: str, max_messages: int, wait_seconds: int, visibility_seconds: int
+    ) -> list[Delivery]:
+        """Receive from a queue by URL (a DLQ has no logical name)."""
+        out = self._sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=max(1, min(SQS_BATCH, max_messages)),
+            WaitTimeSeconds=wait_seconds,
+            VisibilityTimeout=visibility_seconds,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        )
+        return [
+            Delivery(
+                queue_url=url,
+                message_id=m["MessageId"],
+                receipt_handle=m["ReceiptHandle"],
+                body=m["Body"],
+                receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1")),
+            )
+            for m in out.get("Messages", [])
+        ]
+
+    def _dlq_arn_of(self, key: str) -> str | None:
+        """The dead-letter queue ARN of a key (read once: redrive policies rarely change)."""
+        with self._lock:
+            if key in self._dlq_arns:
+                return self._dlq_arns[key]
+        attrs: dict[str, str] = self._sqs.get_queue_attributes(  # type: ignore[assignment]
+            QueueUrl=self.url(key), AttributeNames=["RedrivePolicy"]
+        ).get("Attributes", {})
+        arn = _dlq_arn(attrs)
+        with self._lock:
+            self._dlq_arns[key] = arn
+        return arn
 
     def change_visibility(self, changes: Iterable[tuple[Delivery, int]]) -> None:
         """Set deliveries' visibility timeouts (extend a lease, or release for later)."""
@@ -230,8 +308,21 @@ class SqsTransport:
 
 
 def queue_stats(transport: SqsTransport) -> list[dict[str, Any]]:
-    """Message counts per logical queue, dead-letter queue included."""
-    return [transport.stats(name) for name in transport.queue_names]
+    """Message counts per logical queue and priority (high, default, low), dead-letter
+    queue included."""
+    names = transport.queue_names
+
+    def rank(key: str) -> tuple[int, int]:
+        queue, priority = split_key(key)
+        return names.index(queue), PRIORITIES.index(priority)
+
+    return [transport.stats(key) for key in sorted(transport.keys, key=rank)]
+
+
+def _dlq_arn(attrs: dict[str, str]) -> str | None:
+    if "RedrivePolicy" not in attrs:
+        return None
+    return str(json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"])
 
 
 def _by_url(deliveries: Iterable[Delivery]) -> list[tuple[str, list[Delivery]]]:

@@ -1,7 +1,9 @@
 """`Worker.process(delivery)`: the one code path every worker runs for every message.
 
-claim (conditional write, new fencing token) -> run the handler with a hard timeout ->
-record success | schedule a retry | fail, each write fenced by the lease token. The
+claim (conditional write, new fencing token) -> take the task's lock if it has a
+`lock_key` (held: undo the claim and re-delay, no attempt counted) -> run the handler
+with a hard timeout -> record success | schedule a retry | fail, each write fenced by
+the lease token -> release the lock. The
 Lambda handler and the container poller differ only in the loop around this and in
 what they do with the returned Disposition.
 """
@@ -18,6 +20,7 @@ from enum import StrEnum
 from aws_lambda_powertools import Logger
 
 from stratoq import metrics, registry
+from stratoq.lock import Acquired, LockStore, use_store
 from stratoq.models import Task
 from stratoq.policy import (
     MAX_VISIBILITY_SECONDS,
@@ -29,6 +32,7 @@ from stratoq.policy import (
     decide,
     hop_delay,
     is_due,
+    locked_delay,
 )
 from stratoq.registry import TaskContext
 from stratoq.runner import Job, Runner, unknown_task
@@ -76,6 +80,7 @@ class _Lease:
     task_id: str
     token: str
     lost: threading.Event = field(default_factory=threading.Event)
+    lock: Acquired | None = None  # the task's lock_key lock, renewed with the lease
 
 
 class LeaseKeeper:
@@ -83,17 +88,28 @@ class LeaseKeeper:
 
     Pollers run `beat()` every lease/3 seconds. A renewal the store refuses means
     another worker took the task over: the attempt is stopped and nothing recorded.
+    A task's `lock_key` lock is renewed to the same end as its lease; a refused lock
+    renewal (the hold ended and another task took the lock) stops the attempt too.
     """
 
-    def __init__(self, store: TaskStore, transport: SqsTransport, lease_seconds: int) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        transport: SqsTransport,
+        lease_seconds: int,
+        locks: LockStore | None = None,
+    ) -> None:
         self._store = store
         self._transport = transport
+        self._locks = locks or LockStore(store.client, store.table)
         self.lease_seconds = lease_seconds
         self._leases: dict[str, _Lease] = {}
         self._lock = threading.Lock()
 
-    def track(self, delivery: Delivery, task_id: str, token: str) -> threading.Event:
-        lease = _Lease(delivery, task_id, token)
+    def track(
+        self, delivery: Delivery, task_id: str, token: str, lock: Acquired | None = None
+    ) -> threading.Event:
+        lease = _Lease(delivery, task_id, token, lock=lock)
         with self._lock:
             self._leases[token] = lease
         return lease.lost
@@ -123,6 +139,10 @@ class LeaseKeeper:
                 if not self._store.extend_lease(le.task_id, le.token, until):
                     logger.warning("lease lost to another worker", extra={"task_id": le.task_id})
                     le.lost.set()
+                elif le.lock is not None and not self._locks.extend(le.lock, until):
+                    # Exclusivity is gone: stop rather than overlap the new holder.
+                    logger.warning("task lock lost", extra={"task_id": le.task_id})
+                    le.lost.set()
             except Exception:
                 logger.exception("lease heartbeat failed", extra={"task_id": le.task_id})
 
@@ -140,11 +160,16 @@ class Worker:
         time_left_ms: Callable[[], int] | None = None,
         clock: Callable[[], int] = now_ms,
         rng: random.Random | None = None,
+        locks: LockStore | None = None,
     ) -> None:
         self.store = store
         self.transport = transport
         self.runner = runner
         self.keeper = keeper
+        self.locks = locks or LockStore(store.client, store.table)
+        # Handlers that run inline (Lambda) take `stratoq.lock()` through this store;
+        # child processes build their own from the environment.
+        use_store(self.locks)
         self._time_left_ms = time_left_ms
         self._clock = clock
         self._rng = rng or random.Random()
@@ -194,9 +219,11 @@ class Worker:
         return Disposition(Action.ACK, status=status)
 
     def _queue_of(self, delivery: Delivery) -> str:
-        for name in self.transport.queue_names:
-            if self.transport.url(name) == delivery.queue_url:
-                return name
+        """The key of the queue a delivery came from: hops and retries go back to the
+        same (priority) queue, so a task keeps its priority for its whole life."""
+        for key in self.transport.keys:
+            if self.transport.url(key) == delivery.queue_url:
+                return key
         return "default"
 
     def _refused(
@@ -237,6 +264,71 @@ class Worker:
                     delivery, msg, claim, FailNow(OutcomeKind.LOST, lost_msg), attempt - 1
                 )
             self.store.record_lost_attempt(task.id, token, attempt - 1, lost_msg, self._clock())
+        held: Acquired | None = None
+        if task.lock_key is not None:
+            now = self._clock()
+            # The hold ends with the lease and is renewed with it, so a crashed worker's
+            # lock frees when its task becomes claimable again (Lambda: the lease is the
+            # invocation's remaining time plus a grace period, so the hold is too).
+            try:
+                got = self.locks.acquire(
+                    task.tenant, task.lock_key, f"task {task.id}", claim.lease_expires_ms - now, now
+                )
+            except Exception:
+                # Not the task's fault: give it back uncounted rather than let the lease
+                # lapse into a lost attempt.
+                logger.exception("taking the task lock failed; giving the task back", extra=log)
+                self.store.unclaim(claim)
+                return Disposition(Action.RELEASE, delay=1, status="locked")
+            if not isinstance(got, Acquired):
+                return self._locked(delivery, msg, claim, got.until_ms, now, log)
+            held = got
+        try:
+            return self._attempt(delivery, msg, claim, held, log)
+        finally:
+            if held is not None:
+                self._release_lock(held, log)
+
+    def _locked(
+        self,
+        delivery: Delivery,
+        msg: TaskMessage,
+        claim: Claimed,
+        holder_until_ms: int,
+        now: int,
+        log: dict[str, object],
+    ) -> Disposition:
+        """Another task holds the lock: give the claim back and come back later.
+
+        Waiting for a lock is not a failure, so the claim is undone (attempts, status
+        and errors as before). The message is re-sent with a delay rather than made
+        invisible: a fresh message restarts SQS's receive count, so tasks queuing for a
+        busy lock never reach the redrive limit and the DLQ.
+        """
+        if not self.store.unclaim(claim):
+            logger.warning("lease lost before the claim could be undone", extra=log)
+            return Disposition(Action.LEAVE, status="lost")
+        delay = locked_delay(holder_until_ms, now, self._rng)
+        logger.info("task lock is held; re-delayed", extra={**log, "retry_in_s": delay})
+        return self._hop(delivery, msg, now + delay * 1000, now, status="locked")
+
+    def _release_lock(self, held: Acquired, log: dict[str, object]) -> None:
+        try:
+            # Refused only if the hold ended and another task took the lock: nothing to do.
+            self.locks.release(held, self._clock())
+        except Exception:
+            logger.exception("releasing the task lock failed; it frees with the lease", extra=log)
+
+    def _attempt(
+        self,
+        delivery: Delivery,
+        msg: TaskMessage,
+        claim: Claimed,
+        held: Acquired | None,
+        log: dict[str, object],
+    ) -> Disposition:
+        task, token = claim.task, claim.token
+        attempt = task.attempts
         metrics.task_started(task, claim.took_over)
         if registry.get(task.name) is None:
             outcome = unknown_task(task.name)
@@ -253,8 +345,9 @@ class Worker:
                 max_attempts=task.max_attempts,
                 timeout_seconds=timeout,
                 fencing_token=token,
+                tenant=task.tenant,
             )
-            lost = self.keeper.track(delivery, task.id, token) if self.keeper else None
+            lost = self.keeper.track(delivery, task.id, token, held) if self.keeper else None
             started = time.monotonic()
             try:
                 outcome = self.runner.run(Job(task.name, task.payload, ctx), lost)

@@ -181,6 +181,17 @@ def test_malformed_json_is_400(dev: DevStack) -> None:
         ({"name": "echo", "timeout_seconds": "soon"}, "timeout_seconds"),
         ({"name": "echo", "backoff": {"base_seconds": -1}}, "backoff.base_seconds"),
         ({"name": "echo", "queue": "nope"}, "queue"),
+        ({"name": "echo", "unique": True, "idempotency_key": "k"}, "unique"),
+        ({"name": "echo", "unique": "sometimes"}, "unique"),
+        (
+            {"name": "echo", "idempotency_key": "k", "idempotency_window_seconds": 0},
+            "idempotency_window_seconds",
+        ),
+        (
+            {"name": "echo", "unique": True, "idempotency_window_seconds": 7 * 86400 + 1},
+            "idempotency_window_seconds",
+        ),
+        ({"name": "echo", "idempotency_window_seconds": 60}, "idempotency_window_seconds"),
     ],
 )
 def test_invalid_fields_are_named(dev: DevStack, body: dict[str, Any], field: str) -> None:

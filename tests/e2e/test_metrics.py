@@ -305,9 +305,15 @@ def test_top_shows_queues_rates_and_totals(observed: Observed) -> None:
     assert out.returncode == 0, out.stderr
     snap = json.loads(out.stdout)
     assert snap["errors"] == []
-    [queue] = snap["queues"]
-    assert queue["queue"] == "default"
+    # One row per priority queue; the shared dead-letter queue is on the default row.
+    assert [(q["queue"], q["priority"]) for q in snap["queues"]] == [
+        ("default", "high"),
+        ("default", "default"),
+        ("default", "low"),
+    ]
+    queue = snap["queues"][1]
     assert queue["dead_letter"] == 1 and queue["delayed"] == 2
+    assert [q["dead_letter"] for q in snap["queues"]] == [None, 1, None]
     tasks = {t["task_name"]: t for t in snap["tasks"] if t["enqueued"]}
     for counter, per_task in EXPECTED.items():
         assert {k: t[counter] for k, t in tasks.items() if t[counter]} == per_task

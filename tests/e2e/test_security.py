@@ -176,6 +176,9 @@ class Route:
     path: Path_  # a path to a resource of tenant alpha (made fresh for each call)
     body: Any = None
     owned: bool = False  # names a resource of one tenant: 404 for the other
+    # Acts on what every tenant shares (a DLQ): only the operator tenant's admin keys may;
+    # the owner is then the operator, and another tenant's admin key gets 403.
+    operator: bool = False
 
 
 def alpha(scope: str) -> str:
@@ -238,6 +241,23 @@ ROUTES = [
     ),
     Route("GET", "/v1/keys", "admin", 200, lambda w: "/v1/keys"),
     Route(
+        "POST",
+        "/v1/tasks/retry",
+        "tasks:write",
+        202,
+        lambda w: "/v1/tasks/retry",
+        {"max_tasks": 1},
+    ),
+    Route(
+        "POST",
+        "/v1/queues/{queue}/redrive",
+        "admin",
+        200,
+        lambda w: "/v1/queues/default/redrive",
+        {"max_messages": 10},
+        operator=True,
+    ),
+    Route(
         "DELETE",
         "/v1/keys/{key_id}",
         "admin",
@@ -294,6 +314,8 @@ def cases() -> Iterator[Any]:
             yield pytest.param(r, "missing scope", id=f"{name} missing scope")
         if r.owned:
             yield pytest.param(r, "other tenant", id=f"{name} other tenant")
+        if r.operator:
+            yield pytest.param(r, "non-operator admin", id=f"{name} non-operator admin")
         yield pytest.param(r, "owner", id=f"{name} owner")
 
 
@@ -311,7 +333,8 @@ def test_authorization(world: World, route: Route, rule: str) -> None:
         "revoked key": lambda: world.keys["revoked"],
         "missing scope": lambda: world.keys[alpha(WEAKER[scope])],
         "other tenant": lambda: world.keys[f"beta:{scope}"],
-        "owner": lambda: world.keys[alpha(scope)],
+        "non-operator admin": lambda: world.keys[alpha("admin")],
+        "owner": lambda: world.keys["operator" if route.operator else alpha(scope)],
     }[rule]()
     status, body = world.call(route.method, path, key, route.body)
     if rule in EXPECTED:
@@ -320,6 +343,9 @@ def test_authorization(world: World, route: Route, rule: str) -> None:
             assert body == {"message": "Unauthorized"}
         else:
             assert route.scope in body["message"]
+    elif rule == "non-operator admin":
+        assert status == 403, body
+        assert "operator" in body["message"]
     elif rule == "other tenant":
         # Another tenant's resource is missing; a key for another tenant is forbidden.
         assert status == (403 if route.template == "/v1/keys" else 404), body

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import stratoq.examples  # noqa: F401 - the example tasks too
-from stratoq import Fail, Retry, context, task
+from stratoq import Fail, Retry, context, lock, task
 
 
 def _append(path: str, line: str) -> None:
@@ -89,3 +89,28 @@ def effect(payload: dict[str, Any]) -> str:
         got = db.get_item(TableName=payload["table"], Key={"pk": {"S": ctx.task_id}})
         return str(got["Item"]["token"]["S"])
     return ctx.fencing_token
+
+
+@task("guarded")
+def guarded(payload: dict[str, Any]) -> dict[str, Any]:
+    """Hold stratoq.lock(payload['lock']) while appending start/end lines to payload['path']."""
+    ctx = context()
+    with lock(payload["lock"], ttl=payload.get("ttl", 30), wait=payload.get("wait", 0)) as held:
+        _append(payload["path"], f"start {ctx.task_id} {held.token}")
+        time.sleep(payload.get("sleep", 0))
+        _append(payload["path"], f"end {ctx.task_id} {held.token}")
+    return {"token": held.token}
+
+
+@task("interval")
+def interval(payload: dict[str, Any]) -> int:
+    """Append 'start|end <task id> <CLOCK_MONOTONIC ns>' lines to payload['path'].
+
+    CLOCK_MONOTONIC is one clock for every process of the machine, so intervals written
+    by different pollers can be compared.
+    """
+    ctx = context()
+    _append(payload["path"], f"start {ctx.task_id} {time.monotonic_ns()}")
+    time.sleep(payload.get("sleep", 0))
+    _append(payload["path"], f"end {ctx.task_id} {time.monotonic_ns()}")
+    return ctx.attempt

@@ -116,17 +116,25 @@ def test_translation_wires_the_size_parameters(cfn: dict[str, Any]) -> None:
     assert functions["WorkerFunction"]["Properties"]["MemorySize"] == {"Ref": "WorkerMemorySize"}
     for name in ("ApiFunction", "AuthorizerFunction"):
         assert functions[name]["Properties"]["MemorySize"] == {"Ref": "FunctionMemorySize"}
-    [esm] = [
-        m
+    # One mapping per priority queue, each with its own concurrency limit.
+    esms = {
+        m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]: m["Properties"]
         for m in of_type(cfn, "AWS::Lambda::EventSourceMapping").values()
         if m["Properties"]["FunctionName"] == {"Ref": "WorkerFunction"}
-    ]
-    props = esm["Properties"]
-    assert props["BatchSize"] == {"Ref": "WorkerBatchSize"}
-    assert props["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "WorkerMaxConcurrency"}
-    # A batch above 10 messages needs a batching window.
-    assert props["MaximumBatchingWindowInSeconds"] >= 1
-    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    }
+    assert set(esms) == {"DefaultQueue", "DefaultHighQueue", "DefaultLowQueue"}
+    for queue, limit in {
+        "DefaultQueue": "WorkerMaxConcurrency",
+        "DefaultHighQueue": "WorkerHighMaxConcurrency",
+        "DefaultLowQueue": "WorkerLowMaxConcurrency",
+    }.items():
+        props = esms[queue]
+        assert props["BatchSize"] == {"Ref": "WorkerBatchSize"}
+        assert props["ScalingConfig"]["MaximumConcurrency"] == {"Ref": limit}
+        assert cfn["Parameters"][limit]["MinValue"] == 2  # the least Lambda accepts
+        # A batch above 10 messages needs a batching window.
+        assert props["MaximumBatchingWindowInSeconds"] >= 1
+        assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
 
 def test_function_handlers_are_unchanged(cfn: dict[str, Any]) -> None:
@@ -144,10 +152,10 @@ def test_api_stage_is_a_parameter_and_writes_json_access_logs(cfn: dict[str, Any
     [stage] = of_type(cfn, "AWS::ApiGateway::Stage").values()
     props = stage["Properties"]
     assert props["StageName"] == {"Ref": "StageName"}
-    # Throttling stays on the stage.
+    # An overall cap on the stage; per key, the usage plan (test_template_security).
     [method] = props["MethodSettings"]
-    assert method["ThrottlingRateLimit"] == {"Ref": "ApiRateLimit"}
-    assert method["ThrottlingBurstLimit"] == {"Ref": "ApiBurstLimit"}
+    assert method["ThrottlingRateLimit"] == {"Ref": "ApiStageRateLimit"}
+    assert method["ThrottlingBurstLimit"] == {"Ref": "ApiStageBurstLimit"}
     access = props["AccessLogSetting"]
     assert "ApiAccessLogGroup" in refs(access["DestinationArn"])
     # The destination is the log group's ARN without the ":*" GetAtt would add.
@@ -287,6 +295,8 @@ def test_poller_environment_output_gives_settings_for_the_stack(
         "TasksTable": "prod-tasks",
         "KeysTable": "prod-keys",
         "DefaultQueue": "https://sqs/prod-default",
+        "DefaultHighQueue": "https://sqs/prod-default-high",
+        "DefaultLowQueue": "https://sqs/prod-default-low",
         "TaskDataKey.Arn": "arn:aws:kms:eu-west-1:123456789012:key/k",
         "AWS::Region": "eu-west-1",
     }
@@ -295,7 +305,11 @@ def test_poller_environment_output_gives_settings_for_the_stack(
     settings = Settings.from_env(env)
     assert settings.tasks_table == "prod-tasks"
     assert settings.keys_table == "prod-keys"
-    assert settings.queues == {"default": "https://sqs/prod-default"}
+    assert settings.queues == {
+        "default": "https://sqs/prod-default",
+        "default:high": "https://sqs/prod-default-high",
+        "default:low": "https://sqs/prod-default-low",
+    }
     assert settings.region == "eu-west-1"
     # A poller gets what the Lambda worker gets (rule names are the API's business only).
     lambda_env = sam["Globals"]["Function"]["Environment"]["Variables"]
@@ -303,7 +317,13 @@ def test_poller_environment_output_gives_settings_for_the_stack(
     assert wanted <= set(env)
     # The same tables as the outputs the local provisioning reads.
     from_outputs = settings_from_outputs(
-        Settings(), {"TasksTableName": "prod-tasks", "DefaultQueueUrl": "https://sqs/prod-default"}
+        Settings(),
+        {
+            "TasksTableName": "prod-tasks",
+            "DefaultQueueUrl": "https://sqs/prod-default",
+            "DefaultQueueHighUrl": "https://sqs/prod-default-high",
+            "DefaultQueueLowUrl": "https://sqs/prod-default-low",
+        },
     )
     assert from_outputs.queues == settings.queues
 
@@ -676,6 +696,12 @@ def test_compose_config_rejects_a_broken_file(compose_cli: list[str], tmp_path: 
 
 
 STRATOQ_SERVICES = ("provision", "worker", "scheduler")
+# template.yaml's queues for a stack named stratoq, by STRATOQ_QUEUES key.
+STACK_QUEUES = {
+    "default": "stratoq-default",
+    "default:high": "stratoq-default-high",
+    "default:low": "stratoq-default-low",
+}
 
 
 def test_compose_has_every_role(compose_model: dict[str, Any]) -> None:
@@ -696,7 +722,7 @@ def test_compose_has_every_role(compose_model: dict[str, Any]) -> None:
         # The settings parse, and name the stack's resources.
         settings = Settings.from_env(svc["environment"])
         assert settings.tasks_table == "stratoq-tasks"
-        assert settings.queues == {"default": "stratoq-default"}
+        assert settings.queues == STACK_QUEUES
         check_payload_encryption(settings)
 
 
@@ -999,7 +1025,7 @@ def test_configmap_holds_valid_stratoq_settings(base: dict[str, dict[str, Any]])
     settings = config_settings(base)
     assert settings.aws_endpoint_url is None  # real AWS
     assert settings.tasks_table == "stratoq-tasks"
-    assert settings.queues == {"default": "stratoq-default"}
+    assert settings.queues == STACK_QUEUES
     check_payload_encryption(settings)
     assert all(isinstance(v, str) for v in data.values())
 
@@ -1095,15 +1121,18 @@ def test_keda_scales_the_pollers_on_queue_depth(base: dict[str, dict[str, Any]])
     assert scaled["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
     assert scaled["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
     assert 0 <= scaled["minReplicaCount"] <= scaled["maxReplicaCount"]
-    [trigger] = scaled["triggers"]
-    assert trigger["type"] == "aws-sqs-queue"
-    meta = trigger["metadata"]
     settings = config_settings(base)
-    # The queue KEDA watches is the one the pollers read.
-    assert meta["queueURL"] == settings.queues["default"]
-    assert meta["awsRegion"] == settings.region
-    assert int(meta["queueLength"]) >= 1
-    assert trigger["authenticationRef"]["name"] == base["TriggerAuthentication"]["metadata"]["name"]
+    # The queues KEDA watches are the ones the pollers read: every priority queue.
+    assert sorted(t["metadata"]["queueURL"] for t in scaled["triggers"]) == sorted(
+        settings.queues.values()
+    )
+    for trigger in scaled["triggers"]:
+        assert trigger["type"] == "aws-sqs-queue"
+        meta = trigger["metadata"]
+        assert meta["awsRegion"] == settings.region
+        assert int(meta["queueLength"]) >= 1
+        auth = trigger["authenticationRef"]["name"]
+        assert auth == base["TriggerAuthentication"]["metadata"]["name"]
     # Scale-in does not outpace graceful draining.
     assert scaled["cooldownPeriod"] >= 60
 
@@ -1113,8 +1142,8 @@ def test_localstack_overlay_points_everything_at_localstack(
 ) -> None:
     endpoint = "http://localstack:4566"
     assert config_settings(localstack_overlay).aws_endpoint_url == endpoint
-    [trigger] = localstack_overlay["ScaledObject"]["spec"]["triggers"]
-    assert trigger["metadata"]["awsEndpoint"] == endpoint
+    triggers = localstack_overlay["ScaledObject"]["spec"]["triggers"]
+    assert triggers and all(t["metadata"]["awsEndpoint"] == endpoint for t in triggers)
     auth = localstack_overlay["TriggerAuthentication"]["spec"]
     secret = localstack_overlay["Secret"]
     for ref in auth["secretTargetRef"]:

@@ -211,7 +211,10 @@ def test_queue_gauges_are_read_at_scrape_time_and_cached() -> None:
     watch = metrics.QueueWatch(fake, ["default"], lambda q, url: 7.5, ttl=60)  # type: ignore[arg-type]
     families = {f.name: f for f in watch.collect()}
     assert families["stratoq_queue_messages_visible"].samples[0].value == 3
-    assert families["stratoq_queue_messages_delayed"].samples[0].labels == {"queue": "default"}
+    assert families["stratoq_queue_messages_delayed"].samples[0].labels == {
+        "queue": "default",
+        "priority": "default",  # rows without a priority are the default priority's
+    }
     assert families["stratoq_queue_oldest_message_age_seconds"].samples[0].value == 7.5
     list(watch.collect())
     assert fake.calls == 1  # cached

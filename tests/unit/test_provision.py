@@ -214,6 +214,31 @@ def test_settings_from_outputs_maps_table_and_queues() -> None:
     assert s.lease_seconds == 7  # everything else is kept
 
 
+def test_settings_from_outputs_maps_priority_queues_unambiguously() -> None:
+    s = settings_from_outputs(
+        Settings(),
+        {
+            "TasksTableName": "t",
+            "DefaultQueueUrl": "http://q/default",
+            "DefaultQueueHighUrl": "http://q/default-high",
+            "DefaultQueueLowUrl": "http://q/default-low",
+            # A logical queue that happens to be called default-high, and its own
+            # high-priority queue: neither is mistaken for the default queue's.
+            "DefaultHighQueueUrl": "http://q/logical-default-high",
+            "DefaultHighQueueHighUrl": "http://q/logical-default-high-high",
+            # A priority queue whose logical queue is missing would be unreachable.
+            "EmailsQueueLowUrl": "http://q/emails-low",
+        },
+    )
+    assert s.queues == {
+        "default": "http://q/default",
+        "default:high": "http://q/default-high",
+        "default:low": "http://q/default-low",
+        "default-high": "http://q/logical-default-high",
+        "default-high:high": "http://q/logical-default-high-high",
+    }
+
+
 def test_settings_from_outputs_replaces_configured_queues() -> None:
     base = Settings(queues={"default": "old", "gone": "old-gone"})
     s = settings_from_outputs(base, {"TasksTableName": "t", "DefaultQueueUrl": "new"})

@@ -36,6 +36,12 @@ def role_statements(cfn: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]
         for policy in role["Properties"].get("Policies", []):
             for statement in as_list(policy["PolicyDocument"]["Statement"]):
                 yield name, statement
+    # Inline policies declared on their own (conditional ones: the broker bridges'),
+    # reported under the role they are attached to.
+    for policy in of_type(cfn, "AWS::IAM::RolePolicy").values():
+        role_name = policy["Properties"]["RoleName"]["Ref"]
+        for statement in as_list(policy["Properties"]["PolicyDocument"]["Statement"]):
+            yield role_name, statement
 
 
 def walk(node: Any) -> Iterator[dict[str, Any]]:
@@ -163,10 +169,49 @@ def test_every_route_but_health_goes_through_the_authorizer(cfn: dict[str, Any])
     [api] = of_type(cfn, "AWS::ApiGateway::RestApi").values()
     body = api["Properties"]["Body"]
     routes = {(p, m): op.get("security") for p, ms in body["paths"].items() for m, op in ms.items()}
-    assert routes.pop(("/health", "get")) == [{"NONE": []}]
+    assert routes.pop(("/health", "get")) == []
     assert routes
-    assert all(sec == [{"ApiKeyAuthorizer": []}] for sec in routes.values()), routes
+    # The authorizer, and an API key for the usage plan (which the authorizer supplies).
+    assert all(sec == [{"ApiKeyAuthorizer": []}, {"api_key": []}] for sec in routes.values())
     authorizer = body["securityDefinitions"]["ApiKeyAuthorizer"]["x-amazon-apigateway-authorizer"]
     # No caching of the authorizer's answer: a revoked key is refused on its next request.
     assert authorizer["authorizerResultTtlInSeconds"] == 0
     assert authorizer["identitySource"] == "method.request.header.x-api-key"
+
+
+# ------------------------------------------------------------ per-key throttling
+def test_each_key_is_throttled_by_the_usage_plan_under_the_authorizers_identifier(
+    cfn: dict[str, Any],
+) -> None:
+    [api] = of_type(cfn, "AWS::ApiGateway::RestApi").values()
+    # Metered under usageIdentifierKey from the authorizer, never a client-chosen header.
+    assert api["Properties"]["ApiKeySourceType"] == "AUTHORIZER"
+    plan = cfn["Resources"]["ApiUsagePlan"]["Properties"]
+    assert plan["Throttle"] == {
+        "RateLimit": {"Ref": "ApiRateLimit"},
+        "BurstLimit": {"Ref": "ApiBurstLimit"},
+    }
+    [stage] = plan["ApiStages"]
+    assert stage["ApiId"] == {"Ref": "Api"}
+    # The name the API function and the authorizer find the plan and the twins by.
+    name = plan["UsagePlanName"]
+    functions = of_type(cfn, "AWS::Lambda::Function")
+    for fn in ("ApiFunction", "AuthorizerFunction"):
+        assert functions[fn]["Properties"]["Environment"]["Variables"]["STRATOQ_USAGE_PLAN"] == name
+
+
+def test_the_key_twin_policy_touches_api_keys_and_the_plan_only(cfn: dict[str, Any]) -> None:
+    policies = of_type(cfn, "AWS::IAM::Policy")
+    assert list(policies) == ["ApiKeyTwinsPolicy"]
+    props = policies["ApiKeyTwinsPolicy"]["Properties"]
+    assert props["Roles"] == [{"Ref": "ApiFunctionRole"}]
+    for st in props["PolicyDocument"]["Statement"]:
+        assert st["Action"] in ("apigateway:GET", "apigateway:POST", "apigateway:DELETE"), st
+        for resource in as_list(st["Resource"]):
+            path = resource["Fn::Sub"].rsplit("::", 1)[1]
+            assert path in (
+                "/usageplans",
+                "/apikeys",
+                "/apikeys/*",
+                "/usageplans/${ApiUsagePlan}/keys",
+            ), path

@@ -20,7 +20,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
-from stratoq import __version__, aws, metrics
+from stratoq import __version__, aws, dlq, metrics
 from stratoq.enqueue import Enqueuer, services
 from stratoq.errors import (
     EnqueueError,
@@ -38,12 +38,14 @@ from stratoq.handlers.schemas import (
     KeyRecord,
     OpenApiDocument,
     QueueList,
+    RedriveResult,
+    RetryResult,
     ScheduleList,
     TaskBatch,
     TaskPage,
     responses,
 )
-from stratoq.models import Task, TaskRequest, TaskStatus, utcnow
+from stratoq.models import QUEUE_PATTERN, Task, TaskRequest, TaskStatus, utcnow
 from stratoq.scheduling import (
     SCHEDULE_NAME,
     ExpressionError,
@@ -52,7 +54,7 @@ from stratoq.scheduling import (
     ScheduleSpec,
     ScheduleStore,
 )
-from stratoq.security import KeyStore, manages_every_tenant
+from stratoq.security import KeyStore, key_store, manages_every_tenant
 from stratoq.settings import Settings
 from stratoq.store import to_ms
 from stratoq.transport import queue_stats
@@ -76,6 +78,17 @@ app.configure_openapi(
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tasks: list[TaskRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class RedriveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_messages: int = Field(default=dlq.DEFAULT_MAX_MESSAGES, ge=1, le=dlq.MAX_MESSAGES)
+
+
+class RetryFailedRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, max_length=128)
+    max_tasks: int = Field(default=100, ge=1, le=1000)
 
 
 class KeyRequest(BaseModel):
@@ -106,8 +119,7 @@ def core() -> Enqueuer:
 
 def keys() -> KeyStore:
     if _Deps.keys is None:
-        settings = Settings.from_env()
-        _Deps.keys = KeyStore(aws.dynamodb(settings), settings.keys_table)
+        _Deps.keys = key_store(Settings.from_env())
     return _Deps.keys
 
 
@@ -199,7 +211,19 @@ def enqueue_batch(batch: BatchRequest) -> Response[str]:
     for i, request in enumerate(batch.tasks):
         _check_payload(request, f"tasks[{i}].payload")
     results = core().enqueue_many(batch.tasks, tenant)
-    return _json(202, {"tasks": [_task_json(r.task) for r in results]})
+    return _json(
+        202,
+        {"tasks": [_task_json(r.task) for r in results], "created": [r.created for r in results]},
+    )
+
+
+@app.post("/v1/tasks/retry", responses=responses({202: ("requeued", RetryResult)}, 400, 503))
+def retry_failed(request: RetryFailedRequest | None = None) -> Response[str]:
+    """Run the caller's failed tasks again (newest first, up to `max_tasks`; optional `name`)."""
+    tenant = caller("tasks:write")
+    req = request or RetryFailedRequest()
+    report = dlq.retry_failed(core(), tenant, req.name, req.max_tasks)
+    return _json(202, report.as_dict())
 
 
 @app.get("/v1/tasks", responses=responses({200: ("a page", TaskPage)}, 400))
@@ -248,9 +272,31 @@ def retry_task(task_id: Annotated[str, Path(max_length=64)]) -> Response[str]:
 
 @app.get("/v1/queues", responses=responses({200: ("message counts", QueueList)}))
 def queues() -> Response[str]:
-    """Per queue: visible, in flight, delayed and dead-letter message counts."""
+    """Per queue and priority: visible, in flight, delayed and dead-letter message counts."""
     caller("tasks:read")
     return _json(200, {"queues": queue_stats(core().transport)})
+
+
+@app.post(
+    "/v1/queues/<queue>/redrive",
+    responses=responses({200: ("what was moved", RedriveResult)}, 400, 404, 503),
+)
+def redrive_queue(
+    queue: Annotated[str, Path(pattern=QUEUE_PATTERN)],
+    request: RedriveRequest | None = None,
+) -> Response[str]:
+    """Move a queue's dead-letter messages back to work (operator tenant's admin keys only).
+
+    A DLQ is shared by every tenant, so only the operator may drain it.
+    """
+    tenant = caller("admin")
+    if not manages_every_tenant(tenant, Settings.from_env().operator_tenant):
+        raise HttpError(403, "only the operator tenant's admin keys may redrive a queue")
+    c = core()
+    if queue not in c.transport.queue_names:  # a logical queue (its priorities follow it)
+        raise NotFoundError(f"no queue {queue!r}")
+    max_messages = (request or RedriveRequest()).max_messages
+    return _json(200, dlq.redrive(c, queue, max_messages).as_dict())
 
 
 @app.post("/v1/keys", responses=responses({201: ("the key, shown once", CreatedKey)}, 400, 413))

@@ -12,7 +12,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from stratoq import aws
-from stratoq.security import KeyStore
+from stratoq.security import KeyStore, usage_identifier
 from stratoq.settings import Settings
 
 logger = Logger(service="stratoq")
@@ -20,17 +20,20 @@ logger = Logger(service="stratoq")
 
 class _Deps:
     keys: KeyStore | None = None
+    usage_plan: str | None = None
 
 
 def _keys() -> KeyStore:
     if _Deps.keys is None:
         settings = Settings.from_env()
         _Deps.keys = KeyStore(aws.dynamodb(settings), settings.keys_table)
+        _Deps.usage_plan = settings.usage_plan
     return _Deps.keys
 
 
 def reset() -> None:
     _Deps.keys = None
+    _Deps.usage_plan = None
 
 
 def _header(event: dict[str, Any], name: str) -> str:
@@ -48,7 +51,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     # Allow the whole API: scopes are enforced per route, and a cached policy for one
     # method ARN must not lock the key out of the others.
     arn = event["methodArn"].split("/", 1)[0] + "/*"
-    return {
+    answer: dict[str, Any] = {
         "principalId": record.key_id,
         "policyDocument": {
             "Version": "2012-10-17",
@@ -60,3 +63,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "key_id": record.key_id,
         },
     }
+    if _Deps.usage_plan:
+        # The API meters and throttles this request under the key's usage plan twin.
+        answer["usageIdentifierKey"] = usage_identifier(_Deps.usage_plan, record.key_id)
+    return answer

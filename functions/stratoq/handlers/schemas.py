@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stratoq.models import Task
+from stratoq.models import Priority, Task
 from stratoq.scheduling import Schedule
 
 
@@ -45,10 +45,41 @@ class TaskPage(BaseModel):
 
 class TaskBatch(BaseModel):
     tasks: list[Task]
+    created: list[bool] = Field(
+        description="Per entry, in request order: false when an idempotency key (explicit, "
+        "`unique`, or repeated within the batch) answered an existing task."
+    )
+
+
+class RedriveResult(BaseModel):
+    """What `POST /v1/queues/{queue}/redrive` did, in messages."""
+
+    queue: str
+    received: int
+    redriven: int = Field(description="failed tasks requeued (attempts reset) and sent")
+    resent: int = Field(description="tasks still runnable or running, their message sent")
+    dropped: int = Field(description="missing, succeeded or cancelled tasks; malformed bodies")
+    left: int = Field(description="sending failed: left in the dead-letter queue")
+    more: bool = Field(description="stopped at max_messages or the time budget: call again")
+
+
+class RetryResult(BaseModel):
+    """What `POST /v1/tasks/retry` did."""
+
+    retried: int
+    task_ids: list[str]
+    more: bool = Field(description="failed tasks remain: call again")
 
 
 class QueueCounts(BaseModel):
+    """Approximate message counts of one SQS queue: a logical queue at one priority.
+
+    `dead_letter` is null on a priority queue that shares its logical queue's
+    dead-letter queue: that queue's `default` row counts it.
+    """
+
     queue: str
+    priority: Priority
     visible: int
     in_flight: int
     delayed: int

@@ -20,6 +20,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from stratoq import aws, metrics, registry
 from stratoq.crypto import cipher_for
+from stratoq.priority import split_key
 from stratoq.runner import InlineRunner
 from stratoq.settings import Settings
 from stratoq.store import TaskStore
@@ -73,7 +74,8 @@ def record_handler(record: SQSRecord) -> None:
         receive_count=int(record.attributes.approximate_receive_count or 1),
     )
     disposition = worker.process(delivery)
-    metrics.message_handled(worker._queue_of(delivery), disposition.status)
+    # Metrics are labelled by logical queue (priorities share its series).
+    metrics.message_handled(split_key(worker._queue_of(delivery))[0], disposition.status)
     if disposition.action is Action.RELEASE:
         worker.transport.change_visibility([(delivery, disposition.delay)])
     if disposition.action is not Action.ACK:

@@ -153,6 +153,8 @@ class DevStack:
         sqs = aws.sqs(settings)
         transport = SqsTransport(sqs, settings.queues)
         for i in range(o.lambda_workers):
+            # Every key, priority queues included: one consumer each, as the template
+            # gives the worker function one event source mapping per priority queue.
             for queue in settings.queues:
                 esm = EventSourceMapping(sqs, transport, queue, handler, region=settings.region)
                 self._spawn(esm.run, f"stratoq-esm-{queue}-{i}")

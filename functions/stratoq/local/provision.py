@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from stratoq.errors import ConfigError
+from stratoq.priority import queue_key, split_key
 from stratoq.settings import Settings
 
 # Emulated faithfully enough to create from the template (see docs/architecture.md).
@@ -169,15 +170,33 @@ def provision(settings: Settings, stack: str = "stratoq", template: Path | None 
 
 
 def settings_from_outputs(settings: Settings, outputs: dict[str, str]) -> Settings:
-    """Map stack outputs to settings: TasksTableName, <Name>QueueUrl per logical queue,
-    KeysTableName, TaskDataKeyArn (the KMS key that encrypts payloads)."""
+    """Map stack outputs to settings: TasksTableName, <Name>QueueUrl per logical queue
+    (and <Name>QueueHighUrl / <Name>QueueLowUrl for its priority queues), KeysTableName,
+    TaskDataKeyArn (the KMS key that encrypts payloads).
+
+    The priority suffix comes after `Queue`, so no logical queue's name can be mistaken
+    for a priority queue: `DefaultHighQueueUrl` is a logical queue `default-high`,
+    `DefaultQueueHighUrl` the high-priority queue of `default` (key `default:high`).
+    """
+
+    def logical(camel: str) -> str:
+        return re.sub(r"(?<!^)(?=[A-Z])", "-", camel).lower()
+
     queues = {}
+    priority_queues = {}
     for key, value in outputs.items():
+        if "DeadLetter" in key:
+            continue
         m = re.fullmatch(r"([A-Z][A-Za-z0-9]*?)QueueUrl", key)
-        if m and "DeadLetter" not in key:
-            queues[re.sub(r"(?<!^)(?=[A-Z])", "-", m.group(1)).lower()] = value
+        if m:
+            queues[logical(m.group(1))] = value
+        m = re.fullmatch(r"([A-Z][A-Za-z0-9]*?)Queue(High|Low)Url", key)
+        if m:
+            priority_queues[queue_key(logical(m.group(1)), m.group(2).lower())] = value
     if "TasksTableName" not in outputs or "default" not in queues:
         raise ConfigError("the stack has no TasksTableName or DefaultQueueUrl output")
+    # A priority queue without its logical queue would be unreachable: leave it out.
+    queues.update({k: v for k, v in priority_queues.items() if split_key(k)[0] in queues})
     return settings.with_(
         scheduler_arn=local_function_arn("SchedulerFunction", settings.region),
         tasks_table=outputs["TasksTableName"],
