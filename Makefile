@@ -50,7 +50,7 @@ $(SAM_STAMP):
 
 # stratoq against Celery (kombu SQS) on one emulator; figures in docs/benchmarks.md.
 bench: $(STAMP)
-	$(BIN)/pip install --quiet '.[bench]'
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m loadtests.bench $(BENCH_ARGS)
 
 clean:

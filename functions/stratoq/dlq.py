@@ -26,6 +26,7 @@ from aws_lambda_powertools import Logger
 from stratoq.enqueue import Enqueuer
 from stratoq.errors import EnqueueError, InvalidStateError, NotFoundError, TaskNotFoundError
 from stratoq.models import FINAL_STATUSES, Task, TaskStatus, utcnow
+from stratoq.priority import split_key
 from stratoq.store import to_ms
 from stratoq.transport import SQS_BATCH, Delivery, TaskMessage
 
@@ -102,7 +103,7 @@ def redrive(
 
 def queue_keys(core: Enqueuer, queue: str) -> list[str]:
     """The configured SQS queues of a logical queue: itself and `<queue>:<priority>`."""
-    return [k for k in core.transport.queue_names if k == queue or k.startswith(queue + ":")]
+    return [k for k in core.transport.keys if split_key(k)[0] == queue]
 
 
 def _redrive_batch(core: Enqueuer, batch: list[Delivery], report: RedriveReport) -> None:
@@ -205,7 +206,15 @@ def retry_failed(
                 requeued.append(core.store.requeue(task.id, tenant, now))
             except (InvalidStateError, TaskNotFoundError):
                 continue  # retried by someone else meanwhile
-        core.send_tasks(requeued)
+        try:
+            core.send_tasks(requeued)
+        except EnqueueError as exc:
+            # They are `queued` now, out of the failed index: name them, so that a retry
+            # by id (which re-sends a queued task that never started) recovers them.
+            ids = ", ".join(t.id for t in requeued)
+            raise EnqueueError(
+                f"{exc}; these tasks are queued but unsent, retry them by id: {ids}"
+            ) from exc
         retried.extend(t.id for t in requeued)
         if token is None:
             return RetryReport(retried, False)

@@ -10,8 +10,8 @@ from aws_lambda_powertools import Logger
 
 from stratoq import aws, metrics
 from stratoq.crypto import cipher_for
-from stratoq.errors import EnqueueError, UnknownQueueError
-from stratoq.models import Task, TaskRequest, TaskStatus, utcnow
+from stratoq.errors import EnqueueError, PayloadTooLargeError, UnknownQueueError
+from stratoq.models import MAX_PAYLOAD_BYTES, Task, TaskRequest, TaskStatus, payload_size, utcnow
 from stratoq.settings import Settings
 from stratoq.store import TaskStore, new_task_id, to_ms
 from stratoq.transport import Outgoing, SqsTransport, TaskMessage
@@ -40,6 +40,13 @@ class Enqueuer:
             known = ", ".join(sorted(self.transport.queue_names))
             raise UnknownQueueError(
                 f"unknown queue {request.queue!r}; this deployment has: {known}"
+            )
+        size = payload_size(request.payload)
+        if size > MAX_PAYLOAD_BYTES:
+            # Checked here, not only by the API: every way in (bridges, schedules, the
+            # SDK in-process) must refuse it before DynamoDB does, as one bad task.
+            raise PayloadTooLargeError(
+                f"payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes"
             )
         now = utcnow()
         due = request.run_at

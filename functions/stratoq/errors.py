@@ -31,6 +31,10 @@ class InvalidRequestError(StratoqError):
     """A request is well-formed but asks for something impossible; the message says why."""
 
 
+class PayloadTooLargeError(InvalidRequestError):
+    """A task's payload is over the per-task limit (the API answers 413)."""
+
+
 class InvalidStateError(StratoqError):
     """The task's status does not allow the operation (e.g. cancelling a finished task)."""
 

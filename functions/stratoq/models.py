@@ -24,6 +24,9 @@ MAX_SQS_DELAY = 900
 MAX_DELAY_SECONDS = 366 * 24 * 3600
 MAX_TIMEOUT_SECONDS = 12 * 3600
 MAX_ATTEMPTS = 100
+# Per task, as compact JSON: the stored item (encrypted payload, state, error history)
+# must stay under DynamoDB's 400 KB item limit.
+MAX_PAYLOAD_BYTES = 256 * 1024
 # Bounds of a per-request idempotency window: at least a second (shorter is no window),
 # at most a week (records are kept for their window; far longer would outlive tasks).
 MIN_IDEMPOTENCY_WINDOW = 1
@@ -173,6 +176,11 @@ class Task(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     next_attempt_at: datetime | None = None
+
+
+def payload_size(payload: Any) -> int:
+    """Bytes of a payload as compact JSON (what the limit counts)."""
+    return len(json.dumps(payload, separators=(",", ":")).encode())
 
 
 def utcnow() -> datetime:

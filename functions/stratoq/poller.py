@@ -121,7 +121,7 @@ class Poller:
         self._free = concurrency
         self._cond = threading.Condition()
         self._work: queue.Queue[Delivery | None] = queue.Queue()
-        self._acks = _Batcher(self.transport.delete, "stratoq-acks")
+        self._acks = _Batcher(self.transport.delete, "stratoq-acks", linger=0.25)
         self._queue_names = {self.transport.url(q): split_key(q)[0] for q in self.keys}
         self.processed = 0
 
@@ -179,7 +179,7 @@ class Poller:
                 # Let a few more slots free up before asking, so that one receive brings
                 # a fuller batch (fewer requests per task) without idling slots for long.
                 fill = min(10, self.concurrency)
-                deadline = time.monotonic() + 0.02
+                deadline = time.monotonic() + 0.05
                 while self._free < fill and not self._stopping.is_set():
                     left = deadline - time.monotonic()
                     if left <= 0:

@@ -133,34 +133,30 @@ class UsagePlanKeys:
             self._plan_id = ids[0]
         return self._plan_id
 
-    def _find(self, key_id: str) -> str | None:
-        name = self._twin_name(key_id)
-        out = self._gw.get_api_keys(nameQuery=name, limit=500)
-        return next((k["id"] for k in out.get("items", []) if k.get("name") == name), None)
-
-    def add(self, key_id: str) -> None:
-        """Create the twin of `key_id` in the plan (idempotent: a repeat finds it)."""
-        twin = self._find(key_id)
-        if twin is None:
-            twin = self._gw.create_api_key(
-                name=self._twin_name(key_id),
-                description="stratoq key twin for per-key throttling; not usable by clients",
-                enabled=True,
-                value=self.identifier(key_id),
-            )["id"]
+    def add(self, key_id: str) -> str:
+        """Create the twin of `key_id` in the plan; returns the twin's id (kept with the key,
+        so that revoking needs no listing of the account's API keys)."""
+        plan = self.plan_id()
+        twin = self._gw.create_api_key(
+            name=self._twin_name(key_id),
+            description="stratoq key twin for per-key throttling; not usable by clients",
+            enabled=True,
+            value=self.identifier(key_id),
+        )["id"]
         try:
-            self._gw.create_usage_plan_key(
-                usagePlanId=self.plan_id(), keyId=twin, keyType="API_KEY"
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConflictException":  # already in the plan
-                raise
+            self._gw.create_usage_plan_key(usagePlanId=plan, keyId=twin, keyType="API_KEY")
+        except Exception:
+            self.remove(twin)
+            raise
+        return twin
 
-    def remove(self, key_id: str) -> None:
-        """Delete the twin of `key_id`, if there is one."""
-        twin = self._find(key_id)
-        if twin is not None:
-            self._gw.delete_api_key(apiKey=twin)
+    def remove(self, twin_id: str) -> None:
+        """Delete a twin (gone already is fine)."""
+        try:
+            self._gw.delete_api_key(apiKey=twin_id)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "NotFoundException":
+                raise
 
 
 class KeyStore:
@@ -190,26 +186,33 @@ class KeyStore:
         else:
             m = _KEY_PATTERN.match(key)
             key_id = m.group(1) if m else hash_key(key)[:12]
+            existing = self.lookup(key)
+            if existing is not None:
+                return key, existing  # a fixed key given again: it has its twin already
         record = ApiKey(key_id, tenant, valid, name[:128], int(time.time()))
-        if self.usage is not None:
-            self.usage.add(key_id)
+        item: dict[str, Any] = {
+            "pk": {"S": hash_key(key)},
+            "key_id": {"S": key_id},
+            "tenant": {"S": tenant},
+            "scopes": {"S": " ".join(valid)},
+            "name": {"S": record.name},
+            "created_at": {"N": str(record.created_at)},
+            "revoked": {"BOOL": False},
+        }
+        twin = self.usage.add(key_id) if self.usage is not None else None
+        if twin is not None:
+            item["usage_key_id"] = {"S": twin}
         try:
             self._db.put_item(
                 TableName=self.table,
-                Item={
-                    "pk": {"S": hash_key(key)},
-                    "key_id": {"S": key_id},
-                    "tenant": {"S": tenant},
-                    "scopes": {"S": " ".join(valid)},
-                    "name": {"S": record.name},
-                    "created_at": {"N": str(record.created_at)},
-                    "revoked": {"BOOL": False},
-                },
+                Item=item,
                 # Guards against replacing an existing key's tenant or scopes (a fixed
                 # bootstrap key given twice keeps what it was created with).
                 ConditionExpression="attribute_not_exists(pk)",
             )
         except ClientError as exc:
+            if twin is not None and self.usage is not None:
+                self.usage.remove(twin)  # not stored: its twin would only take up quota
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
             existing = self.lookup(key)
@@ -279,10 +282,11 @@ class KeyStore:
             ExpressionAttributeValues={":t": {"BOOL": True}},
         )
         revoked = _record({**items[0], "revoked": {"BOOL": True}})
-        if self.usage is not None:
+        twin = items[0].get("usage_key_id", {}).get("S")
+        if self.usage is not None and twin:
             # The key is already refused by the authorizer; the twin is only bookkeeping.
             try:
-                self.usage.remove(key_id)
+                self.usage.remove(twin)
             except Exception:
                 logger.exception("deleting the usage plan twin failed", extra={"key_id": key_id})
         return revoked

@@ -698,7 +698,22 @@ class TaskStore:
         )
 
     def requeue(self, task_id: str, tenant: str, now_ms: int) -> Task:
-        """Make a failed (or cancelled) task runnable again with its attempts reset."""
+        """Make a failed (or cancelled) task runnable again with its attempts reset.
+
+        A task that is `queued` and has never started is returned as it is: the caller
+        re-sends its message. That is how a task recovers whose message never reached
+        SQS (a requeue or enqueue whose send failed); a second message for a task that
+        does have one is harmless (claims deduplicate deliveries).
+        """
+        try:
+            return self._requeue(task_id, tenant)
+        except InvalidStateError:
+            task = self.get(task_id, tenant)
+            if task is not None and task.status is TaskStatus.QUEUED and task.attempts == 0:
+                return task
+            raise
+
+    def _requeue(self, task_id: str, tenant: str) -> Task:
         return self._transition(
             task_id,
             tenant,

@@ -81,6 +81,8 @@ class _Lease:
     token: str
     lost: threading.Event = field(default_factory=threading.Event)
     lock: Acquired | None = None  # the task's lock_key lock, renewed with the lease
+    lock_until_ms: int = 0  # the end of the hold as last confirmed by the store
+    lock_lost: bool = False
 
 
 class LeaseKeeper:
@@ -110,13 +112,17 @@ class LeaseKeeper:
         self, delivery: Delivery, task_id: str, token: str, lock: Acquired | None = None
     ) -> threading.Event:
         lease = _Lease(delivery, task_id, token, lock=lock)
+        if lock is not None:
+            lease.lock_until_ms = lock.until_ms
         with self._lock:
             self._leases[token] = lease
         return lease.lost
 
-    def untrack(self, token: str) -> None:
+    def untrack(self, token: str) -> bool:
+        """Stop renewing; True if the attempt was stopped because its task lock was lost."""
         with self._lock:
-            self._leases.pop(token, None)
+            lease = self._leases.pop(token, None)
+        return lease is not None and lease.lock_lost
 
     def abort_all(self) -> None:
         """Stop every running attempt (shutdown after the grace period)."""
@@ -139,12 +145,27 @@ class LeaseKeeper:
                 if not self._store.extend_lease(le.task_id, le.token, until):
                     logger.warning("lease lost to another worker", extra={"task_id": le.task_id})
                     le.lost.set()
-                elif le.lock is not None and not self._locks.extend(le.lock, until):
-                    # Exclusivity is gone: stop rather than overlap the new holder.
-                    logger.warning("task lock lost", extra={"task_id": le.task_id})
-                    le.lost.set()
+                elif le.lock is not None:
+                    if self._locks.extend(le.lock, until):
+                        le.lock_until_ms = until
+                    else:
+                        # Exclusivity is gone: stop rather than overlap the new holder.
+                        logger.warning("task lock lost", extra={"task_id": le.task_id})
+                        le.lock_lost = True
+                        le.lost.set()
             except Exception:
                 logger.exception("lease heartbeat failed", extra={"task_id": le.task_id})
+            # Renewals failing (throttling, network): stop before the hold can end under
+            # the running task, not after another task has taken the lock.
+            margin = self.lease_seconds * 1000 // 3
+            if (
+                le.lock is not None
+                and not le.lost.is_set()
+                and now_ms() + margin >= le.lock_until_ms
+            ):
+                logger.warning("task lock could not be renewed", extra={"task_id": le.task_id})
+                le.lock_lost = True
+                le.lost.set()
 
 
 class Worker:
@@ -330,6 +351,7 @@ class Worker:
         task, token = claim.task, claim.token
         attempt = task.attempts
         metrics.task_started(task, claim.took_over)
+        lock_lost = False
         if registry.get(task.name) is None:
             outcome = unknown_task(task.name)
         else:
@@ -352,11 +374,18 @@ class Worker:
             try:
                 outcome = self.runner.run(Job(task.name, task.payload, ctx), lost)
             finally:
-                if self.keeper:
-                    self.keeper.untrack(token)
+                lock_lost = self.keeper.untrack(token) if self.keeper else False
             log["duration_ms"] = int((time.monotonic() - started) * 1000)
             metrics.task_ran(task, time.monotonic() - started, outcome.kind)
         if outcome.kind is OutcomeKind.LOST:
+            if lock_lost:
+                # Only the lock went (the lease is still ours): not the task's fault, so
+                # give it back uncounted and let it wait for the lock again.
+                released = self.store.release(task.id, task.tenant, token)
+                logger.warning(
+                    "task lock lost; task given back", extra={**log, "released": released}
+                )
+                return Disposition(Action.RELEASE, delay=1, status="locked")
             if self.shutting_down.is_set():
                 released = self.store.release(task.id, task.tenant, token)
                 logger.info("released at shutdown", extra={**log, "released": released})

@@ -147,3 +147,18 @@ def test_undecodable_data_is_skipped_not_fatal(handler: Handler, core: Enqueuer)
     result = handler(e)
     # A (index 1, a valid copy) and B (index 3) remain; three are skipped.
     assert result == {"enqueued": 2, "duplicates": 0, "skipped": 3}
+
+
+def test_an_oversized_payload_is_skipped_and_does_not_block_the_batch(
+    handler: Handler, core: Enqueuer
+) -> None:
+    # Over the 256 KiB per-task limit (under DynamoDB's 400 KB, which the core must not
+    # be left to find out: a refused write would fail the whole batch, again and again).
+    e = copy.deepcopy(event("amazon-mq-rabbitmq.json"))
+    batch = e["rmqMessagesByQueue"]["invoices::/"]
+    big = {"name": "echo", "payload": {"blob": "x" * (300 * 1024)}}
+    batch[1]["data"] = base64.b64encode(json.dumps(big).encode()).decode()
+    result = handler(e)
+    assert result["skipped"] == 2  # the oversized one and the fixture's invalid one
+    assert result["enqueued"] >= 1
+    assert all(len(json.dumps(t.payload)) < 1024 for t in tasks_of(core, "acme"))

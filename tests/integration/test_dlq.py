@@ -150,8 +150,9 @@ def test_a_failed_send_leaves_the_message_in_the_dlq(
 
 
 def test_a_queue_without_a_dlq_is_not_found(core: Enqueuer) -> None:
-    main = core.transport.url("default")
-    core.transport._sqs.set_queue_attributes(QueueUrl=main, Attributes={"RedrivePolicy": ""})
+    for key in dlq.queue_keys(core, "default"):  # the default queue and its priorities
+        url = core.transport.url(key)
+        core.transport._sqs.set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": ""})
     if core.transport.dead_letter_url("default") is not None:
         pytest.skip("this emulator keeps an emptied redrive policy")
     with pytest.raises(dlq.NoDeadLetterQueueError):
@@ -206,3 +207,8 @@ def test_retry_failed_requeues_in_bulk(core: Enqueuer, worker: Worker) -> None:
     assert dlq.retry_failed(core, "other-tenant").retried == []
     done = pump_until_final(core, worker, echo)
     assert {(t.status, t.attempts) for t in done} == {(TaskStatus.SUCCEEDED, 1)}
+
+
+def test_a_logical_queue_redrives_the_dlqs_of_all_its_priority_queues(core: Enqueuer) -> None:
+    assert sorted(dlq.queue_keys(core, "default")) == ["default", "default:high", "default:low"]
+    assert dlq.queue_keys(core, "nope") == []

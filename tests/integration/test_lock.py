@@ -258,6 +258,26 @@ def test_the_heartbeat_renews_the_task_lock_and_stops_a_task_that_lost_it(
     assert isinstance(stolen, Acquired)
     keeper.beat()
     assert lost.is_set()
+    assert keeper.untrack(claim.token) is True  # stopped for the lock, not the lease
+
+
+def test_the_heartbeat_stops_a_task_whose_lock_cannot_be_renewed_before_the_hold_ends(
+    core: Enqueuer, locks: LockStore
+) -> None:
+    tid = core.enqueue(TaskRequest(name="echo", lock_key="flaky")).task.id
+    delivery = receive_one(core)
+    claim = core.store.claim(tid, "default", now_ms(), 60_000)
+    assert isinstance(claim, Claimed)
+    held = locks.acquire("default", "flaky", "me", 2_000, now_ms())
+    assert isinstance(held, Acquired)
+    # Every lock renewal fails (a table that is not there: a real error from DynamoDB).
+    broken = LockStore(core.store.client, "no-such-table")
+    keeper = LeaseKeeper(core.store, core.transport, lease_seconds=60, locks=broken)
+    lost = keeper.track(delivery, tid, claim.token, held)
+    keeper.beat()
+    # The hold ends within the next beat interval (20 s): stop now, before it can lapse.
+    assert lost.is_set()
+    assert keeper.untrack(claim.token) is True
 
 
 # ---------------------------------------------------------- stratoq.lock()

@@ -556,10 +556,18 @@ def test_requeue_of_a_cancelled_task(core: Enqueuer) -> None:
     assert core.store.requeue(task.id, "default", NOW + 1).status is TaskStatus.QUEUED
 
 
+def test_requeue_of_a_queued_task_that_never_started_returns_it_to_be_sent_again(
+    core: Enqueuer,
+) -> None:
+    queued = stored(core)
+    again = core.store.requeue(queued.id, "default", NOW)
+    assert (again.id, again.status, again.attempts) == (queued.id, TaskStatus.QUEUED, 0)
+    with pytest.raises(TaskNotFoundError):
+        core.store.requeue(queued.id, OTHER, NOW)
+
+
 def test_requeue_of_live_or_succeeded_tasks_is_refused(core: Enqueuer) -> None:
     queued = stored(core)
-    with pytest.raises(InvalidStateError, match="queued"):
-        core.store.requeue(queued.id, "default", NOW)
     running = stored(core)
     claim = claimed(core, running.id)
     with pytest.raises(InvalidStateError, match="running"):

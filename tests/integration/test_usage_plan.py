@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from stratoq import aws
 from stratoq.errors import ConfigError
@@ -49,6 +50,7 @@ def test_a_new_key_gets_a_twin_in_the_plan_and_revoking_deletes_it(
     keys.revoke(record.key_id)
     assert keys.lookup(key) is None
     assert twins(settings, plan["id"]) == {}
+    assert aws.apigateway(settings).get_api_keys()["items"] == []  # deleted, not only unplanned
 
 
 def test_storing_a_fixed_key_twice_keeps_one_twin(settings: Settings, plan: dict[str, Any]) -> None:
@@ -68,6 +70,16 @@ def test_a_missing_plan_stores_no_key(settings: Settings, plan: dict[str, Any]) 
     with pytest.raises(ConfigError, match="no API Gateway usage plan named 'no-such-plan'"):
         keys.create("acme", ["tasks:read"])
     assert KeyStore(aws.dynamodb(settings), settings.keys_table).list_keys() == []
+    assert aws.apigateway(settings).get_api_keys()["items"] == []  # no orphan twin
+
+
+def test_a_key_that_cannot_be_stored_leaves_no_twin(
+    settings: Settings, plan: dict[str, Any]
+) -> None:
+    keys = key_store(settings.with_(usage_plan=PLAN, keys_table="no-such-table"))
+    with pytest.raises(ClientError):
+        keys.create("acme", ["tasks:read"])
+    assert aws.apigateway(settings).get_api_keys()["items"] == []
 
 
 def authorize(key: str) -> dict[str, Any]:

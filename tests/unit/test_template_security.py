@@ -207,6 +207,8 @@ def test_the_key_twin_policy_touches_api_keys_and_the_plan_only(cfn: dict[str, A
     assert props["Roles"] == [{"Ref": "ApiFunctionRole"}]
     for st in props["PolicyDocument"]["Statement"]:
         assert st["Action"] in ("apigateway:GET", "apigateway:POST", "apigateway:DELETE"), st
+        if st["Action"] == "apigateway:GET":  # never a listing of API keys (their values)
+            assert st["Resource"]["Fn::Sub"].endswith("::/usageplans"), st
         for resource in as_list(st["Resource"]):
             path = resource["Fn::Sub"].rsplit("::", 1)[1]
             assert path in (

@@ -27,6 +27,7 @@ from stratoq.errors import (
     InvalidRequestError,
     InvalidStateError,
     NotFoundError,
+    PayloadTooLargeError,
     StratoqError,
     UnknownQueueError,
 )
@@ -45,7 +46,15 @@ from stratoq.handlers.schemas import (
     TaskPage,
     responses,
 )
-from stratoq.models import QUEUE_PATTERN, Task, TaskRequest, TaskStatus, utcnow
+from stratoq.models import (
+    MAX_PAYLOAD_BYTES,
+    QUEUE_PATTERN,
+    Task,
+    TaskRequest,
+    TaskStatus,
+    payload_size,
+    utcnow,
+)
 from stratoq.scheduling import (
     SCHEDULE_NAME,
     ExpressionError,
@@ -62,7 +71,6 @@ from stratoq.transport import queue_stats
 logger = Logger(service="stratoq")
 
 MAX_BODY_BYTES = 1024 * 1024  # a batch of 100 small tasks fits; API Gateway allows 10 MB
-MAX_PAYLOAD_BYTES = 256 * 1024  # per task: the stored item must stay under DynamoDB's 400 KB
 MAX_BATCH = 100
 
 app = APIGatewayRestResolver(enable_validation=True)
@@ -166,7 +174,8 @@ def caller(scope: str) -> str:
 
 
 def _check_payload(request: TaskRequest, field: str = "payload") -> None:
-    size = len(json.dumps(request.payload, separators=(",", ":")).encode())
+    # Enqueuer.build refuses it too; checked here first to name the field in a batch.
+    size = payload_size(request.payload)
     if size > MAX_PAYLOAD_BYTES:
         raise HttpError(
             413,
@@ -262,7 +271,11 @@ def cancel_task(task_id: Annotated[str, Path(max_length=64)]) -> Response[str]:
 
 @app.post("/v1/tasks/<task_id>/retry", responses=responses({202: ("queued", Task)}, 404, 409, 503))
 def retry_task(task_id: Annotated[str, Path(max_length=64)]) -> Response[str]:
-    """Run a failed or cancelled task again, its attempts reset (409 otherwise)."""
+    """Run a failed or cancelled task again, its attempts reset (409 otherwise).
+
+    A `queued` task that never started has its message sent again (for a task whose
+    message was lost on the way to SQS; a duplicate message is harmless).
+    """
     tenant = caller("tasks:write")
     c = core()
     task = c.store.requeue(task_id, tenant, to_ms(utcnow()) or 0)
@@ -423,6 +436,11 @@ def _conflict(exc: InvalidStateError) -> Response[str]:
 @app.exception_handler(UnknownQueueError)
 def _unknown_queue(exc: UnknownQueueError) -> Response[str]:
     return _json(422, {"message": str(exc), "errors": [{"field": "queue", "message": str(exc)}]})
+
+
+@app.exception_handler(PayloadTooLargeError)
+def _too_large(exc: PayloadTooLargeError) -> Response[str]:
+    return _json(413, {"message": str(exc), "errors": [{"field": "payload", "message": str(exc)}]})
 
 
 @app.exception_handler(InvalidRequestError)
