@@ -266,13 +266,18 @@ def cmd_retry(args: argparse.Namespace) -> int:
     client = _client(args)
     left = args.max
     total = 0
+    seen: set[str] = set()
     while True:
         # The API retries at most 1,000 per call; without --max, go on until none is left.
         answer = client.retry_failed(args.name, min(1000, left) if left is not None else 1000)
         total += answer["retried"]
         if left is not None:
             left -= answer["retried"]
-        if not answer["more"] or not answer["retried"] or (left is not None and left <= 0):
+        fresh = set(answer.get("task_ids", [])) - seen
+        seen |= fresh
+        # Tasks that fail again at once come back to the failed list: once a call finds
+        # only tasks this run already retried, stop rather than go round forever.
+        if not answer["more"] or not fresh or (left is not None and left <= 0):
             break
     print(f"retried {total} failed task(s)" + (" (more remain)" if answer["more"] else ""))
     return 0
