@@ -141,6 +141,7 @@ class LeaseKeeper:
         except Exception:
             logger.exception("lease heartbeat: extending SQS visibility failed")
         for le in leases:
+            renewed = False
             try:
                 if not self._store.extend_lease(le.task_id, le.token, until):
                     logger.warning("lease lost to another worker", extra={"task_id": le.task_id})
@@ -148,6 +149,7 @@ class LeaseKeeper:
                 elif le.lock is not None:
                     if self._locks.extend(le.lock, until):
                         le.lock_until_ms = until
+                        renewed = True
                     else:
                         # Exclusivity is gone: stop rather than overlap the new holder.
                         logger.warning("task lock lost", extra={"task_id": le.task_id})
@@ -155,11 +157,13 @@ class LeaseKeeper:
                         le.lost.set()
             except Exception:
                 logger.exception("lease heartbeat failed", extra={"task_id": le.task_id})
-            # Renewals failing (throttling, network): stop before the hold can end under
-            # the running task, not after another task has taken the lock.
+            # The renewal failed (throttling, network): stop before the hold can end under
+            # the running task, not after another task has taken the lock. A renewal that
+            # succeeded holds the lock for a whole lease from this beat.
             margin = self.lease_seconds * 1000 // 3
             if (
                 le.lock is not None
+                and not renewed
                 and not le.lost.is_set()
                 and now_ms() + margin >= le.lock_until_ms
             ):
