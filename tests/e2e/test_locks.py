@@ -52,6 +52,7 @@ def test_50_tasks_with_one_lock_key_never_overlap_across_4_pollers(
         wait_for(lambda: finished(core, ids), 30, "50 locked tasks to be recorded", every=0.5)
         pool.signal(signal.SIGTERM)
         assert pool.wait(60) == 0, pool.output()[-3000:]
+        output = pool.output()
     elapsed = time.monotonic() - started
 
     tasks = [core.store.get(i) for i in ids]
@@ -63,7 +64,14 @@ def test_50_tasks_with_one_lock_key_never_overlap_across_4_pollers(
     # O_APPEND writes land in the order they were made, and each task writes its start
     # after taking the lock and its end before giving it back: with mutual exclusion the
     # file strictly alternates start/end of one task.
-    assert [kind for kind, _, _ in rows] == ["start", "end"] * 50
+    kinds = [kind for kind, _, _ in rows]
+    if kinds != ["start", "end"] * 50:
+        first = next(i for i, k in enumerate(kinds) if k != ("start", "end")[i % 2])
+        warnings = [line for line in output.splitlines() if "lock" in line or "lease" in line]
+        pytest.fail(
+            f"intervals overlap at row {first}: {rows[max(0, first - 3) : first + 3]}\n"
+            + "\n".join(warnings[-20:])
+        )
     pairs = [(rows[i], rows[i + 1]) for i in range(0, len(rows), 2)]
     assert all(s[1] == e[1] for s, e in pairs)
     assert sorted(s[1] for s, _ in pairs) == sorted(ids)
