@@ -31,6 +31,10 @@ class TaskContext:
     fencing_token: str
     # The task's tenant: `stratoq.lock()` scopes lock names to it.
     tenant: str = "default"
+    # With a `lock_key`: the fencing token of the task's lock (strictly increasing per
+    # lock name). A hold can lapse under a stalled worker; a resource that accepts only
+    # writes with a token at least as new as the last it saw stays safe even then.
+    lock_token: int | None = None
 
 
 _current: ContextVar[TaskContext | None] = ContextVar("stratoq_task", default=None)

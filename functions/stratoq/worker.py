@@ -372,6 +372,7 @@ class Worker:
                 timeout_seconds=timeout,
                 fencing_token=token,
                 tenant=task.tenant,
+                lock_token=held.token if held is not None else None,
             )
             lost = self.keeper.track(delivery, task.id, token, held) if self.keeper else None
             started = time.monotonic()

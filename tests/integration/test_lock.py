@@ -203,6 +203,19 @@ def test_task_whose_lock_is_held_is_redelayed_unchanged_then_runs(
     assert isinstance(locks.acquire("default", "report", "next", 1_000, now_ms()), Acquired)
 
 
+def test_the_handler_sees_its_locks_fencing_token(core: Enqueuer, worker: Worker) -> None:
+    ids = [
+        core.enqueue(TaskRequest(name="lock_token", lock_key="fenced")).task.id,
+        core.enqueue(TaskRequest(name="lock_token", lock_key="fenced")).task.id,
+        core.enqueue(TaskRequest(name="lock_token")).task.id,
+    ]
+    done = {t.id: t for t in pump_until_final(core, worker, ids, timeout=30)}
+    first, second, unlocked = (done[i].result for i in ids)
+    assert isinstance(first, int) and isinstance(second, int)
+    assert abs(first - second) == 1  # one token per acquisition of the same lock
+    assert unlocked is None
+
+
 def test_tasks_with_one_lock_key_never_overlap_across_workers(
     core: Enqueuer, locks: LockStore, tmp_path: Path
 ) -> None:

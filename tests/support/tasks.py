@@ -114,3 +114,9 @@ def interval(payload: dict[str, Any]) -> int:
     time.sleep(payload.get("sleep", 0))
     _append(payload["path"], f"end {ctx.task_id} {time.monotonic_ns()}")
     return ctx.attempt
+
+
+@task("lock_token")
+def lock_token(payload: Any) -> int | None:
+    """The fencing token of the task's lock_key lock (None without one)."""
+    return context().lock_token
