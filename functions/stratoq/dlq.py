@@ -26,7 +26,7 @@ from aws_lambda_powertools import Logger
 from stratoq.enqueue import Enqueuer
 from stratoq.errors import EnqueueError, InvalidStateError, NotFoundError, TaskNotFoundError
 from stratoq.models import FINAL_STATUSES, Task, TaskStatus, utcnow
-from stratoq.priority import split_key
+from stratoq.priority import expand
 from stratoq.store import to_ms
 from stratoq.transport import SQS_BATCH, Delivery, TaskMessage
 
@@ -103,7 +103,7 @@ def redrive(
 
 def queue_keys(core: Enqueuer, queue: str) -> list[str]:
     """The configured SQS queues of a logical queue: itself and `<queue>:<priority>`."""
-    return [k for k in core.transport.keys if split_key(k)[0] == queue]
+    return expand(core.transport.keys, [queue]) if queue in core.transport.queue_names else []
 
 
 def _redrive_batch(core: Enqueuer, batch: list[Delivery], report: RedriveReport) -> None:

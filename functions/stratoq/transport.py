@@ -161,24 +161,7 @@ class SqsTransport:
     def receive(
         self, queue: str, max_messages: int, wait_seconds: int, visibility_seconds: int
     ) -> list[Delivery]:
-        url = self.url(queue)
-        out = self._sqs.receive_message(
-            QueueUrl=url,
-            MaxNumberOfMessages=max(1, min(SQS_BATCH, max_messages)),
-            WaitTimeSeconds=wait_seconds,
-            VisibilityTimeout=visibility_seconds,
-            MessageSystemAttributeNames=["ApproximateReceiveCount"],
-        )
-        return [
-            Delivery(
-                queue_url=url,
-                message_id=m["MessageId"],
-                receipt_handle=m["ReceiptHandle"],
-                body=m["Body"],
-                receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount", "1")),
-            )
-            for m in out.get("Messages", [])
-        ]
+        return self.receive_url(self.url(queue), max_messages, wait_seconds, visibility_seconds)
 
     def delete(self, deliveries: Iterable[Delivery]) -> None:
         """Acknowledge deliveries (batched). A stale receipt handle is not an error."""
@@ -244,12 +227,11 @@ class SqsTransport:
         Read from SQS rather than configured, so whatever queues feed one DLQ (several
         priority queues may share a logical queue's), the DLQ is the one SQS uses.
         """
-        attrs = self._sqs.get_queue_attributes(
+        attrs: dict[str, str] = self._sqs.get_queue_attributes(  # type: ignore[assignment]
             QueueUrl=self.url(queue), AttributeNames=["RedrivePolicy"]
         ).get("Attributes", {})
-        if "RedrivePolicy" not in attrs:
-            return None
-        return self.url_from_arn(json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"])
+        arn = _dlq_arn(attrs)
+        return None if arn is None else self.url_from_arn(arn)
 
     def receive_url(
         self, url: str, max_messages: int, wait_seconds: int, visibility_seconds: int

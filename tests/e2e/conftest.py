@@ -9,13 +9,18 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import urllib3
 
+from stratoq import aws
+from stratoq.settings import Settings
 from tests.conftest import PYTHON, ROOT
 from tests.support.procs import wait_for
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
 
 
 @dataclass
@@ -46,6 +51,10 @@ class DevStack:
             return resp.status, json.loads(resp.data) if resp.data else None
         except ValueError:
             return resp.status, resp.data.decode()
+
+    def sqs(self) -> SQSClient:
+        """An SQS client on the stack's emulator (placeholder credentials, as the CLI)."""
+        return aws.sqs(Settings(aws_endpoint_url=self.aws_endpoint_url))
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ)

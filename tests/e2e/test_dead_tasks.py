@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import boto3
 import pytest
 
 from stratoq import Client
@@ -112,13 +111,7 @@ def test_every_failed_task_is_listed_and_retried_in_bulk(
 
 # --------------------------------------------------------------------- DLQ
 def dead_letter_url(dev: DevStack) -> str:
-    sqs = boto3.client(
-        "sqs",
-        endpoint_url=dev.aws_endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    sqs = dev.sqs()
     [url] = [u for u in sqs.list_queues().get("QueueUrls", []) if u.endswith("-default-dlq")]
     return str(url)
 
@@ -130,13 +123,7 @@ def test_cli_redrives_the_dlq(dev: DevStack, client: Client, tmp_path: Path) -> 
     assert client.wait(failed.id, timeout=30).status is TaskStatus.FAILED
     done = client.wait(client.enqueue("echo", "finished").id, timeout=30)
     url = dead_letter_url(dev)
-    sqs = boto3.client(
-        "sqs",
-        endpoint_url=dev.aws_endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    sqs = dev.sqs()
     for task_id in (failed.id, done.id):
         sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"id": task_id, "t": "default"}))
     listed = dev.cli("dlq", "list")

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
 
@@ -81,13 +80,7 @@ def _workload(stack: DevStack) -> list[str]:
         status, cancelled = stack.request("POST", f"/v1/tasks/{task['id']}/cancel")
         assert status == 200 and cancelled["status"] == "cancelled", cancelled
     # A poison message, as SQS redrive leaves it after MaxReceiveCount crashed deliveries.
-    sqs = boto3.client(
-        "sqs",
-        endpoint_url=stack.aws_endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    sqs = stack.sqs()
     [dlq] = [u for u in sqs.list_queues()["QueueUrls"] if u.endswith("-dlq")]
     sqs.send_message(QueueUrl=dlq, MessageBody='{"id": "poison", "t": "default"}')
     return ids

@@ -250,15 +250,24 @@ def test_tasks_with_one_lock_key_never_overlap_across_workers(
     assert [getattr(core.store.get(i), "attempts", None) for i in ids] == [1, 1]
 
 
+def running_with_lock(
+    core: Enqueuer, locks: LockStore, key: str, lease_ms: int
+) -> tuple[str, Delivery, Claimed, Acquired]:
+    """A task with `lock_key=key` as a worker holds it: delivered, claimed, lock taken
+    for 2 s."""
+    tid = core.enqueue(TaskRequest(name="echo", lock_key=key)).task.id
+    delivery = receive_one(core)
+    claim = core.store.claim(tid, "default", now_ms(), lease_ms)
+    assert isinstance(claim, Claimed)
+    held = locks.acquire("default", key, "me", 2_000, now_ms())
+    assert isinstance(held, Acquired)
+    return tid, delivery, claim, held
+
+
 def test_the_heartbeat_renews_the_task_lock_and_stops_a_task_that_lost_it(
     core: Enqueuer, locks: LockStore
 ) -> None:
-    tid = core.enqueue(TaskRequest(name="echo", lock_key="beat")).task.id
-    delivery = receive_one(core)
-    claim = core.store.claim(tid, "default", now_ms(), 2_000)
-    assert isinstance(claim, Claimed)
-    held = locks.acquire("default", "beat", "me", 2_000, now_ms())
-    assert isinstance(held, Acquired)
+    tid, delivery, claim, held = running_with_lock(core, locks, "beat", lease_ms=2_000)
     keeper = LeaseKeeper(core.store, core.transport, lease_seconds=60, locks=locks)
     lost = keeper.track(delivery, tid, claim.token, held)
     keeper.beat()
@@ -277,12 +286,7 @@ def test_the_heartbeat_renews_the_task_lock_and_stops_a_task_that_lost_it(
 def test_the_heartbeat_stops_a_task_whose_lock_cannot_be_renewed_before_the_hold_ends(
     core: Enqueuer, locks: LockStore
 ) -> None:
-    tid = core.enqueue(TaskRequest(name="echo", lock_key="flaky")).task.id
-    delivery = receive_one(core)
-    claim = core.store.claim(tid, "default", now_ms(), 60_000)
-    assert isinstance(claim, Claimed)
-    held = locks.acquire("default", "flaky", "me", 2_000, now_ms())
-    assert isinstance(held, Acquired)
+    tid, delivery, claim, held = running_with_lock(core, locks, "flaky", lease_ms=60_000)
     # Every lock renewal fails (a table that is not there: a real error from DynamoDB).
     broken = LockStore(core.store.client, "no-such-table")
     keeper = LeaseKeeper(core.store, core.transport, lease_seconds=60, locks=broken)
