@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -37,13 +38,11 @@ PRICES = {
     "apigateway_rest_per_million_requests": 3.50,
     "kms_per_million_requests": 3.00,  # $0.03 per 10,000
 }
-# Write units per item written, for items under 1 KB, including the index writes they
-# cause (see docs/benchmarks.md): a create also puts the keys-only by-tenant entry; claims
-# and completions touch no index key (by-status holds failed tasks only).
-WRU_PER_ITEM = {
-    "create": 2,
-    "UpdateItem": 1,
-}
+# Write units per UpdateItem (claims and completions: items under 1 KB that touch no index
+# key, as by-status holds failed tasks only). Creation is costed from the items the run
+# left in the table (`_create_wru`): a task item, its `listing` index entry if it has
+# one, and the listing pages of batches with theirs.
+WRU_PER_UPDATE = 1
 
 
 @dataclass
@@ -58,6 +57,7 @@ class Result:
     p99_ms: float = 0.0
     max_depth: int = 0
     requests_per_task: dict[str, float] = field(default_factory=dict)
+    dynamodb_wru_per_task: float = 0.0
     cost_per_million: dict[str, float] = field(default_factory=dict)
 
 
@@ -133,12 +133,28 @@ def _per_task(counts: dict[str, int], n: int) -> dict[str, float]:
     }
 
 
-def _cost(per_task: dict[str, float], creates: float, lambda_batch: int | None) -> dict[str, float]:
+def _create_wru(items: list[dict[str, Any]], n: int) -> float:
+    """Write units per task spent creating tasks and listing pages (see store.py).
+
+    A write unit covers 1 KB of item; each item in the keys-only `listing` index costs one
+    more. Task items here are under 1 KB (payload `{}` encrypted); a page's size is its
+    ids (16 bytes each) plus about 100 bytes of other attributes and names.
+    """
+    units = 0
+    for item in items:
+        if item["pk"]["S"].startswith("page#"):
+            size = len(item["ids"]["B"]) + 100
+            units += math.ceil(size / 1024) + 1
+        else:
+            units += 1 + ("listed" in item)
+    return units / n
+
+
+def _cost(
+    per_task: dict[str, float], create_wru: float, lambda_batch: int | None
+) -> dict[str, float]:
     sqs = sum(v for k, v in per_task.items() if k.startswith("AmazonSQS."))
-    wru = (
-        creates * WRU_PER_ITEM["create"]
-        + per_task.get("DynamoDB.UpdateItem", 0) * (WRU_PER_ITEM["UpdateItem"])
-    )
+    wru = create_wru + per_task.get("DynamoDB.UpdateItem", 0) * WRU_PER_UPDATE
     kms = sum(v for k, v in per_task.items() if k.startswith("TrentService."))
     out = {
         "sqs": sqs * PRICES["sqs_per_million_requests"],
@@ -214,7 +230,7 @@ def _measure_stratoq(
         "TableName": settings.tasks_table,
         "FilterExpression": "created_at >= :s",
         "ExpressionAttributeValues": {":s": {"N": str(to_ms_int(start) - 1)}},
-        "ProjectionExpression": "pk, created_at, finished_at, #s, attempts, errors",
+        "ProjectionExpression": "pk, created_at, finished_at, #s, attempts, errors, listed, ids",
         "ExpressionAttributeNames": {"#s": "status"},
     }
     while True:
@@ -223,6 +239,8 @@ def _measure_stratoq(
         if "LastEvaluatedKey" not in page:
             break
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    create_wru = _create_wru(items, n)
+    items = [i for i in items if not i["pk"]["S"].startswith("page#")]
     done = [i for i in items if i.get("status", {}).get("S") == "succeeded"]
     if len(done) != n:
         from collections import Counter
@@ -239,7 +257,10 @@ def _measure_stratoq(
     result.p50_ms = _percentile([float(x) for x in latencies], 0.5)
     result.p99_ms = _percentile([float(x) for x in latencies], 0.99)
     result.requests_per_task = _per_task(counts, n)
-    result.cost_per_million = _cost(result.requests_per_task, 1.0, lambda_batch=10)
+    result.dynamodb_wru_per_task = round(
+        create_wru + result.requests_per_task.get("DynamoDB.UpdateItem", 0) * WRU_PER_UPDATE, 3
+    )
+    result.cost_per_million = _cost(result.requests_per_task, create_wru, lambda_batch=10)
     return result
 
 
@@ -342,6 +363,8 @@ def _print(results: list[Result]) -> None:
         print(f"\n{r.peer} N={r.n} {r.processes}x{r.concurrency}: AWS requests per task")
         for k, v in r.requests_per_task.items():
             print(f"  {k:<40} {v:.4f}")
+        if r.dynamodb_wru_per_task:
+            print(f"  DynamoDB write units per task: {r.dynamodb_wru_per_task}")
         print(f"  cost per million tasks (USD): {r.cost_per_million}")
 
 

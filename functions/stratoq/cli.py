@@ -81,6 +81,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.priority_weights is not None:
         weights = parse_weights(args.priority_weights, "--priority-weights")
         settings = settings.with_(priority_weights=weights)
+    if args.prefetch is not None:
+        settings = settings.with_(prefetch=args.prefetch)
     queues = [q.strip() for q in args.queues.split(",")] if args.queues else None
     for q in queues or []:
         # A logical queue (all its priorities) or one priority queue's key.
@@ -439,6 +441,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -458,16 +470,6 @@ def _env_port(name: str, default: int) -> int:
         return _port(raw)
     except argparse.ArgumentTypeError as exc:
         raise UsageError(f"{name}: {exc}") from None
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -534,6 +536,13 @@ def parser() -> argparse.ArgumentParser:
         metavar="H,D,L",
         help="weights of high, default and low in weighted mode, e.g. 6,3,1 (default env "
         "STRATOQ_PRIORITY_WEIGHTS or 6,3,1)",
+    )
+    w.add_argument(
+        "--prefetch",
+        type=_count,
+        metavar="N",
+        help="messages a poller may hold beyond its free slots, at most (it holds about a "
+        "second's worth); 0 never (default env STRATOQ_PREFETCH or 10)",
     )
     w.add_argument("--tasks", help="module(s) defining task handlers")
     w.add_argument(

@@ -12,7 +12,7 @@ two tenants' keys never collide and a tenant can only ever address its own locks
   DynamoDB's TTL has removed it yet.
 - `expires_at` (N, epoch s): the table's TTL attribute, an hour after the hold ends,
   so abandoned locks disappear. The item carries no `tenant` or `created_at`, so it
-  never enters the `by-tenant` index and is never mistaken for a task.
+  never enters the `listing` index and is never mistaken for a task.
 
 Tokens survive that deletion: an acquisition writes `fence = if_not_exists(fence,
 now_ms * 1000) + 1`. Within an item's life the token grows by one per acquisition, and

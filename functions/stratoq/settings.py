@@ -73,6 +73,11 @@ class Settings:
     # weighted (weights of high, default, low) or strict (high first, then default, low).
     priority_mode: PriorityMode = PriorityMode.WEIGHTED
     priority_weights: tuple[int, int, int] = DEFAULT_WEIGHTS
+    # Messages a poller may hold beyond its free slots, at most, so receives come back
+    # full and a freed slot finds its next task waiting. The poller holds only as many as
+    # its slots get through in about a second (stratoq.poller.prefetch_count), so long
+    # tasks get none and never hold messages idle workers could run. 0: never.
+    prefetch: int = 10
     default_timeout_seconds: int = 300
     default_max_attempts: int = 5
     # Finished tasks are kept this long, then DynamoDB TTL removes them.
@@ -122,6 +127,7 @@ class Settings:
             poll_wait_seconds=_int(e, "STRATOQ_POLL_WAIT_SECONDS", cls.poll_wait_seconds),
             priority_mode=parse_mode(e.get("STRATOQ_PRIORITY_MODE") or "weighted"),
             priority_weights=parse_weights(e.get("STRATOQ_PRIORITY_WEIGHTS") or "6,3,1"),
+            prefetch=_int(e, "STRATOQ_PREFETCH", cls.prefetch, 0),
             default_timeout_seconds=_int(
                 e, "STRATOQ_DEFAULT_TIMEOUT_SECONDS", cls.default_timeout_seconds, 1
             ),
@@ -160,6 +166,7 @@ class Settings:
             "STRATOQ_POLL_WAIT_SECONDS": str(self.poll_wait_seconds),
             "STRATOQ_PRIORITY_MODE": self.priority_mode.value,
             "STRATOQ_PRIORITY_WEIGHTS": ",".join(str(w) for w in self.priority_weights),
+            "STRATOQ_PREFETCH": str(self.prefetch),
             "STRATOQ_DEFAULT_TIMEOUT_SECONDS": str(self.default_timeout_seconds),
             "STRATOQ_DEFAULT_MAX_ATTEMPTS": str(self.default_max_attempts),
             "STRATOQ_RETENTION_DAYS": str(self.retention_days),

@@ -4,13 +4,17 @@ One table, partition key `pk`. Item kinds:
 - a task: `pk` = task id;
 - an idempotency record: `pk` = "idem#<tenant>#<key>", pointing at the task it created.
 - a lock: `pk` = "lock#<tenant>#<name>" (`stratoq.lock`: fencing counter, holder, hold end).
+- a listing page: `pk` = "page#<id>", the ids of tasks created together in one batch.
   (Unique keys of later features live beside them under their own prefixes.)
 
-GSI `by-tenant` (`tenant`, `created_at`, keys only) lists a tenant's tasks, newest first;
-it is written once, at creation. GSI `by-status` (`gsi1pk` = "<tenant>#failed",
-`created_at`) is sparse: only failed tasks carry its key, so dead tasks are found at once
-while the hot path (claim, complete) writes no index. Other statuses are listed through
-`by-tenant` and filtered.
+GSI `listing` (`listed` = tenant, `created_at`, keys only) lists a tenant's tasks, newest
+first. A task created alone carries `listed` itself; tasks created in a batch do not: the
+batch's page does, so one index entry (and one item of 1.6 KB per 100 ids) lists
+them all, which saves a write unit per batched task (4 -> 3.03 per task, claim and
+completion included). An index entry is written once, at creation. GSI `by-status`
+(`gsi1pk` = "<tenant>#failed", `created_at`) is sparse: only failed tasks carry its key,
+so dead tasks are found at once while the hot path (claim, complete) writes no index.
+Other statuses are listed through `listing` and filtered.
 
 `claim_after` (epoch ms) is the one attribute a claim tests: for a runnable task it is
 when the task is due, for a running one when its lease ends (plus a second), and it is
@@ -59,6 +63,12 @@ _de = TypeDeserializer()
 IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000
 MAX_ERROR_CHARS = 2000
 BATCH_WRITE_LIMIT = 25  # DynamoDB's own limit (moto accepts more; AWS refuses)
+PAGE_PREFIX = "page#"
+PAGE_SIZE = 100  # task ids per listing page: 1.6 KB, 2 write units (+1 index entry)
+# A page outlives the tasks it names by this much beyond their retention (counted from
+# their latest due time), so retries and slow finishes stay listed; a task that still
+# outlives its page can be read by id but is no longer listed.
+PAGE_SLACK_MS = 7 * 24 * 3600 * 1000
 # A due task may be claimed up to EARLY_MS early (SQS delays have whole-second
 # resolution), so a lease is stored as ending LEASE_SLACK_MS later: the same early-claim
 # allowance then never cuts into a live lease (it is taken over only once it has ended).
@@ -117,6 +127,7 @@ def task_to_item(task: Task, cipher: PayloadCipher | None = None) -> dict[str, A
     return {
         "pk": task.id,
         "tenant": task.tenant,
+        "listed": task.tenant,
         "name": task.name,
         "status": task.status.value,
         "queue": task.queue,
@@ -334,14 +345,40 @@ class TaskStore:
     def create_many(self, tasks: Sequence[Task]) -> None:
         """Store tasks without idempotency keys in BatchWriteItem calls of 25.
 
-        Unconditional, which is safe because ids are fresh random values.
+        Unconditional, which is safe because ids are fresh random values. Two or more
+        tasks are listed through pages of up to PAGE_SIZE ids instead of an index entry
+        each; a page is written in the first call that holds its tasks, so a listed id
+        whose task write failed is only ever a missing id (listing skips those).
         """
-        for start in range(0, len(tasks), BATCH_WRITE_LIMIT):
-            requests: list[Any] = [
-                {"PutRequest": {"Item": _dump(task_to_item(t, self.cipher))}}
-                for t in tasks[start : start + BATCH_WRITE_LIMIT]
-            ]
-            self._batch_write(requests)
+        if len(tasks) < 2:
+            for t in tasks:
+                self._batch_write([{"PutRequest": {"Item": _dump(task_to_item(t, self.cipher))}}])
+            return
+        requests: list[Any] = []
+        for start in range(0, len(tasks), PAGE_SIZE):
+            chunk = tasks[start : start + PAGE_SIZE]
+            requests.append({"PutRequest": {"Item": _dump(self._page_item(chunk))}})
+            for t in chunk:
+                item = task_to_item(t, self.cipher)
+                del item["listed"]
+                requests.append({"PutRequest": {"Item": _dump(item)}})
+        for start in range(0, len(requests), BATCH_WRITE_LIMIT):
+            self._batch_write(requests[start : start + BATCH_WRITE_LIMIT])
+
+    def _page_item(self, tasks: Sequence[Task]) -> dict[str, Any]:
+        created = max(to_ms(t.created_at) or 0 for t in tasks)
+        due = max(to_ms(t.scheduled_for) or created for t in tasks)
+        tenants = {t.tenant for t in tasks}
+        if len(tenants) != 1:
+            raise ValueError("one listing page holds the tasks of one tenant")
+        return {
+            "pk": PAGE_PREFIX + new_task_id(created),
+            "listed": tenants.pop(),
+            "created_at": created,
+            # Ids are hex: stored as bytes, 100 of them fit in 2 write units.
+            "ids": b"".join(bytes.fromhex(t.id) for t in tasks),
+            "expires_at": (due + self._retention_ms + PAGE_SLACK_MS) // 1000,
+        }
 
     def _batch_write(self, requests: list[Any]) -> None:
         delay = 0.05
@@ -376,51 +413,84 @@ class TaskStore:
         """A page of the tenant's tasks, newest first, and the token of the next page.
 
         Failed tasks come from the sparse `by-status` index. Any other status is a filter
-        over `by-tenant`, so such a page may hold fewer than `limit` tasks (even none)
+        over `listing`, so such a page may hold fewer than `limit` tasks (even none)
         while `next_token` says there is more to look through.
         """
+        if status is TaskStatus.FAILED:
+            return self._list_failed(tenant, name, limit, next_token)
+        start, skip = _decode_listing_token(next_token, tenant)
         kwargs: dict[str, Any] = {
             "TableName": self.table,
+            "IndexName": "listing",
+            "KeyConditionExpression": "listed = :k",
+            "ExpressionAttributeValues": _vals(k=tenant),
             "Limit": limit,
             "ScanIndexForward": False,
         }
-        indexed = status is TaskStatus.FAILED
-        if indexed:
-            kwargs.update(
-                IndexName="by-status",
-                KeyConditionExpression="gsi1pk = :k",
-                ExpressionAttributeValues=_vals(k=_gsi_key(tenant, TaskStatus.FAILED)),
+        if start is not None:
+            kwargs["ExclusiveStartKey"] = start
+        out = self._db.query(**kwargs)
+        entries: list[dict[str, Any]] = out.get("Items", [])
+        pages = {
+            p["pk"]: _page_ids(p)
+            for p in self._get_many(
+                [e["pk"]["S"] for e in entries if e["pk"]["S"].startswith(PAGE_PREFIX)]
             )
-            if name:
-                kwargs["FilterExpression"] = "#n = :name"
-                kwargs["ExpressionAttributeNames"] = {"#n": "name"}
-                kwargs["ExpressionAttributeValues"].update(_vals(name=name))
+        }
+        ids: list[str] = []
+        token: str | None = None
+        before = start  # the key the entry being expanded follows
+        for entry in entries:
+            pk = entry["pk"]["S"]
+            listed = pages.get(pk, []) if pk.startswith(PAGE_PREFIX) else [pk]
+            room = limit - len(ids)
+            if len(listed) - skip > room:
+                # The page does not fit: the next call resumes inside it.
+                ids += listed[skip : skip + room]
+                token = _encode_listing_token(before, skip + room)
+                break
+            ids += listed[skip:]
+            skip = 0
+            before = entry
         else:
-            kwargs.update(
-                IndexName="by-tenant",
-                KeyConditionExpression="tenant = :k",
-                ExpressionAttributeValues=_vals(k=tenant),
-            )
+            last = out.get("LastEvaluatedKey")
+            token = _encode_listing_token(last, 0) if last else None
+        items = self._get_many(ids)
+        if status is not None:
+            items = [i for i in items if i.get("status") == status.value]
+        if name:
+            items = [i for i in items if i.get("name") == name]
+        return [item_to_task(i, self.cipher) for i in items if "name" in i], token
+
+    def _list_failed(
+        self, tenant: str, name: str | None, limit: int, next_token: str | None
+    ) -> tuple[list[Task], str | None]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": "by-status",
+            "KeyConditionExpression": "gsi1pk = :k",
+            "ExpressionAttributeValues": _vals(k=_gsi_key(tenant, TaskStatus.FAILED)),
+            "Limit": limit,
+            "ScanIndexForward": False,
+        }
+        if name:
+            kwargs["FilterExpression"] = "#n = :name"
+            kwargs["ExpressionAttributeNames"] = {"#n": "name"}
+            kwargs["ExpressionAttributeValues"].update(_vals(name=name))
         if next_token:
             # A token is client input: it must be a key of this very query (the
             # caller's own partition), or it is refused before DynamoDB sees it.
-            partition = kwargs["KeyConditionExpression"].split(" = ")[0]
             start = decode_page_token(next_token)
-            expected = kwargs["ExpressionAttributeValues"][":k"]
-            if set(start) != {"pk", partition, "created_at"} or start[partition] != expected:
+            if (
+                set(start) != {"pk", "gsi1pk", "created_at"}
+                or start["gsi1pk"] != kwargs["ExpressionAttributeValues"][":k"]
+            ):
                 raise ValueError("next_token is not a token this API returned")
             kwargs["ExclusiveStartKey"] = start
         out = self._db.query(**kwargs)
-        items = [_load(i) for i in out.get("Items", [])]
-        if not indexed:
-            # by-tenant holds keys only: read the items, then filter.
-            items = self._get_many([i["pk"] for i in items])
-            if status is not None:
-                items = [i for i in items if i.get("status") == status.value]
-            if name:
-                items = [i for i in items if i.get("name") == name]
         last = out.get("LastEvaluatedKey")
         token = encode_page_token(last) if last else None
+        items = [_load(i) for i in out.get("Items", [])]
         return [item_to_task(i, self.cipher) for i in items if "name" in i], token
 
     def get_many(self, ids: Sequence[str]) -> dict[str, Task]:
@@ -778,6 +848,44 @@ def decode_page_token(token: str) -> dict[str, Any]:
     if not isinstance(key, dict) or not all(_key_value(v) for v in key.values()):
         raise ValueError("next_token is not a token this API returned")
     return key
+
+
+def _page_ids(page: dict[str, Any]) -> list[str]:
+    """A listing page's task ids, newest first."""
+    raw = bytes(page.get("ids") or b"")
+    return [raw[i : i + 16].hex() for i in range(0, len(raw), 16)][::-1]
+
+
+def _listing_key(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: entry[k] for k in ("pk", "listed", "created_at")}
+
+
+def _encode_listing_token(key: dict[str, Any] | None, skip: int) -> str:
+    return encode_page_token({"k": None if key is None else _listing_key(key), "s": skip})
+
+
+def _decode_listing_token(token: str | None, tenant: str) -> tuple[dict[str, Any] | None, int]:
+    """(ExclusiveStartKey, ids to skip in the next entry); client input, so checked."""
+    if not token:
+        return None, 0
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(token.encode()))
+        key, skip = raw["k"], raw["s"]
+    except (binascii.Error, ValueError, TypeError, KeyError):
+        raise ValueError("next_token is not a token this API returned") from None
+    if not isinstance(skip, int) or isinstance(skip, bool) or not 0 <= skip <= PAGE_SIZE:
+        raise ValueError("next_token is not a token this API returned")
+    if key is None:
+        return None, skip
+    # The key must be one of this very query (the caller's own partition).
+    if (
+        not isinstance(key, dict)
+        or set(key) != {"pk", "listed", "created_at"}
+        or not all(_key_value(v) for v in key.values())
+        or key["listed"] != {"S": tenant}
+    ):
+        raise ValueError("next_token is not a token this API returned")
+    return key, skip
 
 
 def _key_value(value: Any) -> bool:

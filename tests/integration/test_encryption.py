@@ -133,8 +133,10 @@ def forged(key: dict[str, Any]) -> str:
 
 
 def test_page_tokens_stay_within_the_callers_partition(core: Enqueuer) -> None:
-    for tenant in ("acme", "rival"):
-        core.enqueue_many([TaskRequest(name="echo", delay_seconds=600)] * 3, tenant)
+    # acme's tasks are listed through one page of a batch, rival's one by one.
+    core.enqueue_many([TaskRequest(name="echo", delay_seconds=600)] * 3, "acme")
+    for _ in range(3):
+        core.enqueue(TaskRequest(name="echo", delay_seconds=600), "rival")
     page, token = core.store.list_tasks("acme", limit=2)
     assert token is not None
     rest, _ = core.store.list_tasks("acme", limit=2, next_token=token)
@@ -144,13 +146,23 @@ def test_page_tokens_stay_within_the_callers_partition(core: Enqueuer) -> None:
     assert their_token is not None
     with pytest.raises(ValueError, match="next_token"):
         core.store.list_tasks("acme", limit=2, next_token=their_token)
+    # A token from inside acme's page (no key yet: an offset) lists acme's tasks only.
+    _, inside = core.store.list_tasks("acme", limit=1)
+    assert inside is not None
+    theirs, _ = core.store.list_tasks("rival", limit=5, next_token=inside)
+    assert {t.tenant for t in theirs} == {"rival"}
+    token = their_token
     start = json.loads(base64.urlsafe_b64decode(token))
+    key = start["k"]
     for bad in [
-        {**start, "tenant": {"S": "rival"}},
-        {k: v for k, v in start.items() if k != "created_at"},
-        {**start, "created_at": {"N": "1e9"}},
-        {**start, "pk": {"B": "AAAA"}},
-        {**start, "extra": {"S": "x"}},
+        {**start, "k": {**key, "listed": {"S": "rival"}}},
+        {**start, "k": {k: v for k, v in key.items() if k != "created_at"}},
+        {**start, "k": {**key, "created_at": {"N": "1e9"}}},
+        {**start, "k": {**key, "pk": {"B": "AAAA"}}},
+        {**start, "k": {**key, "extra": {"S": "x"}}},
+        {**start, "s": -1},
+        {**start, "s": "1"},
+        {"k": key},
         [start],
     ]:
         token = forged(bad) if isinstance(bad, dict) else encode_page_token({"x": bad})

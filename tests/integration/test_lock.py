@@ -129,7 +129,7 @@ def test_tenants_have_separate_lock_namespaces(core: Enqueuer, locks: LockStore)
     # The table's TTL attribute (template: expires_at, epoch seconds) is set past the
     # hold, and the item carries no task or index attributes.
     assert item["expires_at"] >= (NOW + TTL) // 1000
-    assert not {"tenant", "created_at", "name", "status"} & set(item)
+    assert not {"listed", "created_at", "name", "status"} & set(item)
     assert core.store.get("lock#t1#db") is None
     assert core.store.list_tasks("t1")[0] == []
 

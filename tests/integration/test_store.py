@@ -656,3 +656,79 @@ def test_list_tasks_pages_with_next_token(core: Enqueuer, status: TaskStatus | N
 def test_list_tasks_rejects_a_forged_token(core: Enqueuer) -> None:
     with pytest.raises(ValueError, match="next_token"):
         core.store.list_tasks("default", next_token="!!not-base64!!")
+
+
+def batch_at(core: Enqueuer, count: int, created_ms: int, **request: Any) -> list[Task]:
+    """`count` tasks created in one batch at `created_ms` (listed through pages)."""
+    tasks = [
+        build(core, **request).model_copy(update={"created_at": from_ms(created_ms)})
+        for _ in range(count)
+    ]
+    core.store.create_many(tasks)
+    return tasks
+
+
+def listing_entries(core: Enqueuer, tenant: str = "default") -> list[str]:
+    out = core.store.client.query(
+        TableName=core.store.table,
+        IndexName="listing",
+        KeyConditionExpression="listed = :t",
+        ExpressionAttributeValues={":t": {"S": tenant}},
+    )
+    return [i["pk"]["S"] for i in out["Items"]]
+
+
+def all_pages(core: Enqueuer, status: TaskStatus | None = None, limit: int = 50) -> list[list[str]]:
+    pages: list[list[str]] = []
+    token: str | None = None
+    while True:
+        tasks, token = core.store.list_tasks("default", status, limit=limit, next_token=token)
+        pages.append([t.id for t in tasks])
+        if token is None:
+            return pages
+        assert len(pages) < 100, "pagination does not end"
+
+
+def test_a_batch_is_listed_through_one_index_entry_per_page(core: Enqueuer) -> None:
+    first = stored_at(core, NOW)
+    batch = batch_at(core, 2 * 100 + 30, NOW + 1)
+    last = stored_at(core, NOW + 2)
+    entries = listing_entries(core)
+    # Two single tasks and three pages (100 + 100 + 30 ids): five entries for 232 tasks.
+    assert len(entries) == 5
+    assert sorted(e for e in entries if not e.startswith("page#")) == sorted([first.id, last.id])
+    raw = core.store.client.get_item(TableName=core.store.table, Key={"pk": {"S": batch[0].id}})
+    assert "listed" not in raw["Item"] and raw["Item"]["tenant"]["S"] == "default"
+    # The page of the last 30 ids is the newest entry of the batch (ids are time-ordered).
+    pages = all_pages(core, limit=40)
+    seen = [i for page in pages for i in page]
+    assert len(seen) == len(set(seen)) == 232
+    assert seen[0] == last.id and seen[-1] == first.id
+    assert set(seen[1:-1]) == {t.id for t in batch}
+    # Pages of exactly `limit` tasks, resuming inside listing pages.
+    assert [len(p) for p in pages] == [40] * 5 + [32]
+
+
+def test_batched_tasks_filter_by_status_and_name_across_pages(core: Enqueuer) -> None:
+    alpha = batch_at(core, 5, NOW, name="alpha")
+    beta = batch_at(core, 4, NOW + 1, name="beta")
+    claim = claimed(core, alpha[2].id)
+    assert core.store.complete(alpha[2].id, "default", claim.token, None, NOW)
+    succeeded = [i for p in all_pages(core, TaskStatus.SUCCEEDED, limit=3) for i in p]
+    assert succeeded == [alpha[2].id]
+    queued = [i for p in all_pages(core, TaskStatus.QUEUED, limit=3) for i in p]
+    assert queued == [t.id for t in reversed(beta)] + [
+        t.id for t in reversed(alpha) if t.id != alpha[2].id
+    ]
+    named, _ = core.store.list_tasks("default", name="beta", limit=10)
+    assert [t.id for t in named] == [t.id for t in reversed(beta)]
+
+
+def test_a_listed_id_whose_task_is_gone_is_skipped(core: Enqueuer) -> None:
+    batch = batch_at(core, 3, NOW)
+    core.store.client.delete_item(TableName=core.store.table, Key={"pk": {"S": batch[1].id}})
+    listed = [i for p in all_pages(core, limit=2) for i in p]
+    assert listed == [batch[2].id, batch[0].id]
+    # A page is no task.
+    page = next(e for e in listing_entries(core) if e.startswith("page#"))
+    assert core.store.get(page) is None
