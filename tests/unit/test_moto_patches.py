@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import threading
 
+import boto3
 import moto.sqs.models as sqs_models
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 
 from stratoq.local.moto_patches import install
@@ -47,3 +51,94 @@ def test_retention_check_still_refuses_expired_messages() -> None:
     message.sent_timestamp -= 61_000
     assert not backend.is_message_valid_based_on_retention_period("retention-test", message)
     backend.delete_queue("retention-test")
+
+
+def test_sends_skip_the_attribute_scan_only_for_the_sending_thread() -> None:
+    install()
+    backend = sqs_models.sqs_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+    backend.create_queue("send-test")
+    queue = backend.get_queue("send-test")
+    seen: list[dict[str, object]] = []
+    original = sqs_models.Message.mark_sent
+
+    def mark_sent(self: object, delay_seconds: int | None = None) -> None:
+        # Mid-send: another thread still reads the queue's full attributes.
+        reader = threading.Thread(target=lambda: seen.append(dict(queue.attributes)))
+        reader.start()
+        reader.join()
+        original(self, delay_seconds=delay_seconds)  # type: ignore[arg-type]
+
+    sqs_models.Message.mark_sent = mark_sent  # type: ignore[method-assign]
+    try:
+        backend.send_message("send-test", "a")
+    finally:
+        sqs_models.Message.mark_sent = original  # type: ignore[method-assign]
+    backend.send_message("send-test", "b", delay_seconds=30)
+    assert seen and seen[0]["ApproximateNumberOfMessages"] == 0
+    attributes = queue.attributes
+    assert attributes["ApproximateNumberOfMessages"] == 1
+    assert attributes["ApproximateNumberOfMessagesDelayed"] == 1
+    backend.delete_queue("send-test")
+
+
+def test_fifo_content_based_deduplication_still_applies() -> None:
+    install()
+    backend = sqs_models.sqs_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+    backend.create_queue("dedup-test.fifo", FifoQueue="true", ContentBasedDeduplication="true")
+    for _ in range(2):
+        backend.send_message("dedup-test.fifo", "same body", group_id="g")
+    assert backend.get_queue("dedup-test.fifo").attributes["ApproximateNumberOfMessages"] == 1
+    backend.delete_queue("dedup-test.fifo")
+
+
+def test_a_remembered_update_expression_gives_each_request_its_own_values() -> None:
+    install()
+    with mock_aws():
+        db = boto3.client("dynamodb", region_name="us-east-1")
+        db.create_table(
+            TableName="t",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        expression = "SET n = if_not_exists(n, :zero) + :inc, tag = :tag"
+        for pk, inc, tag in [("a", 1, "x"), ("b", 5, "y"), ("a", 2, "z")]:
+            db.update_item(
+                TableName="t",
+                Key={"pk": {"S": pk}},
+                UpdateExpression=expression,
+                ExpressionAttributeValues={
+                    ":zero": {"N": "0"},
+                    ":inc": {"N": str(inc)},
+                    ":tag": {"S": tag},
+                },
+            )
+        a = db.get_item(TableName="t", Key={"pk": {"S": "a"}})["Item"]
+        b = db.get_item(TableName="t", Key={"pk": {"S": "b"}})["Item"]
+        assert (a["n"], a["tag"], b["n"], b["tag"]) == (
+            {"N": "3"},
+            {"S": "z"},
+            {"N": "5"},
+            {"S": "y"},
+        )
+        # A value of the wrong type is refused, and the same text works after it.
+        for _ in range(2):
+            with pytest.raises(ClientError, match="ValidationException"):
+                db.update_item(
+                    TableName="t",
+                    Key={"pk": {"S": "a"}},
+                    UpdateExpression=expression,
+                    ExpressionAttributeValues={
+                        ":zero": {"N": "0"},
+                        ":inc": {"S": "not a number"},
+                        ":tag": {"S": "t"},
+                    },
+                )
+        # A malformed expression raises every time (failures are not remembered).
+        for _ in range(2):
+            with pytest.raises(ClientError, match="ValidationException"):
+                db.update_item(
+                    TableName="t", Key={"pk": {"S": "a"}}, UpdateExpression="SET = broken"
+                )
+        n = db.get_item(TableName="t", Key={"pk": {"S": "a"}})["Item"]["n"]
+        assert n == {"N": "3"}
