@@ -150,6 +150,17 @@ def cmd_provision(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backfill_listing(args: argparse.Namespace) -> int:
+    from stratoq import aws
+    from stratoq.store import TaskStore
+
+    settings = _settings(args)
+    # Reads and writes keys only: no cipher is needed.
+    store = TaskStore(aws.dynamodb(settings), settings.tasks_table)
+    print(f"listed {store.backfill_listing()} task(s) in {settings.tasks_table}")
+    return 0
+
+
 def cmd_enqueue(args: argparse.Namespace) -> int:
     try:
         payload = json.loads(args.payload) if args.payload is not None else None
@@ -568,6 +579,12 @@ def parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("provision", help="create template.yaml's resources on an emulator")
     pr.add_argument("--stack", default="stratoq")
     pr.set_defaults(func=cmd_provision)
+
+    bf = sub.add_parser(
+        "backfill-listing",
+        help="list tasks stored before the `listing` index (upgrade step, docs/deploy.md)",
+    )
+    bf.set_defaults(func=cmd_backfill_listing)
 
     e = sub.add_parser("enqueue", help="enqueue a task")
     e.add_argument("name")

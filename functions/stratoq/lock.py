@@ -11,7 +11,7 @@ two tenants' keys never collide and a tenant can only ever address its own locks
   is absent or `lock_until <= now`, so an expired lock is free at once, whether or not
   DynamoDB's TTL has removed it yet.
 - `expires_at` (N, epoch s): the table's TTL attribute, an hour after the hold ends,
-  so abandoned locks disappear. The item carries no `tenant` or `created_at`, so it
+  so abandoned locks disappear. The item carries no `listed` or `created_at`, so it
   never enters the `listing` index and is never mistaken for a task.
 
 Tokens survive that deletion: an acquisition writes `fence = if_not_exists(fence,

@@ -41,6 +41,8 @@ logger = Logger(service="stratoq")
 EMPTY_RECHECK_SECONDS = 1.0
 # A prefetched message waits for a slot about this long at most (at the recent pace).
 PREFETCH_SECONDS = 1.0
+# Outcomes of deliveries whose handler ran: only these time the prefetch.
+TIMED_STATUSES = frozenset({"succeeded", "retrying", "failed"})
 
 
 def prefetch_count(limit: int, slots: int, task_seconds: float | None) -> int:
@@ -255,12 +257,16 @@ class Poller:
                 break
             if delivery is not None:
                 back.append(delivery)
-        if not back:
+        self._give_back(back)
+
+    def _give_back(self, deliveries: list[Delivery]) -> None:
+        if not deliveries:
             return
         with self._cond:
-            self._held -= len(back)
+            self._held -= len(deliveries)
+            self._cond.notify()
         try:
-            self.transport.change_visibility((d, 0) for d in back)
+            self.transport.change_visibility((d, 0) for d in deliveries)
         except Exception:
             # They reappear when their visibility timeout ends instead.
             logger.exception("handing back prefetched messages failed")
@@ -300,10 +306,16 @@ class Poller:
             delivery = self._work.get()[2]
             if delivery is None:
                 return
+            if self._stopping.is_set():
+                # Stopping: a prefetched message is not started but handed back.
+                self._give_back([delivery])
+                continue
             metrics.slot_taken()
             started = time.monotonic()
+            disposition: Disposition | None = None
             try:
-                self._apply(delivery, self.worker.process(delivery))
+                disposition = self.worker.process(delivery)
+                self._apply(delivery, disposition)
             except Exception:
                 # The message reappears after its visibility timeout and is retried.
                 logger.exception("processing a message failed", extra={"id": delivery.message_id})
@@ -313,9 +325,11 @@ class Poller:
                 with self._cond:
                     self._held -= 1
                     self.processed += 1
-                    # A moving average of recent tasks sizes the prefetch.
-                    last = self._task_seconds
-                    self._task_seconds = took if last is None else last + 0.1 * (took - last)
+                    if disposition is not None and disposition.status in TIMED_STATUSES:
+                        # A moving average of tasks that ran sizes the prefetch (deliveries
+                        # that were only passed on would make tasks look instant).
+                        last = self._task_seconds
+                        self._task_seconds = took if last is None else last + 0.1 * (took - last)
                     self._cond.notify()
 
     def _apply(self, delivery: Delivery, disposition: Disposition) -> None:

@@ -347,8 +347,9 @@ class TaskStore:
 
         Unconditional, which is safe because ids are fresh random values. Two or more
         tasks are listed through pages of up to PAGE_SIZE ids instead of an index entry
-        each; a page is written in the first call that holds its tasks, so a listed id
-        whose task write failed is only ever a missing id (listing skips those).
+        each. A page goes in the same calls as its tasks (first); if a write fails for
+        good this raises and nothing is sent, so an id whose task is missing is skipped
+        by listing, and a stored task whose page is missing is readable by id only.
         """
         if len(tasks) < 2:
             for t in tasks:
@@ -357,13 +358,47 @@ class TaskStore:
         requests: list[Any] = []
         for start in range(0, len(tasks), PAGE_SIZE):
             chunk = tasks[start : start + PAGE_SIZE]
-            requests.append({"PutRequest": {"Item": _dump(self._page_item(chunk))}})
+            page = self._page_item(chunk)
+            requests.append({"PutRequest": {"Item": _dump(page)}})
             for t in chunk:
                 item = task_to_item(t, self.cipher)
+                # Listed by its page, which it names (backfill_listing leaves it alone).
                 del item["listed"]
+                item["page"] = page["pk"]
                 requests.append({"PutRequest": {"Item": _dump(item)}})
         for start in range(0, len(requests), BATCH_WRITE_LIMIT):
             self._batch_write(requests[start : start + BATCH_WRITE_LIMIT])
+
+    def backfill_listing(self) -> int:
+        """Give `listed` to tasks stored before the `listing` index existed; returns how
+        many were updated (see docs/deploy.md, upgrading). Idempotent."""
+        updated = 0
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            # Tasks (they have a name) that neither carry `listed` nor are on a page.
+            "FilterExpression": "attribute_exists(#n) AND attribute_not_exists(listed) "
+            "AND attribute_not_exists(page)",
+            "ProjectionExpression": "pk, tenant",
+            "ExpressionAttributeNames": {"#n": "name"},
+        }
+        while True:
+            out = self._db.scan(**kwargs)
+            for item in out.get("Items", []):
+                try:
+                    self._db.update_item(
+                        TableName=self.table,
+                        Key={"pk": item["pk"]},
+                        UpdateExpression="SET listed = tenant",
+                        # Not a task TTL removed meanwhile (the update would re-create it).
+                        ConditionExpression="attribute_exists(pk) AND attribute_not_exists(page)",
+                    )
+                    updated += 1
+                except ClientError as exc:
+                    if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                        raise
+            if "LastEvaluatedKey" not in out:
+                return updated
+            kwargs["ExclusiveStartKey"] = out["LastEvaluatedKey"]
 
     def _page_item(self, tasks: Sequence[Task]) -> dict[str, Any]:
         created = max(to_ms(t.created_at) or 0 for t in tasks)
@@ -412,55 +447,83 @@ class TaskStore:
     ) -> tuple[list[Task], str | None]:
         """A page of the tenant's tasks, newest first, and the token of the next page.
 
-        Failed tasks come from the sparse `by-status` index. Any other status is a filter
-        over `listing`, so such a page may hold fewer than `limit` tasks (even none)
-        while `next_token` says there is more to look through.
+        Failed tasks come from the sparse `by-status` index. Everything else is read
+        through `listing`: its entries are tasks created alone and listing pages of
+        batches, expanded in order. A page of the answer may hold fewer than `limit`
+        tasks (even none) while `next_token` says there is more: with a status or name
+        filter, or when listed tasks have expired.
         """
         if status is TaskStatus.FAILED:
             return self._list_failed(tenant, name, limit, next_token)
-        start, skip = _decode_listing_token(next_token, tenant)
+        key, skip = _decode_listing_token(next_token, tenant)
+        ids: list[str] = []
+        if skip:
+            # Resume inside the listing page `key`; a page gone since (TTL) has no rest.
+            found = self._get_many([key["pk"]["S"]]) if key else []
+            rest = _page_ids(found[0], tenant)[skip:] if found else []
+            if len(rest) > limit:
+                return self._listed(ids + rest[:limit], tenant, status, name), (
+                    _encode_listing_token(key, skip + limit)
+                )
+            ids += rest
+        token: str | None = None
+        if len(ids) < limit:
+            token = self._expand_listing(tenant, key, limit, ids)
+        elif key is not None:
+            token = _encode_listing_token(key, 0)
+        return self._listed(ids, tenant, status, name), token
+
+    def _expand_listing(
+        self, tenant: str, start: dict[str, Any] | None, limit: int, ids: list[str]
+    ) -> str | None:
+        """Add the task ids of `listing` entries after `start` to `ids`, up to `limit`;
+        returns the token of the rest, if any."""
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": "listing",
             "KeyConditionExpression": "listed = :k",
             "ExpressionAttributeValues": _vals(k=tenant),
-            "Limit": limit,
+            "Limit": limit - len(ids),  # every entry lists at least one task
             "ScanIndexForward": False,
         }
         if start is not None:
             kwargs["ExclusiveStartKey"] = start
         out = self._db.query(**kwargs)
         entries: list[dict[str, Any]] = out.get("Items", [])
-        pages = {
-            p["pk"]: _page_ids(p)
-            for p in self._get_many(
-                [e["pk"]["S"] for e in entries if e["pk"]["S"].startswith(PAGE_PREFIX)]
-            )
-        }
-        ids: list[str] = []
-        token: str | None = None
-        before = start  # the key the entry being expanded follows
+        pending = [e["pk"]["S"] for e in entries if e["pk"]["S"].startswith(PAGE_PREFIX)]
+        pages: dict[str, list[str]] = {}
         for entry in entries:
             pk = entry["pk"]["S"]
-            listed = pages.get(pk, []) if pk.startswith(PAGE_PREFIX) else [pk]
             room = limit - len(ids)
-            if len(listed) - skip > room:
-                # The page does not fit: the next call resumes inside it.
-                ids += listed[skip : skip + room]
-                token = _encode_listing_token(before, skip + room)
-                break
-            ids += listed[skip:]
-            skip = 0
-            before = entry
-        else:
-            last = out.get("LastEvaluatedKey")
-            token = _encode_listing_token(last, 0) if last else None
-        items = self._get_many(ids)
+            if room == 0:
+                return _encode_listing_token(start, 0)
+            if not pk.startswith(PAGE_PREFIX):
+                ids.append(pk)
+                start = _listing_key(entry)
+                continue
+            if pk not in pages:
+                # Read pages as they are needed, a few at a time: ~100 ids each.
+                wanted = pending[pending.index(pk) :][: -(-room // PAGE_SIZE) + 1]
+                for page in self._get_many(wanted):
+                    pages[page["pk"]] = _page_ids(page, tenant)
+            listed = pages.get(pk, [])
+            if len(listed) > room:
+                ids += listed[:room]
+                return _encode_listing_token(_listing_key(entry), room)
+            ids += listed
+            start = _listing_key(entry)
+        last = out.get("LastEvaluatedKey")
+        return _encode_listing_token(last, 0) if last else None
+
+    def _listed(
+        self, ids: list[str], tenant: str, status: TaskStatus | None, name: str | None
+    ) -> list[Task]:
+        items = [i for i in self._get_many(ids) if i.get("tenant") == tenant and "name" in i]
         if status is not None:
             items = [i for i in items if i.get("status") == status.value]
         if name:
             items = [i for i in items if i.get("name") == name]
-        return [item_to_task(i, self.cipher) for i in items if "name" in i], token
+        return [item_to_task(i, self.cipher) for i in items]
 
     def _list_failed(
         self, tenant: str, name: str | None, limit: int, next_token: str | None
@@ -484,6 +547,8 @@ class TaskStore:
             if (
                 set(start) != {"pk", "gsi1pk", "created_at"}
                 or start["gsi1pk"] != kwargs["ExpressionAttributeValues"][":k"]
+                or "S" not in start["pk"]
+                or "N" not in start["created_at"]
             ):
                 raise ValueError("next_token is not a token this API returned")
             kwargs["ExclusiveStartKey"] = start
@@ -850,8 +915,10 @@ def decode_page_token(token: str) -> dict[str, Any]:
     return key
 
 
-def _page_ids(page: dict[str, Any]) -> list[str]:
-    """A listing page's task ids, newest first."""
+def _page_ids(page: dict[str, Any], tenant: str) -> list[str]:
+    """A listing page's task ids, newest first (none if it is no page of `tenant`)."""
+    if not page["pk"].startswith(PAGE_PREFIX) or page.get("listed") != tenant:
+        return []
     raw = bytes(page.get("ids") or b"")
     return [raw[i : i + 16].hex() for i in range(0, len(raw), 16)][::-1]
 
@@ -876,13 +943,18 @@ def _decode_listing_token(token: str | None, tenant: str) -> tuple[dict[str, Any
     if not isinstance(skip, int) or isinstance(skip, bool) or not 0 <= skip <= PAGE_SIZE:
         raise ValueError("next_token is not a token this API returned")
     if key is None:
-        return None, skip
+        if skip:
+            raise ValueError("next_token is not a token this API returned")
+        return None, 0
     # The key must be one of this very query (the caller's own partition).
     if (
         not isinstance(key, dict)
         or set(key) != {"pk", "listed", "created_at"}
         or not all(_key_value(v) for v in key.values())
         or key["listed"] != {"S": tenant}
+        or "S" not in key["pk"]
+        or "N" not in key["created_at"]
+        or (skip and not key["pk"]["S"].startswith(PAGE_PREFIX))
     ):
         raise ValueError("next_token is not a token this API returned")
     return key, skip
@@ -895,4 +967,10 @@ def _key_value(value: Any) -> bool:
     (kind, text), *_ = value.items()
     if kind == "S":
         return isinstance(text, str) and 0 < len(text) <= 1024
-    return kind == "N" and isinstance(text, str) and text.isdigit() and len(text) <= 20
+    return (
+        kind == "N"
+        and isinstance(text, str)
+        and text.isascii()
+        and text.isdigit()
+        and len(text) <= 20
+    )

@@ -732,3 +732,68 @@ def test_a_listed_id_whose_task_is_gone_is_skipped(core: Enqueuer) -> None:
     # A page is no task.
     page = next(e for e in listing_entries(core) if e.startswith("page#"))
     assert core.store.get(page) is None
+
+
+def test_a_token_inside_a_page_survives_newer_tasks(core: Enqueuer) -> None:
+    batch = batch_at(core, 100, NOW)
+    first, token = core.store.list_tasks("default", limit=50)
+    assert token is not None
+    # New work arrives between the two calls: a single task and another batch.
+    stored_at(core, NOW + 1)
+    batch_at(core, 30, NOW + 2)
+    second, _ = core.store.list_tasks("default", limit=50, next_token=token)
+    newest_first = [t.id for t in reversed(batch)]
+    assert [t.id for t in first] == newest_first[:50]
+    assert [t.id for t in second] == newest_first[50:]
+
+
+def test_a_page_that_expired_between_calls_is_passed_over(core: Enqueuer) -> None:
+    older = stored_at(core, NOW - 1)
+    batch_at(core, 10, NOW)
+    _, token = core.store.list_tasks("default", limit=4)
+    page = next(e for e in listing_entries(core) if e.startswith("page#"))
+    core.store.client.delete_item(TableName=core.store.table, Key={"pk": {"S": page}})
+    rest, token = core.store.list_tasks("default", limit=4, next_token=token)
+    assert [t.id for t in rest] == [older.id]
+    assert token is None
+
+
+def test_listing_reads_only_the_pages_it_needs(core: Enqueuer) -> None:
+    for i in range(20):
+        batch_at(core, 100, NOW + i)
+    calls: list[int] = []
+    client = core.store.client
+    original = client.batch_get_item
+
+    def counting(**kwargs: Any) -> Any:
+        calls.append(len(kwargs["RequestItems"][core.store.table]["Keys"]))
+        return original(**kwargs)
+
+    client.batch_get_item = counting  # type: ignore[method-assign]
+    try:
+        tasks, token = core.store.list_tasks("default", limit=50)
+    finally:
+        client.batch_get_item = original  # type: ignore[method-assign]
+    assert len(tasks) == 50 and token is not None
+    # Two pages at most (the newest holds 100 ids), then the 50 tasks.
+    assert calls == [2, 50]
+
+
+def test_backfill_lists_tasks_stored_before_the_listing_index(core: Enqueuer) -> None:
+    # Tasks stored by an older version: `tenant` but no `listed` and no page.
+    old = [stored_at(core, NOW - 10 + i) for i in range(3)]
+    for task in old:
+        core.store.client.update_item(
+            TableName=core.store.table, Key={"pk": {"S": task.id}}, UpdateExpression="REMOVE listed"
+        )
+    batch = batch_at(core, 4, NOW)
+    lock_pk = "lock#default#x"
+    core.store.client.put_item(TableName=core.store.table, Item={"pk": {"S": lock_pk}})
+    assert {t.id for t in core.store.list_tasks("default")[0]} == {t.id for t in batch}
+
+    assert core.store.backfill_listing() == 3
+    listed = [t.id for t in core.store.list_tasks("default")[0]]
+    assert listed == [t.id for t in reversed(batch)] + [t.id for t in reversed(old)]
+    # Batched tasks stay listed once (by their page); running it again changes nothing.
+    assert core.store.backfill_listing() == 0
+    assert len(listing_entries(core)) == 3 + 1
