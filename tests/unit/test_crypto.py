@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -211,3 +213,47 @@ def test_without_a_key_clear_storage_needs_an_explicit_setting() -> None:
     configured = cipher_for(Settings(kms_key_id="alias/stratoq", aws_endpoint_url="http://x"))
     assert configured is not None
     assert configured.key_id == "alias/stratoq"
+
+
+class SlowKms(FakeKms):
+    """KMS with a round trip of 50 ms, so that threads starting together all miss."""
+
+    def generate_data_key(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        time.sleep(0.05)
+        return super().generate_data_key(*args, **kwargs)
+
+    def decrypt(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        time.sleep(0.05)
+        return super().decrypt(*args, **kwargs)
+
+
+def run_together(count: int, work: Any) -> list[Any]:
+    start = threading.Barrier(count)
+    results: list[Any] = [None] * count
+
+    def one(i: int) -> None:
+        start.wait()
+        results[i] = work(i)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_threads_missing_the_same_data_key_share_one_kms_call() -> None:
+    kms = SlowKms()
+    c = cipher(kms)
+    blobs = run_together(
+        16, lambda i: c.encrypt_json(i, **{**WHERE, "tenant": "acme" if i % 2 else "beta"})
+    )
+    assert kms.generated == 2  # one per tenant, not one per thread
+    reader = cipher(kms)  # another process: a cold cache of decrypted keys
+    values = run_together(
+        16,
+        lambda i: reader.decrypt_json(blobs[i], **{**WHERE, "tenant": "acme" if i % 2 else "beta"}),
+    )
+    assert values == list(range(16))
+    assert kms.decrypted == 2
