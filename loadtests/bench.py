@@ -140,9 +140,11 @@ def _create_wru(items: list[dict[str, Any]], n: int) -> float:
     more. Task items here are under 1 KB (payload `{}` encrypted); a page's size is its
     ids (16 bytes each) plus about 100 bytes of other attributes and names.
     """
+    from stratoq.store import PAGE_PREFIX
+
     units = 0
     for item in items:
-        if item["pk"]["S"].startswith("page#"):
+        if item["pk"]["S"].startswith(PAGE_PREFIX):
             size = len(item["ids"]["B"]) + 100
             units += math.ceil(size / 1024) + 1
         else:
@@ -150,11 +152,8 @@ def _create_wru(items: list[dict[str, Any]], n: int) -> float:
     return units / n
 
 
-def _cost(
-    per_task: dict[str, float], create_wru: float, lambda_batch: int | None
-) -> dict[str, float]:
+def _cost(per_task: dict[str, float], wru: float, lambda_batch: int | None) -> dict[str, float]:
     sqs = sum(v for k, v in per_task.items() if k.startswith("AmazonSQS."))
-    wru = create_wru + per_task.get("DynamoDB.UpdateItem", 0) * WRU_PER_UPDATE
     kms = sum(v for k, v in per_task.items() if k.startswith("TrentService."))
     out = {
         "sqs": sqs * PRICES["sqs_per_million_requests"],
@@ -208,6 +207,7 @@ def _measure_stratoq(
 ) -> Result:
     from stratoq import aws
     from stratoq.models import TaskRequest
+    from stratoq.store import PAGE_PREFIX
 
     time.sleep(4)  # let the pollers start (spawning slot processes) before the clock runs
     emu.counts(reset=True)
@@ -240,7 +240,7 @@ def _measure_stratoq(
             break
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
     create_wru = _create_wru(items, n)
-    items = [i for i in items if not i["pk"]["S"].startswith("page#")]
+    items = [i for i in items if not i["pk"]["S"].startswith(PAGE_PREFIX)]
     done = [i for i in items if i.get("status", {}).get("S") == "succeeded"]
     if len(done) != n:
         from collections import Counter
@@ -257,10 +257,9 @@ def _measure_stratoq(
     result.p50_ms = _percentile([float(x) for x in latencies], 0.5)
     result.p99_ms = _percentile([float(x) for x in latencies], 0.99)
     result.requests_per_task = _per_task(counts, n)
-    result.dynamodb_wru_per_task = round(
-        create_wru + result.requests_per_task.get("DynamoDB.UpdateItem", 0) * WRU_PER_UPDATE, 3
-    )
-    result.cost_per_million = _cost(result.requests_per_task, create_wru, lambda_batch=10)
+    wru = create_wru + result.requests_per_task.get("DynamoDB.UpdateItem", 0) * WRU_PER_UPDATE
+    result.dynamodb_wru_per_task = round(wru, 3)
+    result.cost_per_million = _cost(result.requests_per_task, wru, lambda_batch=10)
     return result
 
 

@@ -12,6 +12,7 @@ stop and release what is left, and exit 0.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import multiprocessing
 import os
 import queue
@@ -140,7 +141,7 @@ class Poller:
         self._cond = threading.Condition()
         # Prefetched messages wait highest priority first, then in arrival order.
         self._work: queue.PriorityQueue[tuple[int, int, Delivery | None]] = queue.PriorityQueue()
-        self._seq = 0
+        self._arrivals = itertools.count()
         # An ack may wait: the outcome is already recorded and the message stays invisible
         # for its lease, so up to 250 ms fills DeleteMessageBatch calls under load (SQS
         # deletes per task 0.27 -> 0.10 in the benchmark) at no cost to correctness.
@@ -249,10 +250,7 @@ class Poller:
 
     def _enqueue_work(self, delivery: Delivery | None) -> None:
         rank = len(PRIORITIES) if delivery is None else self._rank.get(delivery.queue_url, 1)
-        with self._cond:
-            self._seq += 1
-            seq = self._seq
-        self._work.put((rank, seq, delivery))
+        self._work.put((rank, next(self._arrivals), delivery))
 
     def _hand_back_prefetched(self) -> None:
         """Make messages no slot has started visible again now, for other workers."""
@@ -300,6 +298,13 @@ class Poller:
         if len(self.keys) == 1:
             return self.transport.receive(self.keys[0], want, wait, lease)
         now = time.monotonic()
+
+        def ask(key: str, count: int) -> list[Delivery]:
+            got = self.transport.receive(key, count, 0, lease)
+            if not got:
+                self._empty_until[key] = now + EMPTY_RECHECK_SECONDS
+            return got
+
         order = self.chooser.order()
         later: list[str] = []
         for key in order:
@@ -308,17 +313,12 @@ class Poller:
             count = want if self._higher_found_empty(key, now) else min(want, free)
             if count == 0:
                 later.append(key)
-                continue
-            got = self.transport.receive(key, count, 0, lease)
-            if got:
+            elif got := ask(key, count):
                 return got
-            self._empty_until[key] = now + EMPTY_RECHECK_SECONDS
         # Highest priority first, each now after every higher queue was found empty.
         for key in sorted(later, key=_priority_rank):
-            got = self.transport.receive(key, want, 0, lease)
-            if got:
+            if got := ask(key, want):
                 return got
-            self._empty_until[key] = now + EMPTY_RECHECK_SECONDS
         got = self.transport.receive(order[0], want, _idle_wait(wait, len(self.keys)), lease)
         if got:
             self._empty_until.pop(order[0], None)

@@ -64,6 +64,7 @@ IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000
 MAX_ERROR_CHARS = 2000
 BATCH_WRITE_LIMIT = 25  # DynamoDB's own limit (moto accepts more; AWS refuses)
 PAGE_PREFIX = "page#"
+UNKNOWN_PAGE = "next_token is not a token this API returned"
 PAGE_SIZE = 100  # task ids per listing page: 1.6 KB, 2 write units (+1 index entry)
 # A page outlives the tasks it names by this much beyond their retention (counted from
 # their latest due time), so retries and slow finishes stay listed; a task that still
@@ -462,7 +463,7 @@ class TaskStore:
             found = self._get_many([key["pk"]["S"]]) if key else []
             rest = _page_ids(found[0], tenant)[skip:] if found else []
             if len(rest) > limit:
-                return self._listed(ids + rest[:limit], tenant, status, name), (
+                return self._listed(rest[:limit], tenant, status, name), (
                     _encode_listing_token(key, skip + limit)
                 )
             ids += rest
@@ -541,17 +542,9 @@ class TaskStore:
             kwargs["ExpressionAttributeNames"] = {"#n": "name"}
             kwargs["ExpressionAttributeValues"].update(_vals(name=name))
         if next_token:
-            # A token is client input: it must be a key of this very query (the
-            # caller's own partition), or it is refused before DynamoDB sees it.
-            start = decode_page_token(next_token)
-            if (
-                set(start) != {"pk", "gsi1pk", "created_at"}
-                or start["gsi1pk"] != kwargs["ExpressionAttributeValues"][":k"]
-                or "S" not in start["pk"]
-                or "N" not in start["created_at"]
-            ):
-                raise ValueError("next_token is not a token this API returned")
-            kwargs["ExclusiveStartKey"] = start
+            kwargs["ExclusiveStartKey"] = _query_key(
+                _read_token(next_token), "gsi1pk", kwargs["ExpressionAttributeValues"][":k"]
+            )
         out = self._db.query(**kwargs)
         last = out.get("LastEvaluatedKey")
         token = encode_page_token(last) if last else None
@@ -905,13 +898,26 @@ def encode_page_token(key: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
 
 
-def decode_page_token(token: str) -> dict[str, Any]:
+def _read_token(token: str) -> Any:
     try:
-        key = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return json.loads(base64.urlsafe_b64decode(token.encode()))
     except (binascii.Error, ValueError):
-        raise ValueError("next_token is not a token this API returned") from None
-    if not isinstance(key, dict) or not all(_key_value(v) for v in key.values()):
-        raise ValueError("next_token is not a token this API returned")
+        raise ValueError(UNKNOWN_PAGE) from None
+
+
+def _query_key(key: Any, partition: str, value: dict[str, str]) -> dict[str, Any]:
+    """`key` if it is a key of this very query: the index's partition `value` (the
+    caller's own), its base-table key and `created_at`, typed as the index has them.
+    A token is client input: anything else is refused before DynamoDB sees it."""
+    if (
+        not isinstance(key, dict)
+        or set(key) != {"pk", partition, "created_at"}
+        or not all(_key_value(v) for v in key.values())
+        or key[partition] != value
+        or "S" not in key["pk"]
+        or "N" not in key["created_at"]
+    ):
+        raise ValueError(UNKNOWN_PAGE)
     return key
 
 
@@ -935,28 +941,20 @@ def _decode_listing_token(token: str | None, tenant: str) -> tuple[dict[str, Any
     """(ExclusiveStartKey, ids to skip in the next entry); client input, so checked."""
     if not token:
         return None, 0
+    raw = _read_token(token)
     try:
-        raw = json.loads(base64.urlsafe_b64decode(token.encode()))
         key, skip = raw["k"], raw["s"]
-    except (binascii.Error, ValueError, TypeError, KeyError):
-        raise ValueError("next_token is not a token this API returned") from None
+    except (TypeError, KeyError):
+        raise ValueError(UNKNOWN_PAGE) from None
     if not isinstance(skip, int) or isinstance(skip, bool) or not 0 <= skip <= PAGE_SIZE:
-        raise ValueError("next_token is not a token this API returned")
+        raise ValueError(UNKNOWN_PAGE)
     if key is None:
         if skip:
-            raise ValueError("next_token is not a token this API returned")
+            raise ValueError(UNKNOWN_PAGE)
         return None, 0
-    # The key must be one of this very query (the caller's own partition).
-    if (
-        not isinstance(key, dict)
-        or set(key) != {"pk", "listed", "created_at"}
-        or not all(_key_value(v) for v in key.values())
-        or key["listed"] != {"S": tenant}
-        or "S" not in key["pk"]
-        or "N" not in key["created_at"]
-        or (skip and not key["pk"]["S"].startswith(PAGE_PREFIX))
-    ):
-        raise ValueError("next_token is not a token this API returned")
+    key = _query_key(key, "listed", {"S": tenant})
+    if skip and not key["pk"]["S"].startswith(PAGE_PREFIX):
+        raise ValueError(UNKNOWN_PAGE)  # only a listing page is resumed inside
     return key, skip
 
 

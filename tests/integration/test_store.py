@@ -635,18 +635,25 @@ def test_list_tasks_by_name_without_status(core: Enqueuer) -> None:
     assert [t.id for t in core.store.list_tasks("default", name="alpha")[0]] == [c.id, a.id]
 
 
+def all_pages(
+    core: Enqueuer, status: TaskStatus | None = None, limit: int = 50, most: int = 100
+) -> list[list[str]]:
+    """Every page of the default tenant's listing, by ids, following next_token."""
+    pages: list[list[str]] = []
+    token: str | None = None
+    while True:
+        tasks, token = core.store.list_tasks("default", status, limit=limit, next_token=token)
+        pages.append([t.id for t in tasks])
+        if token is None:
+            return pages
+        assert len(pages) < most, "pagination does not end"
+
+
 @pytest.mark.parametrize("status", [None, TaskStatus.QUEUED])
 def test_list_tasks_pages_with_next_token(core: Enqueuer, status: TaskStatus | None) -> None:
     ids = [stored_at(core, NOW + i).id for i in range(5)]
     stored_at(core, NOW + 100, tenant=OTHER)
-    pages: list[list[str]] = []
-    token: str | None = None
-    while True:
-        tasks, token = core.store.list_tasks("default", status, limit=2, next_token=token)
-        pages.append([t.id for t in tasks])
-        if token is None:
-            break
-        assert len(pages) < 10, "pagination does not end"
+    pages = all_pages(core, status, limit=2, most=10)
     seen = [i for page in pages for i in page]
     assert [len(p) for p in pages] == [2, 2, 1]
     assert len(seen) == len(set(seen)) == 5
@@ -676,17 +683,6 @@ def listing_entries(core: Enqueuer, tenant: str = "default") -> list[str]:
         ExpressionAttributeValues={":t": {"S": tenant}},
     )
     return [i["pk"]["S"] for i in out["Items"]]
-
-
-def all_pages(core: Enqueuer, status: TaskStatus | None = None, limit: int = 50) -> list[list[str]]:
-    pages: list[list[str]] = []
-    token: str | None = None
-    while True:
-        tasks, token = core.store.list_tasks("default", status, limit=limit, next_token=token)
-        pages.append([t.id for t in tasks])
-        if token is None:
-            return pages
-        assert len(pages) < 100, "pagination does not end"
 
 
 def test_a_batch_is_listed_through_one_index_entry_per_page(core: Enqueuer) -> None:
