@@ -59,6 +59,9 @@ class Result:
     requests_per_task: dict[str, float] = field(default_factory=dict)
     dynamodb_wru_per_task: float = 0.0
     cost_per_million: dict[str, float] = field(default_factory=dict)
+    # CPU milliseconds per task, by whom: the emulator, the workers (every process of
+    # theirs, children included) and the producer (this process).
+    cpu_ms_per_task: dict[str, float] = field(default_factory=dict)
 
 
 class Emulator:
@@ -115,6 +118,50 @@ def _depth(sqs: Any, url: str) -> tuple[int, int]:
     return visible, visible + int(attrs["ApproximateNumberOfMessagesNotVisible"]) + int(
         attrs["ApproximateNumberOfMessagesDelayed"]
     )
+
+
+def _cpu_seconds(pid: int | None = None, session: int | None = None) -> float:
+    """CPU time (user + system, reaped children included) of one process or a session.
+
+    Read from /proc, so it covers processes this harness did not start itself (a worker's
+    slot children). Processes that exited unreaped by a live parent are not counted.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, _, rest = stat.read_text().rpartition(")")
+        except OSError:
+            continue  # exited while we looked
+        fields = rest.split()
+        proc_pid = int(head.split("(", 1)[0])
+        # fields[0] is state (field 3 of proc(5)); session is field 6, times 14-17.
+        if proc_pid == pid or (session is not None and int(fields[3]) == session):
+            total += sum(int(x) for x in fields[11:15])
+    return total / tick
+
+
+class CpuClock:
+    """CPU spent by the emulator, the workers' session and this process since start."""
+
+    def __init__(self, emulator_pid: int, worker_session: int) -> None:
+        self.emulator_pid = emulator_pid
+        self.worker_session = worker_session
+        self.start = self._now()
+
+    def _now(self) -> tuple[float, float, float]:
+        return (
+            _cpu_seconds(pid=self.emulator_pid),
+            _cpu_seconds(session=self.worker_session),
+            time.process_time(),
+        )
+
+    def per_task(self, n: int) -> dict[str, float]:
+        now = self._now()
+        spent = [(b - a) * 1000 / n for a, b in zip(self.start, now, strict=True)]
+        out = dict(zip(("emulator", "workers", "producer"), spent, strict=True))
+        out["total"] = sum(spent)
+        return {k: round(v, 2) for k, v in out.items()}
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -189,7 +236,9 @@ def run_stratoq(emu: Emulator, n: int, processes: int, concurrency: int) -> Resu
         start_new_session=True,
     )
     try:
-        return _measure_stratoq(emu, settings, core, sqs, queue_url, n, processes, concurrency)
+        return _measure_stratoq(
+            emu, settings, core, sqs, queue_url, n, processes, concurrency, workers.pid
+        )
     finally:
         os.killpg(workers.pid, signal.SIGTERM)
         workers.wait(60)
@@ -204,6 +253,7 @@ def _measure_stratoq(
     n: int,
     processes: int,
     concurrency: int,
+    worker_session: int,
 ) -> Result:
     from stratoq import aws
     from stratoq.models import TaskRequest
@@ -212,6 +262,7 @@ def _measure_stratoq(
     time.sleep(4)  # let the pollers start (spawning slot processes) before the clock runs
     emu.counts(reset=True)
     result = Result("stratoq", n, processes, concurrency)
+    cpu = CpuClock(emu.proc.pid, worker_session)
     start = time.time()
     for i in range(0, n, 100):
         core.enqueue_many([TaskRequest(name="noop") for _ in range(min(100, n - i))])
@@ -223,6 +274,7 @@ def _measure_stratoq(
             break
         time.sleep(1.0)  # each probe scans the queue in moto: probe rarely
     counts = emu.counts()
+    result.cpu_ms_per_task = cpu.per_task(n)
     # Latency and the last completion come from the tasks' own records.
     db = aws.dynamodb(settings)
     items: list[dict[str, Any]] = []
@@ -303,14 +355,20 @@ def run_celery(emu: Emulator, n: int, processes: int, concurrency: int) -> Resul
         start_new_session=True,
     )
     try:
-        return _measure_celery(emu, n, processes, concurrency, latency_file, noop)
+        return _measure_celery(emu, n, processes, concurrency, latency_file, noop, worker.pid)
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(60)
 
 
 def _measure_celery(
-    emu: Emulator, n: int, processes: int, concurrency: int, latency_file: Path, noop: Any
+    emu: Emulator,
+    n: int,
+    processes: int,
+    concurrency: int,
+    latency_file: Path,
+    noop: Any,
+    worker_session: int,
 ) -> Result:
     import boto3
 
@@ -323,6 +381,7 @@ def _measure_celery(
     latency_file.unlink(missing_ok=True)
     emu.counts(reset=True)
     result = Result("celery", n, processes, concurrency)
+    cpu = CpuClock(emu.proc.pid, worker_session)
     start = time.time()
     for _ in range(n):
         noop.apply_async(args=(time.time(),))
@@ -335,6 +394,7 @@ def _measure_celery(
             break
         time.sleep(1.0)  # each probe scans the queue in moto: probe rarely
     counts = emu.counts()
+    result.cpu_ms_per_task = cpu.per_task(n)
     rows = [tuple(map(float, line.split())) for line in lines]
     result.e2e_per_s = n / (max(done for _, done in rows) - start)
     latencies = [(done - sent) * 1000 for sent, done in rows]
@@ -365,6 +425,7 @@ def _print(results: list[Result]) -> None:
         if r.dynamodb_wru_per_task:
             print(f"  DynamoDB write units per task: {r.dynamodb_wru_per_task}")
         print(f"  cost per million tasks (USD): {r.cost_per_million}")
+        print(f"  CPU ms per task: {r.cpu_ms_per_task}")
 
 
 def main() -> None:

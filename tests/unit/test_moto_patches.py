@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import boto3
 import moto.sqs.models as sqs_models
@@ -142,3 +143,55 @@ def test_a_remembered_update_expression_gives_each_request_its_own_values() -> N
                 )
         n = db.get_item(TableName="t", Key={"pk": {"S": "a"}})["Item"]["n"]
         assert n == {"N": "3"}
+
+
+def _dynamodb_bodies(
+    response: dict[str, Any], transformers: dict[str, Any] | None = None
+) -> tuple[str, str]:
+    """The GetItem body as patched and as moto's own member-by-member walk writes it."""
+    from moto.core.serialize import (
+        BaseJSONSerializer,
+        XFormedAttributePicker,
+        get_serializer_class,
+    )
+    from moto.core.utils import get_service_model
+
+    install()
+    model = get_service_model("dynamodb")
+    serializer = get_serializer_class("dynamodb", model.metadata["protocol"])
+    walk = BaseJSONSerializer._serialize_type_structure.__wrapped__  # type: ignore[attr-defined]
+    stock = type("Stock", (serializer,), {"_serialize_type_structure": walk})
+    bodies = []
+    for cls in (serializer, stock):
+        picker = XFormedAttributePicker(response_transformers=transformers or {})
+        out = cls(operation_model=model.operation_model("GetItem"), value_picker=picker)
+        bodies.append(out.serialize(response)["body"])
+    return bodies[0], bodies[1]
+
+
+def test_attribute_values_serialize_as_moto_writes_them() -> None:
+    item = {
+        "pk": {"S": "task-1"},
+        "empty": {"S": ""},
+        "unicode": {"S": "zażółć \u2603"},
+        "n": {"N": "-1.5e3"},
+        "yes": {"BOOL": True},
+        "no": {"BOOL": False},
+        "null": {"NULL": True},
+        "blob": {"B": b"\x00\xff payload"},
+        "strings": {"SS": ["a", "b"]},
+        "numbers": {"NS": ["1", "2.5"]},
+        "blobs": {"BS": [b"\x01", b"\x02"]},
+        "errors": {"L": [{"S": "a"}, {"N": "2"}, {"M": {"k": {"S": "v"}, "b": {"B": b"x"}}}]},
+        "map": {"M": {"x": {"BOOL": False}, "y": {"L": []}}},
+    }
+    patched, stock = _dynamodb_bodies({"Item": item})
+    assert patched == stock
+    assert '"blob": {"B": "AP8gcGF5bG9hZA=="}' in patched  # binary still goes through moto
+
+
+def test_a_response_transformer_still_applies_to_attribute_values() -> None:
+    transformers = {"Item.pk.S": lambda value: value.upper()}
+    patched, stock = _dynamodb_bodies({"Item": {"pk": {"S": "task-1"}}}, transformers)
+    assert patched == stock
+    assert '"TASK-1"' in patched
