@@ -145,6 +145,89 @@ def test_a_remembered_update_expression_gives_each_request_its_own_values() -> N
         assert n == {"N": "3"}
 
 
+def _table(db: Any) -> None:
+    db.create_table(
+        TableName="t",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
+def test_checks_that_passed_for_some_names_still_run_for_others() -> None:
+    # The key and duplicate-path checks are skipped only for a text, names and keys that
+    # passed them before; other names with the same text are checked again.
+    install()
+    with mock_aws():
+        db = boto3.client("dynamodb", region_name="us-east-1")
+        _table(db)
+        expression = "SET #a = :v, #b = :w"
+        values = {":v": {"S": "1"}, ":w": {"S": "2"}}
+        for names in [{"#a": "x", "#b": "y"}, {"#a": "x", "#b": "y"}]:
+            db.update_item(
+                TableName="t",
+                Key={"pk": {"S": "k"}},
+                UpdateExpression=expression,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        for names, message in [
+            ({"#a": "pk", "#b": "y"}, "Cannot update attribute pk"),
+            ({"#a": "x", "#b": "x"}, "Two document paths overlap"),
+        ]:
+            with pytest.raises(ClientError, match=message):
+                db.update_item(
+                    TableName="t",
+                    Key={"pk": {"S": "k"}},
+                    UpdateExpression=expression,
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values,
+                )
+        item = db.get_item(TableName="t", Key={"pk": {"S": "k"}})["Item"]
+        assert item == {"pk": {"S": "k"}, "x": {"S": "1"}, "y": {"S": "2"}}
+
+
+def test_a_remembered_condition_is_judged_with_each_requests_names_and_values() -> None:
+    install()
+    with mock_aws():
+        db = boto3.client("dynamodb", region_name="us-east-1")
+        _table(db)
+        db.put_item(TableName="t", Item={"pk": {"S": "k"}, "n": {"N": "5"}, "m": {"N": "1"}})
+        condition = "#f <= :limit AND attribute_exists(pk)"
+
+        def update(field: str, limit: int) -> bool:
+            try:
+                db.update_item(
+                    TableName="t",
+                    Key={"pk": {"S": "k"}},
+                    UpdateExpression="SET touched = :t",
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={"#f": field},
+                    ExpressionAttributeValues={":limit": {"N": str(limit)}, ":t": {"S": field}},
+                )
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+                return False
+            return True
+
+        assert [update("n", 4), update("n", 5), update("m", 0), update("m", 1)] == [
+            False,
+            True,
+            False,
+            True,
+        ]
+        for _ in range(2):  # a malformed condition raises every time (moto: ValueError)
+            with pytest.raises((ClientError, ValueError)):
+                db.update_item(
+                    TableName="t",
+                    Key={"pk": {"S": "k"}},
+                    UpdateExpression="SET touched = :t",
+                    ConditionExpression="n <= AND",
+                    ExpressionAttributeValues={":t": {"S": "x"}},
+                )
+
+
 def _dynamodb_bodies(
     response: dict[str, Any], transformers: dict[str, Any] | None = None
 ) -> tuple[str, str]:
