@@ -185,6 +185,21 @@ def test_checks_that_passed_for_some_names_still_run_for_others() -> None:
                 )
         item = db.get_item(TableName="t", Key={"pk": {"S": "k"}})["Item"]
         assert item == {"pk": {"S": "k"}, "x": {"S": "1"}, "y": {"S": "2"}}
+        # The same text and names on a table whose key is x: checked again, refused.
+        db.create_table(
+            TableName="u",
+            KeySchema=[{"AttributeName": "x", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "x", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        with pytest.raises(ClientError, match="Cannot update attribute x"):
+            db.update_item(
+                TableName="u",
+                Key={"x": {"S": "k"}},
+                UpdateExpression=expression,
+                ExpressionAttributeNames={"#a": "x", "#b": "y"},
+                ExpressionAttributeValues=values,
+            )
 
 
 def test_a_remembered_condition_is_judged_with_each_requests_names_and_values() -> None:
@@ -273,8 +288,37 @@ def test_attribute_values_serialize_as_moto_writes_them() -> None:
     assert '"blob": {"B": "AP8gcGF5bG9hZA=="}' in patched  # binary still goes through moto
 
 
-def test_a_response_transformer_still_applies_to_attribute_values() -> None:
-    transformers = {"Item.pk.S": lambda value: value.upper()}
-    patched, stock = _dynamodb_bodies({"Item": {"pk": {"S": "task-1"}}}, transformers)
+@pytest.mark.parametrize(
+    ("path", "expect"),
+    [
+        ("Item.pk.S", '"pk": {"S": "TASK-1"}'),
+        ("pk.M", '"M": {"k": {"S": "added"}}'),  # moto asks every member, absent ones too
+    ],
+)
+def test_a_response_transformer_still_applies_to_attribute_values(path: str, expect: str) -> None:
+    def transform(value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else {"k": {"S": "added"}}
+
+    patched, stock = _dynamodb_bodies({"Item": {"pk": {"S": "task-1"}}}, {path: transform})
     assert patched == stock
-    assert '"TASK-1"' in patched
+    assert expect in patched
+
+
+def test_plain_attribute_values_skip_the_member_lookups() -> None:
+    from moto.core.serialize import XFormedAttributePicker, get_serializer_class
+    from moto.core.utils import get_service_model
+
+    install()
+    looked_up: list[str] = []
+
+    class Counting(XFormedAttributePicker):
+        def __call__(self, context: Any) -> Any:
+            looked_up.append(context.key)
+            return super().__call__(context)
+
+    model = get_service_model("dynamodb")
+    serializer = get_serializer_class("dynamodb", model.metadata["protocol"])
+    out = serializer(operation_model=model.operation_model("GetItem"), value_picker=Counting())
+    out.serialize({"Item": {"a": {"S": "x"}, "b": {"N": "1"}, "c": {"B": b"x"}}})
+    # Item and ConsumedCapacity, then the ten members of the blob only (moto: 2 + 30).
+    assert len(looked_up) == 2 + 10

@@ -209,7 +209,9 @@ def _remember_update_expressions() -> None:
     validators.UpdateExpressionValidator.validate = validate  # type: ignore[method-assign]
 
 
-# AttributeValue members whose JSON form is the value itself (no base64, no nesting).
+# AttributeValue members whose JSON form is the value itself (no base64, no nesting), in
+# the services whose AttributeValue this is (gamelift's, for one, has a numeric N).
+_DYNAMODB = ("dynamodb", "dynamodbstreams")
 _PLAIN_MEMBERS = {"S": str, "N": str, "BOOL": bool, "NULL": bool}
 
 
@@ -219,8 +221,8 @@ def _serialize_plain_attribute_values() -> None:
     moto's serializer looks each of AttributeValue's ten members up through its alias
     providers for every attribute it returns: a quarter of a claim's UpdateItem (ALL_OLD).
     For a one-member value of those kinds the walk can only produce the value itself,
-    unless a response transformer could match the member's key path; then, and for
-    binary, set and nested values, moto's own walk runs.
+    unless a response transformer could match one of the members' key paths; then, and
+    for binary, set and nested values, moto's own walk runs.
     """
     from moto.core.serialize import BaseJSONSerializer
 
@@ -229,7 +231,13 @@ def _serialize_plain_attribute_values() -> None:
     def _serialize_type_structure(
         self: Any, serialized: Any, value: Any, shape: Any, key: str
     ) -> None:
-        if key and shape.name == "AttributeValue" and type(value) is dict and len(value) == 1:
+        if (
+            key
+            and shape.name == "AttributeValue"
+            and type(value) is dict
+            and len(value) == 1
+            and self.service_model.service_name in _DYNAMODB
+        ):
             ((kind, member),) = value.items()
             if _PLAIN_MEMBERS.get(kind) is type(member) and not _may_transform(self):
                 serialized[key] = {kind: member}
@@ -241,10 +249,11 @@ def _serialize_plain_attribute_values() -> None:
 
 
 def _may_transform(serializer: Any) -> bool:
-    # A transformer applies where the key path ends with its path; a member's key path
-    # ends with ".S", ".N", ".BOOL" or ".NULL".
+    # moto applies a transformer to every member (absent ones too) whose key path ends
+    # with the transformer's path, and every AttributeValue member's name ends in one of
+    # these letters. The transformers are shared by all services (IAM and SNS add some).
     paths = getattr(serializer._value_picker, "response_transformers", None) or {}
-    return any(path.endswith(("S", "N", "L")) for path in paths)
+    return any(not path or path[-1] in "SNBML" for path in paths)
 
 
 def _remember_condition_tokens() -> None:
