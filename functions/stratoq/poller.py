@@ -20,7 +20,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -30,6 +29,7 @@ from stratoq.crypto import cipher_for
 from stratoq.priority import PRIORITIES, PriorityChooser, expand, logical_queues, split_key
 from stratoq.runner import ProcessRunner, Runner
 from stratoq.settings import Settings
+from stratoq.signals import on_stop_signals
 from stratoq.store import TaskStore
 from stratoq.transport import Delivery, SqsTransport
 from stratoq.worker import Action, Disposition, LeaseKeeper, Worker
@@ -392,13 +392,12 @@ def _run_poller(env: dict[str, str], concurrency: int, queues: list[str], grace:
     stop_early = threading.Event()
     holder: list[Poller] = []
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
+    def stop() -> None:
         stop_early.set()
         if holder:
             holder[0].stop()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    on_stop_signals(stop)
     poller = Poller(Settings.from_env(), concurrency, queues, shutdown_grace=grace)
     holder.append(poller)
     if stop_early.is_set():
@@ -432,14 +431,13 @@ def serve(
 
     procs = [start() for _ in range(processes)]
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
+    def stop() -> None:
         stopping.set()
-        for p in procs:
+        for p in list(procs):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p.pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    on_stop_signals(stop)
     while not stopping.is_set():
         for i, p in enumerate(procs):
             if not p.is_alive() and not stopping.is_set():

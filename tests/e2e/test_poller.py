@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import time
 from pathlib import Path
 
 from stratoq.enqueue import Enqueuer
@@ -178,3 +180,28 @@ def test_several_poller_processes(settings: Settings, core: Enqueuer, tmp_path: 
         assert pool.wait(30) == 0, pool.output()
     assert all(core.store.get(i).status is TaskStatus.SUCCEEDED for i in ids)
     assert len(lines(log, "end")) == 30
+
+
+def test_a_storm_of_sigterms_to_the_process_group_still_stops_the_pool(
+    settings: Settings, core: Enqueuer, tmp_path: Path
+) -> None:
+    # `kill -TERM -PGID` (or Ctrl-C in a terminal) reaches every poller directly and again
+    # through the supervisor. A handler that took a lock deadlocked when the next signal
+    # arrived while it held it: that poller never exited (seen in a benchmark run).
+    log = tmp_path / "runs.log"
+    with stratoq(settings, tmp_path, "worker", "--processes", "2", "-c", "1") as pool:
+        ids = [
+            r.task.id
+            for r in core.enqueue_many(
+                [TaskRequest(name="record", payload={"path": str(log), "sleep": 3})] * 2
+            )
+        ]
+        wait_for(lambda: len(lines(log, "start")) == 2, 30, "both tasks to start")
+        # Signals keep coming while both pollers wait for their running task; then none,
+        # so that the exit code is the pool's own.
+        storm_ends = time.monotonic() + 2
+        while time.monotonic() < storm_ends:
+            os.killpg(pool.popen.pid, signal.SIGTERM)
+            time.sleep(0.0005)
+        assert pool.wait(30) == 0, pool.output()
+    assert all(core.store.get(i).status is TaskStatus.SUCCEEDED for i in ids)

@@ -20,8 +20,9 @@ def test_a_process_cpu_time_matches_what_it_measures_itself() -> None:
     _burn(0.3)
     own = os.times()
     read = _cpu_seconds(pid=os.getpid())
+    spent = own.user + own.system + own.children_user + own.children_system
     # /proc counts in clock ticks (10 ms); os.times() is read a moment earlier.
-    assert abs(read - (own.user + own.system)) < 0.05
+    assert abs(read - spent) < 0.05
     assert read >= 0.3
 
 
@@ -42,10 +43,12 @@ def test_a_session_counts_every_process_in_it() -> None:
     )
     try:
         deadline = time.monotonic() + 20
-        while _cpu_seconds(session=child.pid) < 0.8 and time.monotonic() < deadline:
+        while _cpu_seconds(session=child.pid) < 0.75 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert _cpu_seconds(session=child.pid) >= 0.8
-        assert _cpu_seconds(pid=child.pid) < 0.8  # the leader alone spent about half
+        # Each of the two spent 0.4 s (plus start-up); the leader alone counts one.
+        session, leader = _cpu_seconds(session=child.pid), _cpu_seconds(pid=child.pid)
+        assert session >= 0.75
+        assert session - leader >= 0.3
     finally:
         os.killpg(child.pid, 9)
         child.wait()

@@ -25,6 +25,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from stratoq.scheduling import ExpressionError, parse
+from stratoq.signals import on_stop_signals
 
 logger = Logger(service="stratoq", child=True)
 ACCOUNT = "123456789012"
@@ -195,7 +196,6 @@ class RuleClock:
 
 def serve_clock(settings: Any, speed: float = 1.0) -> int:
     """`stratoq scheduler`: run the rule clock until SIGTERM/SIGINT, firing in-process."""
-    import signal
 
     from stratoq import aws
     from stratoq.handlers import scheduler
@@ -207,8 +207,7 @@ def serve_clock(settings: Any, speed: float = 1.0) -> int:
         region=settings.region,
         speed=speed,
     )
-    signal.signal(signal.SIGTERM, lambda *_: clock.stop())
-    signal.signal(signal.SIGINT, lambda *_: clock.stop())
+    on_stop_signals(clock.stop)
     logger.info("rule clock started", extra={"target": settings.scheduler_arn})
     clock.run()
     return 0

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from stratoq import aws, registry
 from stratoq.errors import ConfigError
 from stratoq.settings import Settings
+from stratoq.signals import on_stop_signals
 
 STATE_FILE = Path(".stratoq") / "dev.json"
 
@@ -193,11 +192,7 @@ def run(options: DevOptions) -> int:
     stack = DevStack(options)
     done = threading.Event()
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        done.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    on_stop_signals(done.set)
     try:
         facts = stack.start()
         ca = facts.get("ca_bundle")
