@@ -5,9 +5,10 @@
 
 What it prints, per peer: enqueue tasks/s, end-to-end tasks/s (first enqueue to last
 completion), p50/p99 enqueue-to-finish latency, the deepest queue seen, AWS requests per
-task by action (counted at the emulator, so every process is included), and the AWS
-list-price cost per million tasks those requests imply. Ratios stratoq/Celery come from
-the same run. Both peers use the same emulator process, producer shape (one thread) and
+task by action (counted at the emulator, so every process is included), the AWS
+list-price cost per million tasks those requests imply, and CPU ms per task spent by the
+emulator, the workers and the producer. Ratios stratoq/Celery come from the same run
+(`--repeat K`: K pairs back to back per N, and their median). Both peers use the same emulator process, producer shape (one thread) and
 worker shape (P processes x C concurrent tasks).
 """
 
