@@ -8,8 +8,9 @@ completion), p50/p99 enqueue-to-finish latency, the deepest queue seen, AWS requ
 task by action (counted at the emulator, so every process is included), the AWS
 list-price cost per million tasks those requests imply, and CPU ms per task spent by the
 emulator, the workers and the producer. Ratios stratoq/Celery come from the same run
-(`--repeat K`: K pairs back to back per N, and their median). Both peers use the same emulator process, producer shape (one thread) and
-worker shape (P processes x C concurrent tasks).
+(`--repeat K`: K pairs back to back per N, and their median). Both peers use the same
+emulator process, producer shape (one thread) and worker shape (P processes x C
+concurrent tasks).
 """
 
 from __future__ import annotations
@@ -124,25 +125,25 @@ def _depth(sqs: Any, url: str) -> tuple[int, int]:
     )
 
 
-def _cpu_seconds(pid: int | None = None, session: int | None = None) -> float:
+def _cpu_seconds(pid: int = 0, session: int | None = None) -> float:
     """CPU time (user + system, reaped children included) of one process or a session.
 
     Read from /proc, so it covers processes this harness did not start itself (a worker's
     slot children). Processes that exited unreaped by a live parent are not counted.
     """
-    tick = os.sysconf("SC_CLK_TCK")
+    stats = (
+        Path("/proc").glob("[0-9]*/stat") if session is not None else [Path(f"/proc/{pid}/stat")]
+    )
     total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for stat in stats:
         try:
-            head, _, rest = stat.read_text().rpartition(")")
+            fields = stat.read_text().rpartition(")")[2].split()
         except OSError:
             continue  # exited while we looked
-        fields = rest.split()
-        proc_pid = int(head.split("(", 1)[0])
         # fields[0] is state (field 3 of proc(5)); session is field 6, times 14-17.
-        if proc_pid == pid or (session is not None and int(fields[3]) == session):
+        if session is None or int(fields[3]) == session:
             total += sum(int(x) for x in fields[11:15])
-    return total / tick
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class CpuClock:

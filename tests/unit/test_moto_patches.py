@@ -96,12 +96,7 @@ def test_a_remembered_update_expression_gives_each_request_its_own_values() -> N
     install()
     with mock_aws():
         db = boto3.client("dynamodb", region_name="us-east-1")
-        db.create_table(
-            TableName="t",
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        _table(db)
         expression = "SET n = if_not_exists(n, :zero) + :inc, tag = :tag"
         for pk, inc, tag in [("a", 1, "x"), ("b", 5, "y"), ("a", 2, "z")]:
             db.update_item(
@@ -145,11 +140,11 @@ def test_a_remembered_update_expression_gives_each_request_its_own_values() -> N
         assert n == {"N": "3"}
 
 
-def _table(db: Any) -> None:
+def _table(db: Any, name: str = "t", key: str = "pk") -> None:
     db.create_table(
-        TableName="t",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        TableName=name,
+        KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
         BillingMode="PAY_PER_REQUEST",
     )
 
@@ -161,45 +156,30 @@ def test_checks_that_passed_for_some_names_still_run_for_others() -> None:
     with mock_aws():
         db = boto3.client("dynamodb", region_name="us-east-1")
         _table(db)
-        expression = "SET #a = :v, #b = :w"
-        values = {":v": {"S": "1"}, ":w": {"S": "2"}}
-        for names in [{"#a": "x", "#b": "y"}, {"#a": "x", "#b": "y"}]:
+
+        def update(names: dict[str, str], table: str = "t", key: str = "pk") -> None:
             db.update_item(
-                TableName="t",
-                Key={"pk": {"S": "k"}},
-                UpdateExpression=expression,
+                TableName=table,
+                Key={key: {"S": "k"}},
+                UpdateExpression="SET #a = :v, #b = :w",
                 ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
+                ExpressionAttributeValues={":v": {"S": "1"}, ":w": {"S": "2"}},
             )
+
+        for names in [{"#a": "x", "#b": "y"}, {"#a": "x", "#b": "y"}]:
+            update(names)
         for names, message in [
             ({"#a": "pk", "#b": "y"}, "Cannot update attribute pk"),
             ({"#a": "x", "#b": "x"}, "Two document paths overlap"),
         ]:
             with pytest.raises(ClientError, match=message):
-                db.update_item(
-                    TableName="t",
-                    Key={"pk": {"S": "k"}},
-                    UpdateExpression=expression,
-                    ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=values,
-                )
+                update(names)
         item = db.get_item(TableName="t", Key={"pk": {"S": "k"}})["Item"]
         assert item == {"pk": {"S": "k"}, "x": {"S": "1"}, "y": {"S": "2"}}
         # The same text and names on a table whose key is x: checked again, refused.
-        db.create_table(
-            TableName="u",
-            KeySchema=[{"AttributeName": "x", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "x", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        _table(db, "u", key="x")
         with pytest.raises(ClientError, match="Cannot update attribute x"):
-            db.update_item(
-                TableName="u",
-                Key={"x": {"S": "k"}},
-                UpdateExpression=expression,
-                ExpressionAttributeNames={"#a": "x", "#b": "y"},
-                ExpressionAttributeValues=values,
-            )
+            update({"#a": "x", "#b": "y"}, table="u", key="x")
 
 
 def test_a_remembered_condition_is_judged_with_each_requests_names_and_values() -> None:
