@@ -41,6 +41,108 @@ def test_delete_message_waits_for_the_queue_lock() -> None:
     backend.delete_queue("patch-test")
 
 
+def _backend_queue(name: str, bodies: int) -> tuple[Any, Any]:
+    install()
+    backend = sqs_models.sqs_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+    backend.create_queue(name)
+    for i in range(bodies):
+        backend.send_message(name, f"m{i}")
+    return backend, backend.get_queue(name)
+
+
+def test_delete_finds_a_message_by_any_of_its_handles_and_keeps_the_rest_in_order() -> None:
+    backend, queue = _backend_queue("delete-test", 5)
+    [first] = backend.receive_message("delete-test", 1, 0, 0)  # visible again at once
+    old_handle = first.receipt_handle
+    received = backend.receive_message("delete-test", 2, 0, 60)
+    assert received[0].body == "m0" and received[0].receipt_handle != old_handle
+    backend.delete_message("delete-test", old_handle)  # an earlier handle still deletes
+    backend.delete_message("delete-test", old_handle)  # and deleting again is fine
+    backend.delete_message("delete-test", received[1].receipt_handle)
+    assert [m.body for m in queue._messages] == ["m2", "m3", "m4"]
+    assert not queue.pending_messages
+    with pytest.raises(sqs_models.ReceiptHandleIsInvalid):
+        backend.delete_message("delete-test", "not-a-handle")
+    backend.delete_queue("delete-test")
+
+
+def test_delete_stops_at_its_message_however_deep_the_queue() -> None:
+    backend, _ = _backend_queue("deep-delete-test", 300)
+    [message] = backend.receive_message("deep-delete-test", 1, 0, 60)
+    scans = []
+    original = sqs_models.Message.had_receipt_handle
+
+    def had_receipt_handle(self: Any, handle: str) -> bool:
+        scans.append(handle)
+        return original(self, handle)
+
+    sqs_models.Message.had_receipt_handle = had_receipt_handle  # type: ignore[method-assign]
+    try:
+        backend.delete_message("deep-delete-test", message.receipt_handle)
+    finally:
+        sqs_models.Message.had_receipt_handle = original  # type: ignore[method-assign]
+    assert scans == []  # stock moto asks every one of the 300 messages
+    assert backend.get_queue("deep-delete-test").attributes["ApproximateNumberOfMessages"] == 299
+    backend.delete_queue("deep-delete-test")
+
+
+def test_receive_looks_only_as_far_as_it_needs() -> None:
+    backend, queue = _backend_queue("receive-test", 200)
+    backend.send_message("receive-test", "later", delay_seconds=30)
+    held = backend.receive_message("receive-test", 3, 0, 60)  # in flight: skipped below
+    looked = []
+    counted: list[int] = []
+    original_visible = sqs_models.Message.visible
+    original_mark = sqs_models.Message.mark_received
+
+    def visible(self: Any) -> bool:
+        if threading.current_thread() is threading.main_thread():  # the receiving one
+            looked.append(self.body)
+        return bool(original_visible.fget(self))
+
+    def mark_received(self: Any, visibility_timeout: int | None = None) -> None:
+        # Mid-receive: another thread still counts the queue's messages in full.
+        reader = threading.Thread(target=lambda: counted.append(len(queue.messages)))
+        reader.start()
+        reader.join()
+        original_mark(self, visibility_timeout)
+
+    sqs_models.Message.visible = property(visible)  # type: ignore[method-assign,assignment]
+    sqs_models.Message.mark_received = mark_received  # type: ignore[method-assign]
+    try:
+        received = backend.receive_message("receive-test", 2, 0, 60)
+    finally:
+        sqs_models.Message.visible = original_visible  # type: ignore[method-assign]
+        sqs_models.Message.mark_received = original_mark  # type: ignore[method-assign]
+    assert [m.body for m in held] == ["m0", "m1", "m2"]
+    assert [m.body for m in received] == ["m3", "m4"]
+    assert counted == [197, 196]  # 200 - 3 held - those received so far
+    assert len(looked) <= 10  # stock moto asks all 201 first
+    backend.delete_queue("receive-test")
+
+
+def test_a_long_poll_waits_for_a_message_without_spinning() -> None:
+    backend, _ = _backend_queue("wait-test", 1)
+    backend.receive_message("wait-test", 1, 0, 60)  # in flight: the queue shows none
+    waits = []
+    original = sqs_models.Queue.wait_for_messages
+
+    def wait_for_messages(self: Any, timeout: int) -> None:
+        waits.append(timeout)
+        original(self, timeout)
+
+    sqs_models.Queue.wait_for_messages = wait_for_messages  # type: ignore[method-assign]
+    threading.Timer(0.5, backend.send_message, ("wait-test", "arrived")).start()
+    try:
+        received = backend.receive_message("wait-test", 1, 5, 60)
+    finally:
+        sqs_models.Queue.wait_for_messages = original  # type: ignore[method-assign]
+    assert [m.body for m in received] == ["arrived"]
+    assert len(waits) <= 2  # a wait that returned at once would spin here
+    assert backend.receive_message("wait-test", 1, 0, 60) == []  # no wait: empty at once
+    backend.delete_queue("wait-test")
+
+
 def test_retention_check_still_refuses_expired_messages() -> None:
     install()
     backend = sqs_models.sqs_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]

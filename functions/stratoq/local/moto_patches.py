@@ -15,20 +15,22 @@ Speed:
 moto recomputes queue attributes (three O(depth) scans) for every message it hands out,
 only to read the retention period, and for every message it is sent, only to read a flag
 that standard queues do not have; it converts every clock reading through naive
-datetimes: all of this makes sends and receives cost more the deeper the queue (a send
-at a depth of 1,000 cost about 1.4 ms). Its dispatcher also matches every request's host
-against every service's URL patterns while holding a global lock; the answer depends only
-on the host, so it is remembered; so is the list of a response class's methods, which
-it rebuilt with `inspect` for every request. DynamoDB parses an UpdateExpression twice
-per request (about a fifth of a conditional UpdateItem's time); the parse depends only
-on the text and every user of it copies it before changing anything, so parses are
-remembered, copied from a pickle, and the checks that depend only on the text, the names
-and the table's keys run once per combination. A ConditionExpression's tokens are
-remembered by text. Returned items skip the serializer's per-member alias lookups for
-values whose JSON is the value itself. Together a conditional UpdateItem returning the
-old item went from 3.3 to 2.2 ms of emulator CPU. The embedded emulator and the
-benchmark emulator (both peers alike) install these replacements; `--stock` in
-loadtests/bench.py measures without them.
+datetimes; a receive lists every visible message before taking the first ten, and a
+delete scans the whole queue twice for the message's handle: all of this makes sends,
+receives and deletes cost more the deeper the queue (a send at a depth of 1,000 cost
+about 1.4 ms, a batch of ten deletes at 3,000 about 4.6 ms; now 1.0). Its dispatcher
+also matches every request's host against every service's URL patterns while holding a
+global lock; the answer depends only on the host, so it is remembered; so is the list of
+a response class's methods, which it rebuilt with `inspect` for every request. DynamoDB
+parses an UpdateExpression twice per request (about a fifth of a conditional
+UpdateItem's time); the parse depends only on the text and every user of it copies it
+before changing anything, so parses are remembered, copied from a pickle, and the checks
+that depend only on the text, the names and the table's keys run once per combination. A
+ConditionExpression's tokens are remembered by text. Returned items skip the
+serializer's per-member alias lookups for values whose JSON is the value itself.
+Together a conditional UpdateItem returning the old item went from 3.3 to 2.2 ms of
+emulator CPU. The embedded emulator and the benchmark emulator (both peers alike)
+install these replacements; `--stock` in loadtests/bench.py measures without them.
 """
 
 from __future__ import annotations
@@ -46,12 +48,24 @@ def install() -> None:
     if _installed:
         return
     from moto.sqs import models
-
-    original_delete = models.Queue.delete_message
+    from moto.sqs.exceptions import ReceiptHandleIsInvalid
 
     def delete_message(self: Any, receipt_handle: str) -> None:
+        # moto scans the whole queue twice per delete, building every message's list of
+        # handles each time; one pass that stops at the message (handles are random, so
+        # no two messages share one) gives the same answer at any depth.
         with self._messages_lock:
-            original_delete(self, receipt_handle)
+            if receipt_handle in self.deleted_messages:
+                return  # deleting again is fine, as in SQS
+            messages = self._messages
+            index = next((i for i, m in enumerate(messages) if _had(m, receipt_handle)), None)
+            if index is None:
+                raise ReceiptHandleIsInvalid()
+            message = messages[index]
+            # A new list, as moto makes: a receive iterating the old one is undisturbed.
+            self._messages = messages[:index] + messages[index + 1 :]
+            self.pending_messages.discard(message)
+            self.deleted_messages.update(message.all_receipt_handles)
 
     models.Queue.delete_message = delete_message  # type: ignore[method-assign]
 
@@ -95,6 +109,7 @@ def install() -> None:
 
     DomainDispatcherApplication.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign]
     _patch_standard_queue_sends(models)
+    _patch_receives(models)
     _remember_update_expressions()
     _serialize_plain_attribute_values()
     _remember_condition_tokens()
@@ -138,6 +153,57 @@ def _patch_standard_queue_sends(models: Any) -> None:
 
     models.Queue.attributes = property(attributes)
     models.SQSBackend.send_message = send_message
+
+
+def _had(message: Any, receipt_handle: str) -> bool:
+    """moto's `had_receipt_handle` without building the list of handles."""
+    return bool(
+        receipt_handle == message.receipt_handle or receipt_handle in message._old_receipt_handles
+    )
+
+
+class _Visible:
+    """A queue's visible messages, found as they are asked for.
+
+    ReceiveMessage only iterates them until it has its count and waits until there are
+    some; moto lists them all first, which grows with the queue's depth.
+    """
+
+    def __init__(self, messages: list[Any]) -> None:
+        self._messages = messages
+
+    def __iter__(self) -> Any:
+        return (m for m in self._messages if m.visible and not m.delayed)
+
+    def __bool__(self) -> bool:
+        return any(True for _ in self)
+
+
+def _patch_receives(models: Any) -> None:
+    """ReceiveMessage stops looking at a queue's messages once it has enough (same answers).
+
+    While a thread receives from a queue, that queue's `messages` reads lazily for that
+    thread only; every other reader (the depth counts) still gets the full list.
+    """
+    receiving = threading.local()
+    original_messages = models.Queue.messages
+
+    def messages(self: Any) -> Any:
+        if getattr(receiving, "queue", None) is self:
+            return _Visible(vars(self)["_messages"])
+        return original_messages.fget(self)
+
+    original_receive = models.SQSBackend.receive_message
+
+    def receive_message(self: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
+        receiving.queue = self.get_queue(queue_name)
+        try:
+            return original_receive(self, queue_name, *args, **kwargs)
+        finally:
+            receiving.queue = None
+
+    models.Queue.messages = property(messages)
+    models.SQSBackend.receive_message = receive_message
 
 
 def _remember_update_expressions() -> None:
