@@ -67,6 +67,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             state_file=Path(args.state_file),
             clock_speed=args.clock_speed,
             tls=args.tls,
+            persist=args.persist,
         )
     )
 
@@ -526,6 +527,13 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve the API over HTTPS with a locally generated certificate "
         "(its CA goes to dev.json as ca_bundle; the SDK and CLI trust it from there)",
+    )
+    d.add_argument(
+        "--persist",
+        action="store_true",
+        help="keep the emulator's state (tasks, queues, keys, schedules) across restarts: "
+        "saved when the stack stops, restored at the next start (emulator.state next to "
+        "--state-file)",
     )
     d.set_defaults(func=cmd_dev)
 

@@ -37,6 +37,12 @@ class DevOptions:
     clock_speed: float = 1.0
     # Serve the API over HTTPS with a locally generated certificate (local/tls.py).
     tls: bool = False
+    # Save the emulator's state at stop and restore it at start (local/snapshot.py).
+    persist: bool = False
+
+    @property
+    def emulator_state(self) -> Path:
+        return self.state_file.parent / "emulator.state"
 
 
 class DevStack:
@@ -48,6 +54,7 @@ class DevStack:
         self._worker_stops: list[Any] = []
         self._stops: list[Any] = []
         self._threads: list[threading.Thread] = []
+        self.restored = False
 
     def start(self) -> dict[str, str]:
         from stratoq.handlers import api, authorizer
@@ -61,6 +68,12 @@ class DevStack:
         o = self.options
         emulator = Emulator(port=o.aws_port)
         self._stops.append(emulator.stop)
+        if o.persist:
+            from stratoq.local import snapshot
+
+            # Before anything is created: provisioning finds the restored stack as it is.
+            self.restored = snapshot.load(o.emulator_state)
+            self._stops.append(lambda: snapshot.save(o.emulator_state))
         base = Settings.from_env().with_(aws_endpoint_url=emulator.url, poll_wait_seconds=2)
         if o.tasks:
             base = base.with_(tasks_module=o.tasks)
@@ -205,6 +218,7 @@ def run(options: DevOptions) -> int:
             f"  metrics:     {facts['metrics_url'] or 'off'}\n"
             f"  AWS emulator {facts['aws_endpoint_url']}\n"
             f"{ca_line}"
+            f"{_state_line(options, stack.restored)}"
             f"  workers:     {options.workers} poller slots, "
             f"{options.lambda_workers} Lambda-style consumers per queue\n"
             f"try: curl {cacert}-s -H "
@@ -217,3 +231,10 @@ def run(options: DevOptions) -> int:
     finally:
         stack.stop()
     return 0
+
+
+def _state_line(options: DevOptions, restored: bool) -> str:
+    if not options.persist:
+        return ""
+    where = options.emulator_state
+    return f"  state:       {'restored from' if restored else 'new; saved at stop to'} {where}\n"

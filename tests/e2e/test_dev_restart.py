@@ -1,0 +1,70 @@
+"""`stratoq dev --persist` restarted mid-run: the emulator's state survives, nothing is lost
+and nothing is done twice."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from stratoq.client import Client
+from stratoq.models import TaskRequest, TaskStatus
+from tests.e2e.conftest import DevStack, start_dev, stop_dev
+from tests.support.procs import wait_for
+
+N_TASKS = 600
+
+
+def _lines(log: Path, kind: str) -> Counter[str]:
+    text = log.read_text() if log.exists() else ""
+    return Counter(line.split()[1] for line in text.splitlines() if line.startswith(kind + " "))
+
+
+def _queued_anywhere(stack: DevStack) -> int:
+    sqs = stack.sqs()
+    total = 0
+    for url in sqs.list_queues().get("QueueUrls", []):
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        total += sum(
+            int(attrs[a])
+            for a in (
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            )
+        )
+    return total
+
+
+@pytest.mark.timeout(300)
+def test_a_restarted_dev_stack_keeps_its_tasks_and_runs_each_once(tmp_path: Path) -> None:
+    # Runs are logged outside the emulator: a restart from a stale state would run some
+    # tasks again, and an emulator that lost its state would never run the rest.
+    runs = tmp_path / "runs.log"
+    first = start_dev(tmp_path, "--persist", "--workers", "4")
+    try:
+        client = Client(first.api_url, first.api_key)
+        batch = [TaskRequest(name="record", payload={"path": str(runs), "sleep": 0.01})]
+        ids = [t.id for t in client.enqueue_many(batch * N_TASKS)]
+        wait_for(lambda: len(_lines(runs, "end")) >= 30, 60, "the first tasks to run")
+    finally:
+        assert stop_dev(first) == 0, first.log.read_text()[-3000:]
+    ended_before = len(_lines(runs, "end"))
+    assert 30 <= ended_before < N_TASKS  # the restart comes mid-run
+    assert (tmp_path / "emulator.state").exists(), first.log.read_text()[-3000:]
+    first.state_file.unlink()  # the new stack writes its own facts (new ports, new key)
+
+    second = start_dev(tmp_path, "--persist", "--workers", "4")
+    try:
+        assert "state:       restored from" in second.log.read_text()
+        client = Client(second.api_url, second.api_key)
+        tasks = {i: client.wait(i, timeout=120) for i in ids}
+        wait_for(lambda: _queued_anywhere(second) == 0, 30, "every queue to be empty")
+    finally:
+        assert stop_dev(second) == 0, second.log.read_text()[-3000:]
+    assert {t.status for t in tasks.values()} == {TaskStatus.SUCCEEDED}
+    assert {t.attempts for t in tasks.values()} == {1}
+    started, ended = _lines(runs, "start"), _lines(runs, "end")
+    assert started == ended == Counter(dict.fromkeys(ids, 1))  # each task ran exactly once
+    assert (tmp_path / "emulator.state").exists()  # saved again at the second stop

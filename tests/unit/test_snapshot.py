@@ -1,0 +1,82 @@
+"""The emulator's state saved to a file and restored (stratoq dev --persist)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.core.base_backend import BackendDict
+
+from stratoq.local import snapshot
+
+
+def _clients() -> tuple[Any, Any, Any]:
+    db, sqs, kms = (boto3.client(s, region_name="us-east-1") for s in ("dynamodb", "sqs", "kms"))
+    return db, sqs, kms
+
+
+@mock_aws
+def test_tables_queues_and_keys_come_back_as_they_were(tmp_path: Path) -> None:
+    db, sqs, kms = _clients()
+    db.create_table(
+        TableName="t",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    db.put_item(TableName="t", Item={"pk": {"S": "a"}, "n": {"N": "1"}})
+    url = sqs.create_queue(QueueName="q")["QueueUrl"]
+    for body in ("held", "waiting"):
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    [held] = sqs.receive_message(QueueUrl=url, VisibilityTimeout=300)["Messages"]
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+    sealed = kms.encrypt(KeyId=key, Plaintext=b"secret")["CiphertextBlob"]
+    state = tmp_path / "emulator.state"
+
+    snapshot.save(state)
+    assert state.stat().st_mode & 0o777 == 0o600  # it holds payloads and key hashes
+    BackendDict.reset()
+    assert db.list_tables()["TableNames"] == []
+    assert snapshot.load(state)
+
+    assert not state.exists()  # consumed: a stack that dies unsaved starts empty
+    item = db.get_item(TableName="t", Key={"pk": {"S": "a"}})["Item"]
+    assert item == {"pk": {"S": "a"}, "n": {"N": "1"}}
+    assert kms.decrypt(CiphertextBlob=sealed)["Plaintext"] == b"secret"
+    # The message in flight stays in flight and can still be deleted by its handle.
+    [waiting] = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)["Messages"]
+    assert waiting["Body"] == "waiting"
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=held["ReceiptHandle"])
+    sqs.send_message(QueueUrl=url, MessageBody="after")  # its lock was recreated
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert (
+        attrs["ApproximateNumberOfMessages"],
+        attrs["ApproximateNumberOfMessagesNotVisible"],
+    ) == (
+        "1",
+        "1",
+    )
+
+
+def test_no_file_means_a_new_emulator(tmp_path: Path) -> None:
+    assert snapshot.load(tmp_path / "missing.state") is False
+
+
+def test_a_damaged_file_is_refused_with_a_sentence_and_kept(tmp_path: Path) -> None:
+    state = tmp_path / "emulator.state"
+    state.write_bytes(b"not a pickle")
+    with pytest.raises(snapshot.SnapshotError, match="damaged; delete it"):
+        snapshot.load(state)
+    assert state.exists()
+
+
+def test_a_file_from_another_moto_is_refused_naming_both(tmp_path: Path) -> None:
+    state = tmp_path / "emulator.state"
+    state.write_bytes(pickle.dumps(({"format": 1, "moto": "4.0.0"}, {})))
+    with pytest.raises(snapshot.SnapshotError, match=r"saved by moto 4\.0\.0 .*this is moto"):
+        snapshot.load(state)
+    assert state.exists()
