@@ -15,6 +15,7 @@ from stratoq import aws
 from stratoq.enqueue import Enqueuer
 from stratoq.models import TaskRequest, TaskStatus
 from stratoq.settings import Settings
+from tests.support.netcut import NetCut
 from tests.support.procs import Proc, stratoq, wait_for
 from tests.support.pump import queue_counts
 
@@ -127,3 +128,45 @@ def test_a_frozen_worker_loses_its_lease_and_its_late_completion_is_refused(
     assert final.result["attempt"] == 2  # the late attempt 1 was not accepted
     assert final.errors[0].kind == "lost"
     assert task.result == final.result
+
+
+def test_a_worker_that_loses_its_network_mid_task_is_taken_over_and_recovers(
+    settings: Settings, core: Enqueuer, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.log"
+    link = NetCut(settings.aws_endpoint_url or "")
+    cut_off = {**FAST_LEASE, "STRATOQ_AWS_ENDPOINT_URL": link.url}
+    tid = core.enqueue(TaskRequest(name="record", payload={"path": str(log), "sleep": 5})).task.id
+    try:
+        with stratoq(settings, tmp_path, "worker", "-c", "1", env=cut_off) as isolated:
+            wait_for(lambda: "start" in (log.read_text() if log.exists() else ""), 30, "a start")
+            link.cut()  # heartbeats, the completion and receives now fail: no lease renewal
+            with stratoq(settings, tmp_path, "worker", "-c", "1", env=FAST_LEASE) as other:
+                task = wait_for(
+                    lambda: t if (t := core.store.get(tid)) and t.status.final else None,
+                    60,
+                    "the other worker to finish the task",
+                )
+                # The isolated attempt ended too, unrecorded: its AWS calls all failed.
+                wait_for(lambda: log.read_text().count("end") == 2, 30, "both attempts to end")
+                other.signal(signal.SIGTERM)
+                assert other.wait(30) == 0
+            link.restore()
+            # The isolated worker outlived its failed calls: back online, it runs new work.
+            later = core.enqueue(TaskRequest(name="record", payload={"path": str(log)})).task.id
+            wait_for(
+                lambda: (t := core.store.get(later)) and t.status is TaskStatus.SUCCEEDED,
+                60,
+                "the reconnected worker to run a new task",
+            )
+            isolated.signal(signal.SIGTERM)
+            assert isolated.wait(30) == 0, isolated.output()[-3000:]
+    finally:
+        link.close()
+    final = core.store.get(tid)
+    assert final is not None and final.status is TaskStatus.SUCCEEDED
+    assert final.attempts == 2
+    assert final.result["attempt"] == 2  # the cut-off attempt 1 was never accepted
+    assert final.errors[0].kind == "lost"
+    assert task.result == final.result
+    assert queue_counts(core) == {"visible": 0, "in_flight": 0, "delayed": 0}
