@@ -57,7 +57,11 @@ def test_a_restarted_dev_stack_keeps_its_tasks_and_runs_each_once(tmp_path: Path
 
     second = start_dev(tmp_path, "--persist", "--workers", "4")
     try:
-        assert "state:       restored from" in second.log.read_text()
+        wait_for(
+            lambda: "state:       restored from" in second.log.read_text(),
+            30,
+            "the stack to say it restored its state",
+        )
         client = Client(second.api_url, second.api_key)
         tasks = {i: client.wait(i, timeout=120) for i in ids}
         wait_for(lambda: _queued_anywhere(second) == 0, 30, "every queue to be empty")
@@ -68,3 +72,4 @@ def test_a_restarted_dev_stack_keeps_its_tasks_and_runs_each_once(tmp_path: Path
     started, ended = _lines(runs, "start"), _lines(runs, "end")
     assert started == ended == Counter(dict.fromkeys(ids, 1))  # each task ran exactly once
     assert (tmp_path / "emulator.state").exists()  # saved again at the second stop
+    assert not (tmp_path / "emulator.state.restored").exists()  # superseded by that save

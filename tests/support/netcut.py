@@ -28,8 +28,8 @@ class NetCut:
         threading.Thread(target=self._accept, daemon=True, name="netcut").start()
 
     def cut(self) -> None:
-        self._up.clear()
         with self._lock:
+            self._up.clear()
             doomed, self._open = self._open, set()
         for s in doomed:
             _close(s)
@@ -56,6 +56,10 @@ class NetCut:
                 _close(client)
                 continue
             with self._lock:
+                if not self._up.is_set():  # cut while this one was connecting
+                    _close(client)
+                    _close(upstream)
+                    continue
                 self._open.update((client, upstream))
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()

@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 
+from stratoq.local import moto_patches
 from stratoq.local.moto_patches import install
 
 
@@ -66,23 +67,32 @@ def test_delete_finds_a_message_by_any_of_its_handles_and_keeps_the_rest_in_orde
     backend.delete_queue("delete-test")
 
 
-def test_delete_stops_at_its_message_however_deep_the_queue() -> None:
+def test_delete_stops_at_its_message_however_deep_the_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     backend, _ = _backend_queue("deep-delete-test", 300)
-    [message] = backend.receive_message("deep-delete-test", 1, 0, 60)
-    scans = []
-    original = sqs_models.Message.had_receipt_handle
+    held = [m for _ in range(15) for m in backend.receive_message("deep-delete-test", 10, 0, 60)]
+    target = held[-1]  # the 150th message of 300
+    asked: list[str] = []
+    stock_asked: list[str] = []
+    original, real_had = sqs_models.Message.had_receipt_handle, moto_patches._had
+
+    def had(message: Any, handle: str) -> bool:
+        asked.append(message.body)
+        return real_had(message, handle)
 
     def had_receipt_handle(self: Any, handle: str) -> bool:
-        scans.append(handle)
+        stock_asked.append(self.body)
         return original(self, handle)
 
-    sqs_models.Message.had_receipt_handle = had_receipt_handle  # type: ignore[method-assign]
-    try:
-        backend.delete_message("deep-delete-test", message.receipt_handle)
-    finally:
-        sqs_models.Message.had_receipt_handle = original  # type: ignore[method-assign]
-    assert scans == []  # stock moto asks every one of the 300 messages
-    assert backend.get_queue("deep-delete-test").attributes["ApproximateNumberOfMessages"] == 299
+    monkeypatch.setattr(moto_patches, "_had", had)
+    monkeypatch.setattr(sqs_models.Message, "had_receipt_handle", had_receipt_handle)
+    backend.delete_message("deep-delete-test", target.receipt_handle)
+    monkeypatch.undo()
+    assert target.body == "m149"
+    assert len(asked) == 150 and asked[-1] == "m149"  # not one message beyond it
+    assert stock_asked == []  # stock moto asks all 300, and builds each one's handle list
+    assert backend.get_queue("deep-delete-test").attributes["ApproximateNumberOfMessages"] == 150
     backend.delete_queue("deep-delete-test")
 
 
@@ -119,6 +129,31 @@ def test_receive_looks_only_as_far_as_it_needs() -> None:
     assert counted == [197, 196]  # 200 - 3 held - those received so far
     assert len(looked) <= 10  # stock moto asks all 201 first
     backend.delete_queue("receive-test")
+
+
+def test_receive_reads_the_messages_as_they_were_when_it_looked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # moto's dead-letter move removes a message from the list in place, unlocked; a
+    # receive walking the live list would skip the message after it, as stock moto,
+    # which copies the list first, never does.
+    backend, queue = _backend_queue("snapshot-test", 5)
+    original = sqs_models.Message.mark_received
+    removed: list[str] = []
+
+    def mark_received(self: Any, visibility_timeout: int | None = None) -> None:
+        if not removed:
+            victim = queue._messages[1]
+            queue._messages.remove(victim)
+            removed.append(victim.body)
+        original(self, visibility_timeout)
+
+    monkeypatch.setattr(sqs_models.Message, "mark_received", mark_received)
+    received = backend.receive_message("snapshot-test", 3, 0, 60)
+    monkeypatch.undo()
+    assert removed == ["m1"]
+    assert [m.body for m in received] == ["m0", "m1", "m2"]
+    backend.delete_queue("snapshot-test")
 
 
 def test_a_long_poll_waits_for_a_message_without_spinning() -> None:

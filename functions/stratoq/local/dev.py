@@ -73,7 +73,7 @@ class DevStack:
 
             # Before anything is created: provisioning finds the restored stack as it is.
             self.restored = snapshot.load(o.emulator_state)
-            self._stops.append(lambda: snapshot.save(o.emulator_state))
+            self._stops.append(self._save_state)
         base = Settings.from_env().with_(aws_endpoint_url=emulator.url, poll_wait_seconds=2)
         if o.tasks:
             base = base.with_(tasks_module=o.tasks)
@@ -191,6 +191,14 @@ class DevStack:
         t = threading.Thread(target=target, name=name, daemon=True)
         t.start()
         self._threads.append(t)
+
+    def _save_state(self) -> None:
+        from stratoq.local import snapshot
+
+        where = self.options.emulator_state
+        skipped = snapshot.save(where)
+        left_out = f" (left out, as they cannot be saved: {', '.join(skipped)})" if skipped else ""
+        print(f"saved the emulator's state to {where}{left_out}", flush=True)
 
     def stop(self) -> None:
         for stop in self._worker_stops:

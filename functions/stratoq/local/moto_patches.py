@@ -145,11 +145,12 @@ def _patch_standard_queue_sends(models: Any) -> None:
         queue = self.get_queue(queue_name)
         if queue.fifo_queue:
             return original_send(self, queue_name, *args, **kwargs)
+        outer = getattr(sending, "queue", None)
         sending.queue = queue
         try:
             return original_send(self, queue_name, *args, **kwargs)
         finally:
-            sending.queue = None
+            sending.queue = outer
 
     models.Queue.attributes = property(attributes)
     models.SQSBackend.send_message = send_message
@@ -166,17 +167,22 @@ class _Visible:
     """A queue's visible messages, found as they are asked for.
 
     ReceiveMessage only iterates them until it has its count and waits until there are
-    some; moto lists them all first, which grows with the queue's depth.
+    some; moto lists them all first, asking each message for its visibility and delay,
+    which grows with the queue's depth. The list is copied when read, as moto's is: a
+    dead-letter move by another receive removes from it in place.
     """
 
     def __init__(self, messages: list[Any]) -> None:
-        self._messages = messages
+        self._messages = list(messages)
 
     def __iter__(self) -> Any:
         return (m for m in self._messages if m.visible and not m.delayed)
 
     def __bool__(self) -> bool:
         return any(True for _ in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _patch_receives(models: Any) -> None:
@@ -196,11 +202,12 @@ def _patch_receives(models: Any) -> None:
     original_receive = models.SQSBackend.receive_message
 
     def receive_message(self: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
+        outer = getattr(receiving, "queue", None)  # a receive within a receive: rare
         receiving.queue = self.get_queue(queue_name)
         try:
             return original_receive(self, queue_name, *args, **kwargs)
         finally:
-            receiving.queue = None
+            receiving.queue = outer
 
     models.Queue.messages = property(messages)
     models.SQSBackend.receive_message = receive_message

@@ -3,27 +3,35 @@
 Every moto backend in use (tables and items, queues and their messages, keys, rules,
 stacks) is pickled as one object graph, so objects shared between services (a stack's
 resources are the tables and queues themselves) stay shared when restored. Locks and
-conditions are recreated empty, and private keys travel as PKCS#8 PEM (pickle cannot
-copy either). The file holds task payloads and API key hashes, so it is written for its
-owner only; it is read back only from the path the owner gave, like any of their files.
+conditions are recreated unheld, and private keys travel as PKCS#8 PEM (pickle cannot
+copy either). A service whose state cannot be pickled at all (moto keeps closures in a
+few) is left out with a warning rather than losing the rest.
+
+The file holds task payloads and API key hashes: it is written for its owner only, and
+read back only if its owner is the current user and nobody else may write it, since
+unpickling runs code.
 """
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
-import pickle  # nosec B403 - the file is the user's own, written by save() below
+import pickle  # nosec B403 - only the user's own file, checked in _open_own
+import stat
+import sys
 import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from stratoq.errors import ConfigError
 
-FORMAT = 1
+FORMAT = 2
 
 
 class SnapshotError(ConfigError):
-    """A state file that this emulator cannot restore."""
+    """A state file that this emulator cannot restore, or a state it cannot save."""
 
 
 def _private_key(pem: bytes) -> Any:
@@ -32,18 +40,38 @@ def _private_key(pem: bytes) -> Any:
     return load_pem_private_key(pem, password=None)
 
 
+def _private_key_types() -> tuple[type, ...]:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+    return (
+        rsa.RSAPrivateKey,
+        ec.EllipticCurvePrivateKey,
+        ed25519.Ed25519PrivateKey,
+        ed448.Ed448PrivateKey,
+    )
+
+
 class _Pickler(pickle.Pickler):
-    _lock_types = (type(threading.Lock()), type(threading.RLock()))
+    _lock = type(threading.Lock())
+    _rlock = type(threading.RLock())
+
+    def __init__(self, file: BinaryIO) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._keys = _private_key_types()
 
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, self._lock_types):
-            return type(obj), ()  # nobody holds a lock of the restored emulator yet
+        # Nobody holds a lock of the restored emulator yet: new ones, unheld.
+        if isinstance(obj, self._lock):
+            return threading.Lock, ()
+        if isinstance(obj, self._rlock):
+            return threading.RLock, ()
         if isinstance(obj, threading.Condition):
             return threading.Condition, ()
-        if _is_private_key(obj):
+        if isinstance(obj, self._keys):
             from cryptography.hazmat.primitives import serialization
 
-            pem = obj.private_bytes(
+            key: Any = obj
+            pem = key.private_bytes(
                 serialization.Encoding.PEM,
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
@@ -52,71 +80,153 @@ class _Pickler(pickle.Pickler):
         return NotImplemented
 
 
-def _is_private_key(obj: Any) -> bool:
-    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-
-    types = (
-        rsa.RSAPrivateKey,
-        ec.EllipticCurvePrivateKey,
-        ed25519.Ed25519PrivateKey,
-        ed448.Ed448PrivateKey,
-    )
-    return isinstance(obj, types)
-
-
 def _header() -> dict[str, Any]:
     import moto
 
     return {"format": FORMAT, "moto": moto.__version__}
 
 
-def save(path: Path) -> None:
-    """Write the state of every moto backend in this process (call with no requests running)."""
+def _where(backends: Any) -> tuple[str, str] | None:
+    """The module attribute that holds a BackendDict (service names are not unique)."""
+    module_name = backends.backend.__module__
+    for candidate in (module_name, module_name.rpartition(".")[0]):
+        module = sys.modules.get(candidate)
+        for name, value in vars(module).items() if module else ():
+            if value is backends:
+                return candidate, name
+    return None
+
+
+def _dumps(state: dict[tuple[str, str], Any]) -> bytes:
+    buffer = io.BytesIO()
+    _Pickler(buffer).dump(state)
+    return buffer.getvalue()
+
+
+def _picklable(part: dict[tuple[str, str], Any]) -> bool:
+    try:
+        _dumps(part)
+    except RuntimeError:
+        return True  # changing under us, not unpicklable: the next try tells
+    except Exception:
+        return False
+    return True
+
+
+def _state() -> tuple[bytes, list[str]]:
     from moto.core.base_backend import BackendDict
 
-    state = {
-        backends.service_name: {account: dict(regions) for account, regions in backends.items()}
-        for backends in vars(BackendDict)["_instances"]
-    }
-    buffer = io.BytesIO()
-    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump((_header(), state))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    # Written aside and renamed: a stop cut short never leaves half a file to restore.
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(buffer.getvalue())
-    os.replace(partial, path)
+    state: dict[tuple[str, str], Any] = {}
+    names: dict[tuple[str, str], str] = {}
+    skipped: list[str] = []
+    for backends in list(vars(BackendDict)["_instances"]):
+        where = _where(backends)
+        if where is None:
+            skipped.append(backends.service_name)
+            continue
+        state[where] = {account: dict(regions) for account, regions in backends.items()}
+        names[where] = backends.service_name
+    for attempt in range(5):
+        try:
+            return _dumps(state), skipped
+        except RuntimeError:
+            # A request still running in the stopped server changed a dict mid-copy.
+            time.sleep(0.2 * (attempt + 1))
+        except Exception as exc:
+            # A service holding what pickle cannot copy is left out; the rest is kept.
+            failing = [where for where in state if not _picklable({where: state[where]})]
+            if not failing:
+                raise SnapshotError(f"could not save the emulator's state: {exc}") from None
+            for where in failing:
+                del state[where]
+                skipped.append(names[where])
+    raise SnapshotError(
+        "the emulator's state kept changing while it was saved: a client was still using it"
+    )
+
+
+def save(path: Path) -> list[str]:
+    """Write the state of every moto backend in this process (call with the server stopped).
+
+    Returns the backends left out because they cannot be pickled. The file is written
+    aside and renamed: a stop cut short never leaves half a file to restore.
+    """
+    try:
+        blob, skipped = _state()
+        header = pickle.dumps(_header(), protocol=pickle.HIGHEST_PROTOCOL)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        partial.unlink(missing_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        with os.fdopen(os.open(partial, flags, 0o600), "wb") as out:
+            out.write(header)
+            out.write(blob)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, path)
+    except (OSError, pickle.PicklingError) as exc:
+        raise SnapshotError(f"could not save the emulator's state to {path}: {exc}") from None
+    restored = _restored(path)
+    restored.unlink(missing_ok=True)  # superseded
+    return skipped
+
+
+def _restored(path: Path) -> Path:
+    return path.with_name(path.name + ".restored")
+
+
+def _open_own(path: Path) -> BinaryIO | None:
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+    except FileNotFoundError:
+        return None
+    info = os.fstat(f.fileno())
+    if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        f.close()
+        raise SnapshotError(
+            f"{path} is not yours alone (owner uid {info.st_uid}, mode "
+            f"{stat.filemode(info.st_mode)}); loading it would run code from it. "
+            "Delete it, or make it yours and not writable by others"
+        )
+    return f
 
 
 def load(path: Path) -> bool:
-    """Restore the state `save` wrote into this process's moto backends, then delete the file.
+    """Restore the state `save` wrote into this process's moto backends.
 
-    The file is consumed: a stack that dies without saving starts empty next time rather
-    than from an older state in which finished tasks would run again. False: no file.
+    The file is then moved aside to `<name>.restored` (deleted at the next successful
+    save): a stack that dies without saving starts empty next time rather than from an
+    older state in which finished tasks would run again, and a save that fails still
+    leaves the restored state on disk. False: no file.
     """
-    from moto.backends import get_backend
-
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+    f = _open_own(path)
+    if f is None:
         return False
-    try:
-        header, state = pickle.loads(raw)  # noqa: S301  # nosec B301 - see the module doc
-    except Exception:
-        raise SnapshotError(
-            f"{path} is not an emulator state file, or is damaged; "
-            "delete it to start with an empty emulator"
-        ) from None
-    if header != _header():
-        raise SnapshotError(
-            f"{path} was saved by moto {header.get('moto')} (format {header.get('format')}), "
-            f"this is moto {_header()['moto']}; delete it to start with an empty emulator"
-        )
-    for service, accounts in state.items():
-        backends: Any = get_backend(service)
+    damaged = SnapshotError(
+        f"{path} is not an emulator state file, or is damaged; "
+        "delete it to start with an empty emulator"
+    )
+    with f:
+        try:
+            header = pickle.load(f)  # noqa: S301  # nosec B301 - our own file, see _open_own
+        except Exception:
+            raise damaged from None
+        if not isinstance(header, dict):
+            raise damaged
+        if header != _header():
+            raise SnapshotError(
+                f"{path} was saved by moto {header.get('moto')} (format "
+                f"{header.get('format')}), this is moto {_header()['moto']} (format "
+                f"{FORMAT}); delete it to start with an empty emulator"
+            )
+        try:
+            state = pickle.load(f)  # noqa: S301  # nosec B301 - as above
+        except Exception:
+            raise damaged from None
+    for (module, name), accounts in state.items():
+        backends = getattr(importlib.import_module(module), name)
         for account, regions in accounts.items():
             for region, backend in regions.items():
                 dict.__setitem__(backends[account], region, backend)
-    path.unlink()
+    os.replace(path, _restored(path))
     return True
