@@ -106,6 +106,8 @@ def _dumps(state: dict[tuple[str, str], Any]) -> bytes:
 def _picklable(part: dict[tuple[str, str], Any]) -> bool:
     try:
         _dumps(part)
+    except RecursionError:
+        return False
     except RuntimeError:
         return True  # changing under us, not unpicklable: the next try tells
     except Exception:
@@ -129,6 +131,8 @@ def _state() -> tuple[bytes, list[str]]:
     for attempt in range(5):
         try:
             return _dumps(state), skipped
+        except RecursionError as exc:
+            raise SnapshotError(f"could not save the emulator's state: {exc}") from None
         except RuntimeError:
             # A request still running in the stopped server changed a dict mid-copy.
             time.sleep(0.2 * (attempt + 1))
