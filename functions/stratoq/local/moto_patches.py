@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 _installed = False
@@ -123,6 +125,24 @@ def install() -> None:
     _installed = True
 
 
+class _Busy(threading.local):
+    """The queue this thread is sending to or receiving from, while it does so."""
+
+    queue: Any = None
+
+    def holds(self, queue: Any) -> bool:
+        return self.queue is queue
+
+    @contextmanager
+    def on(self, queue: Any) -> Iterator[None]:
+        outer = self.queue  # a receive within a receive (a dead-letter move): rare
+        self.queue = queue
+        try:
+            yield
+        finally:
+            self.queue = outer
+
+
 def _patch_standard_queue_sends(models: Any) -> None:
     """SendMessage on a standard queue without the attribute scan (same answers).
 
@@ -131,13 +151,11 @@ def _patch_standard_queue_sends(models: Any) -> None:
     thread sends to a standard queue, that queue's attributes read as empty to that
     thread only; every other reader (GetQueueAttributes) still gets them all.
     """
-    sending = threading.local()
+    sending = _Busy()
     original_attributes = models.Queue.attributes
 
     def attributes(self: Any) -> Any:
-        if getattr(sending, "queue", None) is self:
-            return {}
-        return original_attributes.fget(self)
+        return {} if sending.holds(self) else original_attributes.fget(self)
 
     original_send = models.SQSBackend.send_message
 
@@ -145,12 +163,8 @@ def _patch_standard_queue_sends(models: Any) -> None:
         queue = self.get_queue(queue_name)
         if queue.fifo_queue:
             return original_send(self, queue_name, *args, **kwargs)
-        outer = getattr(sending, "queue", None)
-        sending.queue = queue
-        try:
+        with sending.on(queue):
             return original_send(self, queue_name, *args, **kwargs)
-        finally:
-            sending.queue = outer
 
     models.Queue.attributes = property(attributes)
     models.SQSBackend.send_message = send_message
@@ -191,23 +205,19 @@ def _patch_receives(models: Any) -> None:
     While a thread receives from a queue, that queue's `messages` reads lazily for that
     thread only; every other reader (the depth counts) still gets the full list.
     """
-    receiving = threading.local()
+    receiving = _Busy()
     original_messages = models.Queue.messages
 
     def messages(self: Any) -> Any:
-        if getattr(receiving, "queue", None) is self:
+        if receiving.holds(self):
             return _Visible(vars(self)["_messages"])
         return original_messages.fget(self)
 
     original_receive = models.SQSBackend.receive_message
 
     def receive_message(self: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
-        outer = getattr(receiving, "queue", None)  # a receive within a receive: rare
-        receiving.queue = self.get_queue(queue_name)
-        try:
+        with receiving.on(self.get_queue(queue_name)):
             return original_receive(self, queue_name, *args, **kwargs)
-        finally:
-            receiving.queue = outer
 
     models.Queue.messages = property(messages)
     models.SQSBackend.receive_message = receive_message
