@@ -18,20 +18,14 @@ from stratoq.settings import Settings
 from tests.support.netcut import NetCut
 from tests.support.procs import Proc, stratoq, wait_for
 from tests.support.pump import queue_counts
+from tests.support.tables import hash_table
 
 FAST_LEASE = {"STRATOQ_LEASE_SECONDS": "3", "STRATOQ_METRICS_PORT": "0"}
 N_TASKS = 2000
 
 
 def effects_table(settings: Settings) -> str:
-    db = aws.dynamodb(settings)
-    db.create_table(
-        TableName="chaos-effects",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    return "chaos-effects"
+    return hash_table(aws.dynamodb(settings), "chaos-effects")
 
 
 def scan_all(settings: Settings, table: str) -> list[dict[str, str]]:

@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from stratoq import aws
 from stratoq.settings import Settings
+from tests.support.tables import hash_table
 
 RACERS = 8
 ROUNDS = 20
@@ -25,13 +26,7 @@ ROUNDS = 20
 @pytest.fixture
 def table(emulator: str) -> Iterator[str]:
     db = aws.dynamodb(Settings(aws_endpoint_url=emulator))
-    name = "atomicity-test"
-    db.create_table(
-        TableName=name,
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    name = hash_table(db, "atomicity-test")
     # Switch threads often, so that racing requests interleave inside the emulator.
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)

@@ -14,6 +14,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 
 from stratoq.local import moto_patches
 from stratoq.local.moto_patches import install
+from tests.support.tables import hash_table
 
 
 def test_delete_message_waits_for_the_queue_lock() -> None:
@@ -233,7 +234,7 @@ def test_a_remembered_update_expression_gives_each_request_its_own_values() -> N
     install()
     with mock_aws():
         db = boto3.client("dynamodb", region_name="us-east-1")
-        _table(db)
+        hash_table(db, "t")
         expression = "SET n = if_not_exists(n, :zero) + :inc, tag = :tag"
         for pk, inc, tag in [("a", 1, "x"), ("b", 5, "y"), ("a", 2, "z")]:
             db.update_item(
@@ -277,22 +278,13 @@ def test_a_remembered_update_expression_gives_each_request_its_own_values() -> N
         assert n == {"N": "3"}
 
 
-def _table(db: Any, name: str = "t", key: str = "pk") -> None:
-    db.create_table(
-        TableName=name,
-        KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-
-
 def test_checks_that_passed_for_some_names_still_run_for_others() -> None:
     # The key and duplicate-path checks are skipped only for a text, names and keys that
     # passed them before; other names with the same text are checked again.
     install()
     with mock_aws():
         db = boto3.client("dynamodb", region_name="us-east-1")
-        _table(db)
+        hash_table(db, "t")
 
         def update(names: dict[str, str], table: str = "t", key: str = "pk") -> None:
             db.update_item(
@@ -314,7 +306,7 @@ def test_checks_that_passed_for_some_names_still_run_for_others() -> None:
         item = db.get_item(TableName="t", Key={"pk": {"S": "k"}})["Item"]
         assert item == {"pk": {"S": "k"}, "x": {"S": "1"}, "y": {"S": "2"}}
         # The same text and names on a table whose key is x: checked again, refused.
-        _table(db, "u", key="x")
+        hash_table(db, "u", key="x")
         with pytest.raises(ClientError, match="Cannot update attribute x"):
             update({"#a": "x", "#b": "y"}, table="u", key="x")
 
@@ -323,7 +315,7 @@ def test_a_remembered_condition_is_judged_with_each_requests_names_and_values() 
     install()
     with mock_aws():
         db = boto3.client("dynamodb", region_name="us-east-1")
-        _table(db)
+        hash_table(db, "t")
         db.put_item(TableName="t", Item={"pk": {"S": "k"}, "n": {"N": "5"}, "m": {"N": "1"}})
         condition = "#f <= :limit AND attribute_exists(pk)"
 

@@ -13,6 +13,7 @@ from moto import mock_aws
 from moto.core.base_backend import BackendDict
 
 from stratoq.local import snapshot
+from tests.support.tables import hash_table
 
 
 def _clients() -> tuple[Any, Any, Any]:
@@ -23,12 +24,7 @@ def _clients() -> tuple[Any, Any, Any]:
 @mock_aws
 def test_tables_queues_and_keys_come_back_as_they_were(tmp_path: Path) -> None:
     db, sqs, kms = _clients()
-    db.create_table(
-        TableName="t",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    hash_table(db, "t")
     db.put_item(TableName="t", Item={"pk": {"S": "a"}, "n": {"N": "1"}})
     url = sqs.create_queue(QueueName="q")["QueueUrl"]
     for body in ("held", "waiting"):
@@ -121,12 +117,7 @@ def test_services_sharing_a_name_and_plain_locks_come_back(tmp_path: Path) -> No
 def test_a_service_that_cannot_be_saved_is_left_out_and_the_rest_kept(tmp_path: Path) -> None:
     boto3.client("ssm", region_name="us-east-1").describe_parameters()  # holds closures
     db, _, _ = _clients()
-    db.create_table(
-        TableName="kept",
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    hash_table(db, "kept")
     state = tmp_path / "emulator.state"
     assert snapshot.save(state) == ["ssm"]
     BackendDict.reset()
