@@ -12,6 +12,7 @@ from stratoq.client import Client
 from stratoq.models import TaskRequest, TaskStatus
 from tests.e2e.conftest import DevStack, start_dev, stop_dev
 from tests.support.procs import wait_for
+from tests.support.pump import counts_at
 
 N_TASKS = 600
 
@@ -23,18 +24,8 @@ def _lines(log: Path, kind: str) -> Counter[str]:
 
 def _queued_anywhere(stack: DevStack) -> int:
     sqs = stack.sqs()
-    total = 0
-    for url in sqs.list_queues().get("QueueUrls", []):
-        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-        total += sum(
-            int(attrs[a])
-            for a in (
-                "ApproximateNumberOfMessages",
-                "ApproximateNumberOfMessagesNotVisible",
-                "ApproximateNumberOfMessagesDelayed",
-            )
-        )
-    return total
+    urls = sqs.list_queues().get("QueueUrls", [])
+    return sum(sum(counts_at(sqs, url).values()) for url in urls)
 
 
 @pytest.mark.timeout(300)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from stratoq.enqueue import Enqueuer
 from stratoq.models import Task
@@ -34,8 +35,12 @@ def pump_until_final(
 
 
 def queue_counts(core: Enqueuer, queue_url: str | None = None) -> dict[str, int]:
-    url = queue_url or core.transport.url("default")
-    attrs = core.transport._sqs.get_queue_attributes(
+    return counts_at(core.transport._sqs, queue_url or core.transport.url("default"))
+
+
+def counts_at(sqs: Any, url: str) -> dict[str, int]:
+    """A queue's visible, in-flight and delayed message counts."""
+    attrs = sqs.get_queue_attributes(
         QueueUrl=url,
         AttributeNames=[
             "ApproximateNumberOfMessages",
