@@ -21,7 +21,7 @@ COPY functions/ ./functions/
 RUN python -m venv /opt/stratoq \
  && /opt/stratoq/bin/pip install --upgrade pip \
  && /opt/stratoq/bin/pip install . "aws-sam-translator>=1.90" "PyYAML>=6" \
- && /opt/stratoq/bin/python -c "import stratoq.cli, samtranslator, yaml"
+ && /opt/stratoq/bin/python -c "import stratoq.cli.main, samtranslator, yaml"
 
 # -------------------------------------------------------------- runtime: slim
 FROM ${PYTHON_IMAGE} AS runtime

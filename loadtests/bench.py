@@ -192,7 +192,7 @@ def _create_wru(items: list[dict[str, Any]], n: int) -> float:
     more. Task items here are under 1 KB (payload `{}` encrypted); a page's size is its
     ids (16 bytes each) plus about 100 bytes of other attributes and names.
     """
-    from stratoq.store import PAGE_PREFIX
+    from stratoq.adapters.store import PAGE_PREFIX
 
     units = 0
     for item in items:
@@ -221,10 +221,10 @@ def _cost(per_task: dict[str, float], wru: float, lambda_batch: int | None) -> d
 
 # ------------------------------------------------------------------ stratoq
 def run_stratoq(emu: Emulator, n: int, processes: int, concurrency: int) -> Result:
-    from stratoq import aws
-    from stratoq.enqueue import services
+    from stratoq.adapters import aws
+    from stratoq.core.settings import Settings
     from stratoq.local.provision import provision
-    from stratoq.settings import Settings
+    from stratoq.services.enqueue import services
 
     settings = provision(
         Settings(aws_endpoint_url=emu.url, tasks_module="loadtests.tasks", poll_wait_seconds=1),
@@ -260,9 +260,9 @@ def _measure_stratoq(
     concurrency: int,
     worker_session: int,
 ) -> Result:
-    from stratoq import aws
-    from stratoq.models import TaskRequest
-    from stratoq.store import PAGE_PREFIX
+    from stratoq.adapters import aws
+    from stratoq.adapters.store import PAGE_PREFIX
+    from stratoq.core.models import TaskRequest
 
     time.sleep(4)  # let the pollers start (spawning slot processes) before the clock runs
     emu.counts(reset=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from stratoq import registry
-from stratoq.enqueue import Enqueuer, services
-from stratoq.settings import Settings
+from stratoq.core import registry
+from stratoq.core.settings import Settings
+from stratoq.services.enqueue import Enqueuer, services
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_TASKS = "tests.support.tasks"

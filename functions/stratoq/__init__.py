@@ -4,11 +4,11 @@ Define tasks with `@task("name")`; raise `Retry(delay)` or `Fail(reason)` inside
 hold a distributed lock with `with stratoq.lock("name"):`.
 """
 
-from stratoq.client import Client
-from stratoq.errors import Fail, LockUnavailable, Retry, StratoqError
-from stratoq.lock import lock
-from stratoq.models import Task, TaskRequest, TaskStatus
-from stratoq.registry import TaskContext, context, task
+from stratoq.adapters.locks import lock
+from stratoq.core.errors import Fail, LockUnavailable, Retry, StratoqError
+from stratoq.core.models import Task, TaskRequest, TaskStatus
+from stratoq.core.registry import TaskContext, context, task
+from stratoq.sdk.client import Client
 
 __all__ = [
     "Client",

@@ -1,5 +1,5 @@
 import sys
 
-from stratoq.cli import main
+from stratoq.cli.main import main
 
 sys.exit(main())

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from stratoq.errors import Fail
-from stratoq.registry import context, task
+from stratoq.core.errors import Fail
+from stratoq.core.registry import context, task
 
 
 def _obj(payload: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import sys
 
 def serves_own_metrics(command: str) -> bool:
     """Whether `stratoq COMMAND` has a --metrics-port option of its own."""
-    from stratoq.cli import parser
+    from stratoq.cli.main import parser
 
     for action in parser()._actions:
         if isinstance(action, argparse._SubParsersAction) and command in action.choices:
@@ -35,10 +35,10 @@ def main(argv: list[str]) -> int:
         print(f"stratoq: STRATOQ_METRICS_PORT must be a port number, got {raw!r}", file=sys.stderr)
         return 2
     if int(raw) and argv and not argv[0].startswith("-") and not serves_own_metrics(argv[0]):
-        from stratoq import metrics
+        from stratoq.observability import metrics
 
         metrics.serve(int(raw), os.environ["STRATOQ_METRICS_HOST"])
-    from stratoq.cli import main as cli
+    from stratoq.cli.main import main as cli
 
     return cli(argv)
 

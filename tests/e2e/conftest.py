@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import urllib3
 
-from stratoq import aws
-from stratoq.settings import Settings
+from stratoq.adapters import aws
+from stratoq.core.settings import Settings
 from tests.conftest import PYTHON, ROOT
 from tests.support.procs import wait_for
 

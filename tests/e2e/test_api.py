@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from stratoq import Client
-from stratoq.client import AuthError, Conflict, NotFound
-from stratoq.models import TaskStatus
+from stratoq.core.models import TaskStatus
+from stratoq.sdk.client import AuthError, Conflict, NotFound
 from tests.e2e.conftest import DevStack, start_dev, stop_dev
 
 ROOT = Path(__file__).resolve().parents[2]

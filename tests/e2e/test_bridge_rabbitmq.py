@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from stratoq.enqueue import Enqueuer
-from stratoq.models import Task, TaskStatus
-from stratoq.settings import Settings
+from stratoq.core.models import Task, TaskStatus
+from stratoq.core.settings import Settings
+from stratoq.services.enqueue import Enqueuer
 from tests.conftest import PYTHON, subprocess_env
 from tests.support.procs import Proc, stratoq, wait_for
 from tests.support.rabbitmq import Rabbit, free_port, rabbitmq_server

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from stratoq import aws
-from stratoq.enqueue import Enqueuer
-from stratoq.models import TaskRequest, TaskStatus
-from stratoq.settings import Settings
+from stratoq.adapters import aws
+from stratoq.core.models import TaskRequest, TaskStatus
+from stratoq.core.settings import Settings
+from stratoq.services.enqueue import Enqueuer
 from tests.support.netcut import NetCut
 from tests.support.procs import Proc, stratoq, wait_for
 from tests.support.pump import queue_counts

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from stratoq.enqueue import Enqueuer
-from stratoq.models import TaskRequest
-from stratoq.settings import Settings
+from stratoq.core.models import TaskRequest
+from stratoq.core.settings import Settings
+from stratoq.services.enqueue import Enqueuer
 from tests.conftest import PYTHON, ROOT, subprocess_env
 from tests.support.procs import wait_for
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from stratoq import Client
-from stratoq.client import ApiError
-from stratoq.models import TaskStatus
+from stratoq.core.models import TaskStatus
+from stratoq.sdk.client import ApiError
 from tests.e2e.conftest import DevStack
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from stratoq.client import Client
-from stratoq.models import TaskRequest, TaskStatus
+from stratoq.core.models import TaskRequest, TaskStatus
+from stratoq.sdk.client import Client
 from tests.e2e.conftest import DevStack, start_dev, stop_dev
 from tests.support.procs import wait_for
 from tests.support.pump import counts_at

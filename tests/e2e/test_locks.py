@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from stratoq.enqueue import Enqueuer
-from stratoq.models import TaskRequest, TaskStatus
-from stratoq.settings import Settings
+from stratoq.core.models import TaskRequest, TaskStatus
+from stratoq.core.settings import Settings
+from stratoq.services.enqueue import Enqueuer
 from tests.support.procs import stratoq, wait_for
 from tests.support.pump import queue_counts
 

@@ -8,9 +8,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stratoq.enqueue import Enqueuer
-from stratoq.models import Task, TaskRequest, TaskStatus
-from stratoq.settings import Settings
+from stratoq.core.models import Task, TaskRequest, TaskStatus
+from stratoq.core.settings import Settings
+from stratoq.services.enqueue import Enqueuer
 from tests.support.procs import stratoq, wait_for
 from tests.support.pump import queue_counts
 

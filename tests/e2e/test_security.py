@@ -27,7 +27,7 @@ import pytest
 import urllib3
 
 from stratoq import Client
-from stratoq.models import TaskStatus
+from stratoq.core.models import TaskStatus
 from tests.conftest import PYTHON, ROOT
 from tests.e2e.conftest import DevStack, start_dev, stop_dev
 from tests.support.procs import wait_for

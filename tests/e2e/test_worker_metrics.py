@@ -9,9 +9,9 @@ from pathlib import Path
 import urllib3
 from prometheus_client.parser import text_string_to_metric_families
 
-from stratoq.enqueue import Enqueuer
-from stratoq.models import TaskRequest
-from stratoq.settings import Settings
+from stratoq.core.models import TaskRequest
+from stratoq.core.settings import Settings
+from stratoq.services.enqueue import Enqueuer
 from tests.support.procs import stratoq, wait_for
 from tests.support.prometheus import free_port
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from stratoq.enqueue import Enqueuer
-from stratoq.errors import EnqueueError
+from stratoq.core.errors import EnqueueError
+from stratoq.core.models import Task, TaskStatus
+from stratoq.core.settings import Settings
 from stratoq.handlers import ingest
-from stratoq.models import Task, TaskStatus
-from stratoq.settings import Settings
+from stratoq.services.enqueue import Enqueuer
 
 EVENTS = Path(__file__).resolve().parents[1] / "fixtures" / "events"
 Handler = Callable[[dict[str, Any]], dict[str, int]]

@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from stratoq.enqueue import Enqueuer
-from stratoq.models import TaskRequest, TaskStatus
-from stratoq.runner import InlineRunner
-from stratoq.store import TaskStore
-from stratoq.worker import Worker
+from stratoq.adapters.store import TaskStore
+from stratoq.core.models import TaskRequest, TaskStatus
+from stratoq.services.enqueue import Enqueuer
+from stratoq.services.runner import InlineRunner
+from stratoq.services.worker import Worker
 from tests.support.pump import pump_until_final, queue_counts
 
 NOW = 1_800_000_000_000  # fixed and in the future: no TTL can remove anything

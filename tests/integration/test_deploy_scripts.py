@@ -8,9 +8,9 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from stratoq import aws
-from stratoq.security import KeyStore
-from stratoq.settings import Settings
+from stratoq.adapters import aws
+from stratoq.adapters.keys import KeyStore
+from stratoq.core.settings import Settings
 from tests.conftest import PYTHON, ROOT, subprocess_env
 
 FIXED_KEY = "sq_0123456789ab_" + "k" * 32

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from stratoq import dlq
-from stratoq.enqueue import Enqueuer
-from stratoq.errors import EnqueueError
-from stratoq.models import Task, TaskRequest, TaskStatus, utcnow
-from stratoq.runner import InlineRunner
-from stratoq.worker import Worker
+from stratoq.core.errors import EnqueueError
+from stratoq.core.models import Task, TaskRequest, TaskStatus, utcnow
+from stratoq.services import dlq
+from stratoq.services.enqueue import Enqueuer
+from stratoq.services.runner import InlineRunner
+from stratoq.services.worker import Worker
 from tests.support.pump import pump_until_final
 
 

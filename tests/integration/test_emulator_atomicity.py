@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import pytest
 from botocore.exceptions import ClientError
 
-from stratoq import aws
-from stratoq.settings import Settings
+from stratoq.adapters import aws
+from stratoq.core.settings import Settings
 from tests.support.tables import hash_table
 
 RACERS = 8

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from stratoq import aws
-from stratoq.crypto import DecryptionError, is_encrypted
-from stratoq.enqueue import Enqueuer
-from stratoq.models import TaskRequest, TaskStatus
-from stratoq.settings import Settings
-from stratoq.store import Claimed, TaskStore, encode_page_token
+from stratoq.adapters import aws
+from stratoq.adapters.crypto import DecryptionError, is_encrypted
+from stratoq.adapters.store import Claimed, TaskStore, encode_page_token
+from stratoq.core.models import TaskRequest, TaskStatus
+from stratoq.core.settings import Settings
+from stratoq.services.enqueue import Enqueuer
 
 MARKER = "zebra-7f3c-secret"
 NOW = 1_800_000_000_000

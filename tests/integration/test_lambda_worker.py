@@ -7,12 +7,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from stratoq.enqueue import Enqueuer
+from stratoq.adapters.store import Claimed
+from stratoq.core.models import TaskRequest, TaskStatus
+from stratoq.core.settings import Settings
 from stratoq.handlers import worker as lambda_worker
 from stratoq.local.esm import EventSourceMapping
-from stratoq.models import TaskRequest, TaskStatus
-from stratoq.settings import Settings
-from stratoq.store import Claimed
+from stratoq.services.enqueue import Enqueuer
 from tests.support.pump import queue_counts
 
 

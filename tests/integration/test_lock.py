@@ -14,16 +14,16 @@ from typing import Any
 import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
-from stratoq.enqueue import Enqueuer
+from stratoq.adapters.locks import Acquired, Held, LockStore
+from stratoq.adapters.store import Claimed
+from stratoq.adapters.transport import Delivery
+from stratoq.core.models import TaskRequest, TaskStatus
+from stratoq.core.settings import Settings
 from stratoq.handlers import worker as lambda_worker
 from stratoq.local.esm import EventSourceMapping
-from stratoq.lock import Acquired, Held, LockStore
-from stratoq.models import TaskRequest, TaskStatus
-from stratoq.runner import InlineRunner
-from stratoq.settings import Settings
-from stratoq.store import Claimed
-from stratoq.transport import Delivery
-from stratoq.worker import Action, LeaseKeeper, Worker, now_ms
+from stratoq.services.enqueue import Enqueuer
+from stratoq.services.runner import InlineRunner
+from stratoq.services.worker import Action, LeaseKeeper, Worker, now_ms
 from tests.support.pump import apply, pump_until_final, queue_counts
 
 NOW = 1_800_000_000_000  # fixed, and in the future so no TTL can remove items

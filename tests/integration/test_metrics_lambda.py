@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from stratoq import metrics
-from stratoq.enqueue import Enqueuer
+from stratoq.core.models import TaskRequest, TaskStatus
+from stratoq.core.settings import Settings
 from stratoq.handlers import worker as lambda_worker
 from stratoq.local.esm import EventSourceMapping
-from stratoq.models import TaskRequest, TaskStatus
-from stratoq.settings import Settings
+from stratoq.observability import metrics
+from stratoq.services.enqueue import Enqueuer
 
 MARKER = "emf-payload-marker"
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from stratoq import aws
-from stratoq.enqueue import Enqueuer
-from stratoq.models import TaskRequest, TaskStatus
-from stratoq.runner import InlineRunner
-from stratoq.settings import Settings
-from stratoq.transport import SqsTransport, queue_stats
-from stratoq.worker import Worker
+from stratoq.adapters import aws
+from stratoq.adapters.transport import SqsTransport, queue_stats
+from stratoq.core.models import TaskRequest, TaskStatus
+from stratoq.core.settings import Settings
+from stratoq.services.enqueue import Enqueuer
+from stratoq.services.runner import InlineRunner
+from stratoq.services.worker import Worker
 from tests.support.procs import wait_for
 from tests.support.pump import apply, queue_counts
 

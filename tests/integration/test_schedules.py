@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from stratoq import aws
-from stratoq.enqueue import Enqueuer
-from stratoq.errors import NotFoundError
+from stratoq.adapters import aws
+from stratoq.core.errors import NotFoundError
+from stratoq.core.models import TaskRequest
+from stratoq.core.schedules import ExpressionError, ScheduleSpec, ScheduleStore
+from stratoq.core.settings import Settings
 from stratoq.handlers import scheduler
 from stratoq.local.clock import RuleClock
-from stratoq.models import TaskRequest
-from stratoq.scheduling import ExpressionError, ScheduleSpec, ScheduleStore
-from stratoq.settings import Settings
+from stratoq.services.enqueue import Enqueuer
 
 
 class ManualTime:

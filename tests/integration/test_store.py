@@ -12,10 +12,10 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
-from stratoq.enqueue import Enqueuer
-from stratoq.errors import InvalidStateError, TaskNotFoundError
-from stratoq.models import AttemptError, Backoff, Priority, Task, TaskRequest, TaskStatus
-from stratoq.store import MAX_ERROR_CHARS, Claimed, NotClaimed, TaskStore, from_ms, to_ms
+from stratoq.adapters.store import MAX_ERROR_CHARS, Claimed, NotClaimed, TaskStore, from_ms, to_ms
+from stratoq.core.errors import InvalidStateError, TaskNotFoundError
+from stratoq.core.models import AttemptError, Backoff, Priority, Task, TaskRequest, TaskStatus
+from stratoq.services.enqueue import Enqueuer
 
 NOW = 1_800_000_000_000  # 2027-01-15: fixed, and in the future so no TTL can remove items
 LEASE = 30_000

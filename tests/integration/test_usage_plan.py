@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from stratoq import aws
-from stratoq.errors import ConfigError
+from stratoq.adapters import aws
+from stratoq.adapters.keys import KeyStore, UsagePlanKeys, key_store, usage_identifier
+from stratoq.core.errors import ConfigError
+from stratoq.core.settings import Settings
 from stratoq.handlers import authorizer
-from stratoq.security import KeyStore, UsagePlanKeys, key_store, usage_identifier
-from stratoq.settings import Settings
 
 PLAN = "stack-per-key"
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from stratoq.enqueue import Enqueuer
-from stratoq.models import TaskRequest, TaskStatus
-from stratoq.runner import InlineRunner
-from stratoq.store import Claimed, to_ms
-from stratoq.transport import TaskMessage
-from stratoq.worker import Action, Worker
+from stratoq.adapters.store import Claimed, to_ms
+from stratoq.adapters.transport import TaskMessage
+from stratoq.core.models import TaskRequest, TaskStatus
+from stratoq.services.enqueue import Enqueuer
+from stratoq.services.runner import InlineRunner
+from stratoq.services.worker import Action, Worker
 from tests.support.pump import pump_until_final, queue_counts
 
 NO_JITTER = {"base_seconds": 1, "max_seconds": 60, "jitter": False}

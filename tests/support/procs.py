@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from stratoq.settings import Settings
+from stratoq.core.settings import Settings
 from tests.conftest import PYTHON, subprocess_env
 
 T = TypeVar("T")

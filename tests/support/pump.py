@@ -6,10 +6,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from stratoq.enqueue import Enqueuer
-from stratoq.models import Task
-from stratoq.transport import Delivery
-from stratoq.worker import Action, Disposition, Worker
+from stratoq.adapters.transport import Delivery
+from stratoq.core.models import Task
+from stratoq.services.enqueue import Enqueuer
+from stratoq.services.worker import Action, Disposition, Worker
 
 
 def apply(core: Enqueuer, delivery: Delivery, disposition: Disposition) -> None:

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from stratoq.bridge import MAX_KEY_CHARS, check_tenant, kafka_key, rabbitmq_key
-from stratoq.errors import ConfigError
+from stratoq.core.errors import ConfigError
 from stratoq.local.provision import local_template, translate
-from stratoq.rabbitmq import safe_url, vhost_of
+from stratoq.runtime.rabbitmq import safe_url, vhost_of
+from stratoq.services.bridge import MAX_KEY_CHARS, check_tenant, kafka_key, rabbitmq_key
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 

@@ -1,4 +1,4 @@
-"""Envelope encryption of payloads and results (stratoq.crypto) with an in-memory KMS."""
+"""Envelope encryption of payloads and results (stratoq.adapters.crypto) with an in-memory KMS."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from stratoq.crypto import (
+from stratoq.adapters.crypto import (
     CONTEXT_KEY,
     DecryptionError,
     PayloadCipher,
@@ -19,8 +19,8 @@ from stratoq.crypto import (
     encode_value,
     is_encrypted,
 )
-from stratoq.errors import ConfigError
-from stratoq.settings import Settings
+from stratoq.core.errors import ConfigError
+from stratoq.core.settings import Settings
 
 
 class FakeKms:

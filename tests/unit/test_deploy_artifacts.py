@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
+from stratoq.core.settings import Settings
 from stratoq.local.provision import refs, settings_from_outputs, translate
-from stratoq.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"

@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from stratoq.models import MAX_SQS_DELAY
-from stratoq.policy import MAX_LOCKED_DELAY, locked_delay
+from stratoq.core.models import MAX_SQS_DELAY
+from stratoq.core.policy import MAX_LOCKED_DELAY, locked_delay
 
 NOW = 1_800_000_000_000
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from stratoq import metrics
-from stratoq.models import Task, TaskStatus
+from stratoq.core.models import Task, TaskStatus
+from stratoq.observability import metrics
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from stratoq.errors import ConfigError
-from stratoq.models import (
+from stratoq.adapters.transport import TaskMessage
+from stratoq.core.errors import ConfigError
+from stratoq.core.models import (
     MAX_ATTEMPTS,
     MAX_DELAY_SECONDS,
     MAX_TIMEOUT_SECONDS,
@@ -17,8 +18,7 @@ from stratoq.models import (
     Priority,
     TaskRequest,
 )
-from stratoq.settings import Settings
-from stratoq.transport import TaskMessage
+from stratoq.core.settings import Settings
 
 
 def error_locs(exc: ValidationError) -> set[str]:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stratoq import metrics
+from stratoq.observability import metrics
 from tests.conftest import ROOT
 
 GRAFANA = ROOT / "infra" / "grafana"

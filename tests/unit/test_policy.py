@@ -1,4 +1,4 @@
-"""Pure retry/delay decisions of stratoq.policy: no I/O, no clock, seeded randomness."""
+"""Pure retry/delay decisions of stratoq.core.policy: no I/O, no clock, seeded randomness."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from stratoq.models import MAX_SQS_DELAY, Backoff
-from stratoq.policy import (
+from stratoq.core.models import MAX_SQS_DELAY, Backoff
+from stratoq.core.policy import (
     MAX_VISIBILITY_SECONDS,
     Complete,
     FailNow,

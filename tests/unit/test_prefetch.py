@@ -1,12 +1,12 @@
-"""How many messages a poller holds beyond its slots (stratoq.poller.prefetch_count)."""
+"""How many messages a poller holds beyond its slots (stratoq.runtime.poller.prefetch_count)."""
 
 from __future__ import annotations
 
 import pytest
 
-from stratoq.errors import ConfigError
-from stratoq.poller import prefetch_count
-from stratoq.settings import Settings
+from stratoq.core.errors import ConfigError
+from stratoq.core.settings import Settings
+from stratoq.runtime.poller import prefetch_count
 
 
 def test_no_prefetch_before_a_task_was_timed_or_when_turned_off() -> None:

@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from stratoq.errors import ConfigError
-from stratoq.priority import (
+from stratoq.core.errors import ConfigError
+from stratoq.core.priority import (
     PriorityChooser,
     PriorityMode,
     check_keys,
@@ -21,7 +21,7 @@ from stratoq.priority import (
     split_key,
     weighted_order,
 )
-from stratoq.settings import Settings
+from stratoq.core.settings import Settings
 
 KEYS = ["default:high", "default", "default:low"]
 

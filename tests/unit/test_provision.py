@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from stratoq.errors import ConfigError
+from stratoq.core.errors import ConfigError
+from stratoq.core.settings import Settings
 from stratoq.local.provision import (
     LOCAL_TYPES,
     local_template,
@@ -15,7 +16,6 @@ from stratoq.local.provision import (
     settings_from_outputs,
     translate,
 )
-from stratoq.settings import Settings
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 

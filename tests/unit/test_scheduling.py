@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stratoq.models import TaskRequest
-from stratoq.scheduling import ExpressionError, fire_from_input, parse, target_input
+from stratoq.core.models import TaskRequest
+from stratoq.core.schedules import ExpressionError, fire_from_input, parse, target_input
 
 
 def at(text: str) -> datetime:

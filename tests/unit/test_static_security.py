@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stratoq.security import SCOPES
+from stratoq.adapters.keys import SCOPES
 
 ROOT = Path(__file__).resolve().parents[2]
 API = ROOT / "functions" / "stratoq" / "handlers" / "api.py"

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from stratoq.core.settings import Settings
 from stratoq.local.provision import settings_from_outputs, translate
-from stratoq.settings import Settings
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 # Services that hold or move task data: never a wildcard action or resource on them.

@@ -20,18 +20,12 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
-from stratoq import __version__, aws, dlq, metrics
-from stratoq.enqueue import Enqueuer, services
-from stratoq.errors import (
-    EnqueueError,
-    InvalidRequestError,
-    InvalidStateError,
-    NotFoundError,
-    PayloadTooLargeError,
-    StratoqError,
-    UnknownQueueError,
-)
-from stratoq.handlers.schemas import (
+from stratoq import __version__
+from stratoq.adapters import aws
+from stratoq.adapters.keys import KeyStore, key_store, manages_every_tenant
+from stratoq.adapters.store import to_ms
+from stratoq.adapters.transport import queue_stats
+from stratoq.api.contract import (
     CreatedKey,
     Deleted,
     Health,
@@ -46,7 +40,16 @@ from stratoq.handlers.schemas import (
     TaskPage,
     responses,
 )
-from stratoq.models import (
+from stratoq.core.errors import (
+    EnqueueError,
+    InvalidRequestError,
+    InvalidStateError,
+    NotFoundError,
+    PayloadTooLargeError,
+    StratoqError,
+    UnknownQueueError,
+)
+from stratoq.core.models import (
     MAX_PAYLOAD_BYTES,
     QUEUE_PATTERN,
     Task,
@@ -55,7 +58,7 @@ from stratoq.models import (
     payload_size,
     utcnow,
 )
-from stratoq.scheduling import (
+from stratoq.core.schedules import (
     SCHEDULE_NAME,
     ExpressionError,
     Fire,
@@ -63,10 +66,10 @@ from stratoq.scheduling import (
     ScheduleSpec,
     ScheduleStore,
 )
-from stratoq.security import KeyStore, key_store, manages_every_tenant
-from stratoq.settings import Settings
-from stratoq.store import to_ms
-from stratoq.transport import queue_stats
+from stratoq.core.settings import Settings
+from stratoq.observability import metrics
+from stratoq.services import dlq
+from stratoq.services.enqueue import Enqueuer, services
 
 logger = Logger(service="stratoq")
 

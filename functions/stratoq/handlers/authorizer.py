@@ -11,9 +11,9 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from stratoq import aws
-from stratoq.security import KeyStore, usage_identifier
-from stratoq.settings import Settings
+from stratoq.adapters import aws
+from stratoq.adapters.keys import KeyStore, usage_identifier
+from stratoq.core.settings import Settings
 
 logger = Logger(service="stratoq")
 

@@ -1,10 +1,10 @@
 """Lambda target of broker event source mappings: Amazon MQ for RabbitMQ and Kafka
-(Amazon MSK or self-managed). Each message becomes a task through stratoq.bridge.
+(Amazon MSK or self-managed). Each message becomes a task through stratoq.services.bridge.
 
 Neither source has partial batch responses: when the enqueue fails the handler raises,
 and the event source mapping delivers the whole batch again. That is safe because every
 message's enqueue is idempotent (its key comes from its broker identity). Invalid messages
-are skipped and logged (see stratoq.bridge), so they never hold up a partition or queue.
+are skipped and logged (see stratoq.services.bridge), so they never hold up a partition or queue.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
-from stratoq import metrics
-from stratoq.bridge import Bridge, BrokerMessage, kafka_key, rabbitmq_key
-from stratoq.enqueue import services
-from stratoq.settings import Settings
+from stratoq.core.settings import Settings
+from stratoq.observability import metrics
+from stratoq.services.bridge import Bridge, BrokerMessage, kafka_key, rabbitmq_key
+from stratoq.services.enqueue import services
 
 logger = Logger(service="stratoq")
 

@@ -11,10 +11,10 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from stratoq import metrics
-from stratoq.enqueue import Enqueuer, services
-from stratoq.models import utcnow
-from stratoq.scheduling import fire_from_input
+from stratoq.core.models import utcnow
+from stratoq.core.schedules import fire_from_input
+from stratoq.observability import metrics
+from stratoq.services.enqueue import Enqueuer, services
 
 logger = Logger(service="stratoq")
 

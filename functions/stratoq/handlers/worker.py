@@ -18,14 +18,16 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from stratoq import aws, metrics, registry
-from stratoq.crypto import cipher_for
-from stratoq.priority import split_key
-from stratoq.runner import InlineRunner
-from stratoq.settings import Settings
-from stratoq.store import TaskStore
-from stratoq.transport import Delivery, SqsTransport
-from stratoq.worker import Action, Worker
+from stratoq.adapters import aws
+from stratoq.adapters.crypto import cipher_for
+from stratoq.adapters.store import TaskStore
+from stratoq.adapters.transport import Delivery, SqsTransport
+from stratoq.core import registry
+from stratoq.core.priority import split_key
+from stratoq.core.settings import Settings
+from stratoq.observability import metrics
+from stratoq.services.runner import InlineRunner
+from stratoq.services.worker import Action, Worker
 
 logger = Logger(service="stratoq")
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)

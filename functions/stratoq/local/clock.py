@@ -24,8 +24,8 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from stratoq.scheduling import ExpressionError, parse
-from stratoq.signals import on_stop_signals
+from stratoq.core.schedules import ExpressionError, parse
+from stratoq.runtime.signals import on_stop_signals
 
 logger = Logger(service="stratoq", child=True)
 ACCOUNT = "123456789012"
@@ -197,7 +197,7 @@ class RuleClock:
 def serve_clock(settings: Any, speed: float = 1.0) -> int:
     """`stratoq scheduler`: run the rule clock until SIGTERM/SIGINT, firing in-process."""
 
-    from stratoq import aws
+    from stratoq.adapters import aws
     from stratoq.handlers import scheduler
 
     clock = RuleClock(

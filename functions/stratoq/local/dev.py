@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stratoq import aws, registry
-from stratoq.errors import ConfigError
-from stratoq.settings import Settings
-from stratoq.signals import on_stop_signals
+from stratoq.adapters import aws
+from stratoq.core import registry
+from stratoq.core.errors import ConfigError
+from stratoq.core.settings import Settings
+from stratoq.runtime.signals import on_stop_signals
 
 STATE_FILE = Path(".stratoq") / "dev.json"
 
@@ -57,13 +58,13 @@ class DevStack:
         self.restored = False
 
     def start(self) -> dict[str, str]:
+        from stratoq.adapters.keys import KeyStore
         from stratoq.handlers import api, authorizer
         from stratoq.handlers import worker as lambda_worker
         from stratoq.local.emulator import Emulator
         from stratoq.local.gateway import Gateway, GatewayServer
         from stratoq.local.provision import provision
         from stratoq.local.throttle import KeyThrottle
-        from stratoq.security import KeyStore
 
         o = self.options
         emulator = Emulator(port=o.aws_port)
@@ -118,7 +119,7 @@ class DevStack:
         self._stops.insert(0, server.stop)
 
         if o.metrics_port:
-            from stratoq import metrics
+            from stratoq.observability import metrics
 
             try:
                 metrics.serve(o.metrics_port, o.host)
@@ -127,8 +128,8 @@ class DevStack:
                     f"cannot serve metrics on {o.host}:{o.metrics_port}: {exc.strerror}; "
                     "use --metrics-port (0 turns metrics off)"
                 ) from None
+            from stratoq.adapters.transport import SqsTransport
             from stratoq.local.queue_age import moto_oldest_age
-            from stratoq.transport import SqsTransport
 
             # Queue depth from SQS, and the oldest message's age from moto in this process.
             metrics.watch_queues(
@@ -153,9 +154,9 @@ class DevStack:
         return facts
 
     def _start_workers(self, settings: Settings, handler: Any) -> None:
+        from stratoq.adapters.transport import SqsTransport
         from stratoq.local.esm import EventSourceMapping
-        from stratoq.poller import Poller
-        from stratoq.transport import SqsTransport
+        from stratoq.runtime.poller import Poller
 
         o = self.options
         if o.workers:

@@ -7,7 +7,7 @@ import time
 import urllib.error
 import urllib.request
 
-from stratoq.errors import StratoqError
+from stratoq.core.errors import StratoqError
 
 
 class EmulatorError(StratoqError):

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from stratoq.transport import SqsTransport
+from stratoq.adapters.transport import SqsTransport
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 

@@ -13,9 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from stratoq.errors import ConfigError
-from stratoq.priority import queue_key, split_key
-from stratoq.settings import Settings
+from stratoq.core.errors import ConfigError
+from stratoq.core.priority import queue_key, split_key
+from stratoq.core.settings import Settings
 
 # Emulated faithfully enough to create from the template (see docs/architecture.md).
 LOCAL_TYPES = frozenset(
@@ -145,7 +145,7 @@ def provision(settings: Settings, stack: str = "stratoq", template: Path | None 
     """
     import json
 
-    from stratoq import aws
+    from stratoq.adapters import aws
 
     if not settings.aws_endpoint_url:
         raise ConfigError("provisioning is for an emulator: set STRATOQ_AWS_ENDPOINT_URL")

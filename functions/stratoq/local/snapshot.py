@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from stratoq.errors import ConfigError
+from stratoq.core.errors import ConfigError
 
 FORMAT = 2
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
-from stratoq.settings import Settings
+from stratoq.core.settings import Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_apigateway.client import APIGatewayClient

@@ -40,8 +40,8 @@ from aws_lambda_powertools import Logger
 from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
-from stratoq import policy, registry
-from stratoq.errors import LockUnavailable
+from stratoq.core import policy, registry
+from stratoq.core.errors import LockUnavailable
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -190,8 +190,8 @@ def _store() -> LockStore:
     global _default
     with _default_guard:
         if _default is None:
-            from stratoq import aws
-            from stratoq.settings import Settings
+            from stratoq.adapters import aws
+            from stratoq.core.settings import Settings
 
             settings = Settings.from_env()
             _default = LockStore(aws.dynamodb(settings), settings.tasks_table)

@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stratoq.models import Priority, Task
-from stratoq.scheduling import Schedule
+from stratoq.core.models import Priority, Task
+from stratoq.core.schedules import Schedule
 
 
 class ErrorDetail(BaseModel):

@@ -8,14 +8,22 @@ from datetime import timedelta
 
 from aws_lambda_powertools import Logger
 
-from stratoq import aws, metrics
-from stratoq.crypto import cipher_for
-from stratoq.errors import EnqueueError, PayloadTooLargeError, UnknownQueueError
-from stratoq.models import MAX_PAYLOAD_BYTES, Task, TaskRequest, TaskStatus, payload_size, utcnow
-from stratoq.settings import Settings
-from stratoq.store import TaskStore, new_task_id, to_ms
-from stratoq.transport import Outgoing, SqsTransport, TaskMessage
-from stratoq.worker import outgoing_for
+from stratoq.adapters import aws
+from stratoq.adapters.crypto import cipher_for
+from stratoq.adapters.store import TaskStore, new_task_id, to_ms
+from stratoq.adapters.transport import Outgoing, SqsTransport, TaskMessage
+from stratoq.core.errors import EnqueueError, PayloadTooLargeError, UnknownQueueError
+from stratoq.core.models import (
+    MAX_PAYLOAD_BYTES,
+    Task,
+    TaskRequest,
+    TaskStatus,
+    payload_size,
+    utcnow,
+)
+from stratoq.core.settings import Settings
+from stratoq.observability import metrics
+from stratoq.services.worker import outgoing_for
 
 logger = Logger(service="stratoq", child=True)
 

@@ -18,8 +18,8 @@ from typing import Any, NamedTuple
 
 import urllib3
 
-from stratoq.errors import ConfigError, StratoqError
-from stratoq.models import Task, TaskRequest, TaskStatus
+from stratoq.core.errors import ConfigError, StratoqError
+from stratoq.core.models import Task, TaskRequest, TaskStatus
 
 DEV_FILE = Path(".stratoq") / "dev.json"
 

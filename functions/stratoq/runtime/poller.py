@@ -24,15 +24,17 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from stratoq import aws, metrics, registry
-from stratoq.crypto import cipher_for
-from stratoq.priority import PRIORITIES, PriorityChooser, expand, logical_queues, split_key
-from stratoq.runner import ProcessRunner, Runner
-from stratoq.settings import Settings
-from stratoq.signals import on_stop_signals
-from stratoq.store import TaskStore
-from stratoq.transport import Delivery, SqsTransport
-from stratoq.worker import Action, Disposition, LeaseKeeper, Worker
+from stratoq.adapters import aws
+from stratoq.adapters.crypto import cipher_for
+from stratoq.adapters.store import TaskStore
+from stratoq.adapters.transport import Delivery, SqsTransport
+from stratoq.core import registry
+from stratoq.core.priority import PRIORITIES, PriorityChooser, expand, logical_queues, split_key
+from stratoq.core.settings import Settings
+from stratoq.observability import metrics
+from stratoq.runtime.signals import on_stop_signals
+from stratoq.services.runner import ProcessRunner, Runner
+from stratoq.services.worker import Action, Disposition, LeaseKeeper, Worker
 
 logger = Logger(service="stratoq")
 
@@ -277,7 +279,7 @@ class Poller:
             logger.exception("handing back prefetched messages failed")
 
     def _receive(self, want: int, free: int) -> list[Delivery]:
-        """One batch from the queue the chooser picks (see stratoq.priority).
+        """One batch from the queue the chooser picks (see stratoq.core.priority).
 
         With one queue this is the plain long poll. With several, a long poll on one
         would leave a high-priority message waiting up to poll_wait_seconds behind it,

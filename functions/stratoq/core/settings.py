@@ -11,8 +11,14 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from stratoq.errors import ConfigError
-from stratoq.priority import DEFAULT_WEIGHTS, PriorityMode, check_keys, parse_mode, parse_weights
+from stratoq.core.errors import ConfigError
+from stratoq.core.priority import (
+    DEFAULT_WEIGHTS,
+    PriorityMode,
+    check_keys,
+    parse_mode,
+    parse_weights,
+)
 
 
 def _int(env: dict[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -69,13 +75,13 @@ class Settings:
     lease_seconds: int = 30
     # Receive long-poll wait; shorter makes SIGTERM quicker, longer makes idle cheaper.
     poll_wait_seconds: int = 20
-    # How pollers share receives between a queue's priority queues (stratoq.priority):
+    # How pollers share receives between a queue's priority queues (stratoq.core.priority):
     # weighted (weights of high, default, low) or strict (high first, then default, low).
     priority_mode: PriorityMode = PriorityMode.WEIGHTED
     priority_weights: tuple[int, int, int] = DEFAULT_WEIGHTS
     # Messages a poller may hold beyond its free slots, at most, so receives come back
     # full and a freed slot finds its next task waiting. The poller holds only as many as
-    # its slots get through in about a second (stratoq.poller.prefetch_count), so long
+    # its slots get through in about a second (stratoq.runtime.poller.prefetch_count), so long
     # tasks get none and never hold messages idle workers could run. 0: never.
     prefetch: int = 10
     default_timeout_seconds: int = 300
@@ -85,7 +91,7 @@ class Settings:
     # How long an idempotency key (or `unique` task) holds when the request names no window.
     idempotency_window_seconds: int = 24 * 3600
     # KMS key (id, ARN or alias) under which payloads and results are envelope-encrypted
-    # (stratoq.crypto). Without one, tasks are stored in clear only if allow_unencrypted
+    # (stratoq.adapters.crypto). Without one, tasks are stored in clear only if allow_unencrypted
     # says so explicitly; otherwise building a task store is a configuration error.
     kms_key_id: str | None = None
     allow_unencrypted: bool = False
@@ -99,7 +105,7 @@ class Settings:
     # The tenant whose admin keys manage every tenant's keys (the bootstrap key's);
     # other tenants' admin keys manage their own keys only.
     operator_tenant: str = "default"
-    # The tenant whose tasks broker bridges (stratoq.bridge: RabbitMQ, Kafka) enqueue.
+    # The tenant whose tasks broker bridges (stratoq.services.bridge: RabbitMQ, Kafka) enqueue.
     bridge_tenant: str = "default"
 
     @classmethod

@@ -28,8 +28,8 @@ from aws_lambda_powertools import Logger
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.spec import Basic, BasicProperties
 
-from stratoq.bridge import Bridge, BrokerMessage, rabbitmq_key
-from stratoq.errors import ConfigError
+from stratoq.core.errors import ConfigError
+from stratoq.services.bridge import Bridge, BrokerMessage, rabbitmq_key
 
 # The parent logger of this process (as in poller.py): JSON lines on stdout.
 logger = Logger(service="stratoq")

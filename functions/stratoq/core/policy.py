@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from stratoq.models import MAX_SQS_DELAY, Backoff
+from stratoq.core.models import MAX_SQS_DELAY, Backoff
 
 # SQS ChangeMessageVisibility allows at most 12 hours.
 MAX_VISIBILITY_SECONDS = 12 * 3600

@@ -3,7 +3,7 @@
 One table, partition key `pk`. Item kinds:
 - a task: `pk` = task id;
 - an idempotency record: `pk` = "idem#<tenant>#<key>", pointing at the task it created.
-- a lock: `pk` = "lock#<tenant>#<name>" (`stratoq.lock`: fencing counter, holder, hold end).
+- a lock: `pk` = "lock#<tenant>#<name>" (`adapters.locks`: fencing counter, holder, hold end).
 - a listing page: `pk` = "page#<id>", the ids of tasks created together in one batch.
   (Unique keys of later features live beside them under their own prefixes.)
 
@@ -22,7 +22,7 @@ absent once the task is final. One comparison keeps the claim cheap to evaluate.
 
 Every state change after creation is a conditional UpdateItem; the condition says which
 race it guards against. Times are epoch milliseconds. Payload and result are ciphertext
-(binary, `stratoq.crypto`: KMS envelope encryption bound to tenant and task id) when the
+(binary, `stratoq.adapters.crypto`: KMS envelope encryption bound to tenant and task id) when the
 store has a cipher, else JSON text.
 """
 
@@ -43,9 +43,9 @@ from typing import TYPE_CHECKING, Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from stratoq.crypto import PayloadCipher, decode_value, encode_value
-from stratoq.errors import InvalidStateError, TaskNotFoundError
-from stratoq.models import (
+from stratoq.adapters.crypto import PayloadCipher, decode_value, encode_value
+from stratoq.core.errors import InvalidStateError, TaskNotFoundError
+from stratoq.core.models import (
     FINAL_STATUSES,
     RUNNABLE_STATUSES,
     AttemptError,

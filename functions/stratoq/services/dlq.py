@@ -23,12 +23,12 @@ from dataclasses import asdict, dataclass
 
 from aws_lambda_powertools import Logger
 
-from stratoq.enqueue import Enqueuer
-from stratoq.errors import EnqueueError, InvalidStateError, NotFoundError, TaskNotFoundError
-from stratoq.models import FINAL_STATUSES, Task, TaskStatus, utcnow
-from stratoq.priority import expand
-from stratoq.store import to_ms
-from stratoq.transport import SQS_BATCH, Delivery, TaskMessage
+from stratoq.adapters.store import to_ms
+from stratoq.adapters.transport import SQS_BATCH, Delivery, TaskMessage
+from stratoq.core.errors import EnqueueError, InvalidStateError, NotFoundError, TaskNotFoundError
+from stratoq.core.models import FINAL_STATUSES, Task, TaskStatus, utcnow
+from stratoq.core.priority import expand
+from stratoq.services.enqueue import Enqueuer
 
 logger = Logger(service="stratoq", child=True)
 

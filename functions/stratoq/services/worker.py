@@ -19,10 +19,12 @@ from enum import StrEnum
 
 from aws_lambda_powertools import Logger
 
-from stratoq import metrics, registry
-from stratoq.lock import Acquired, LockStore, use_store
-from stratoq.models import Task
-from stratoq.policy import (
+from stratoq.adapters.locks import Acquired, LockStore, use_store
+from stratoq.adapters.store import Claimed, TaskStore
+from stratoq.adapters.transport import Delivery, Outgoing, SqsTransport, TaskMessage
+from stratoq.core import registry
+from stratoq.core.models import Task
+from stratoq.core.policy import (
     MAX_VISIBILITY_SECONDS,
     Complete,
     FailNow,
@@ -34,10 +36,9 @@ from stratoq.policy import (
     is_due,
     locked_delay,
 )
-from stratoq.registry import TaskContext
-from stratoq.runner import Job, Runner, unknown_task
-from stratoq.store import Claimed, TaskStore
-from stratoq.transport import Delivery, Outgoing, SqsTransport, TaskMessage
+from stratoq.core.registry import TaskContext
+from stratoq.observability import metrics
+from stratoq.services.runner import Job, Runner, unknown_task
 
 logger = Logger(service="stratoq", child=True)
 

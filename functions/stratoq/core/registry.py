@@ -8,7 +8,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from stratoq.errors import ConfigError
+from stratoq.core.errors import ConfigError
 
 Handler = Callable[[Any], Any]
 F = TypeVar("F", bound=Handler)

@@ -16,7 +16,7 @@ import random
 from collections.abc import Collection, Iterable, Sequence
 from enum import StrEnum
 
-from stratoq.errors import ConfigError
+from stratoq.core.errors import ConfigError
 
 HIGH, DEFAULT, LOW = "high", "default", "low"
 # Highest first: the order strict mode drains them in.

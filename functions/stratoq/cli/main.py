@@ -22,8 +22,8 @@ from typing import Any
 import urllib3
 from pydantic import ValidationError
 
-from stratoq.errors import StratoqError
-from stratoq.settings import Settings
+from stratoq.core.errors import StratoqError
+from stratoq.core.settings import Settings
 
 
 class UsageError(StratoqError):
@@ -40,7 +40,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from stratoq.client import Client
+    from stratoq.sdk.client import Client
 
     return Client(args.api_url, args.api_key, ca_bundle=args.ca_bundle)
 
@@ -73,8 +73,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from stratoq.poller import serve
-    from stratoq.priority import expand, parse_mode, parse_weights
+    from stratoq.core.priority import expand, parse_mode, parse_weights
+    from stratoq.runtime.poller import serve
 
     settings = _settings(args)
     if args.priority_mode is not None:
@@ -89,8 +89,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         # A logical queue (all its priorities) or one priority queue's key.
         if q not in settings.queues:
             raise UsageError(f"unknown queue {q!r}; configured: {', '.join(settings.queues)}")
-    from stratoq import aws, metrics
-    from stratoq.transport import SqsTransport
+    from stratoq.adapters import aws
+    from stratoq.adapters.transport import SqsTransport
+    from stratoq.observability import metrics
 
     port = args.metrics_port
     if port is None:
@@ -112,9 +113,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_top(args: argparse.Namespace) -> int:
-    from stratoq import top
-    from stratoq.client import dev_config
-    from stratoq.errors import ConfigError
+    from stratoq.cli import top
+    from stratoq.core.errors import ConfigError
+    from stratoq.sdk.client import dev_config
 
     urls = list(args.metrics_url or [])
     if not urls and not args.no_metrics:
@@ -152,8 +153,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill_listing(args: argparse.Namespace) -> int:
-    from stratoq import aws
-    from stratoq.store import TaskStore
+    from stratoq.adapters import aws
+    from stratoq.adapters.store import TaskStore
 
     settings = _settings(args)
     # Reads and writes keys only: no cipher is needed.
@@ -197,7 +198,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    from stratoq.client import WaitTimeout
+    from stratoq.sdk.client import WaitTimeout
 
     client = _client(args)
     ids = list(dict.fromkeys(args.ids))
@@ -355,8 +356,8 @@ def cmd_schedules_put(args: argparse.Namespace) -> int:
         payload = json.loads(args.payload) if args.payload is not None else None
     except json.JSONDecodeError as exc:
         raise UsageError(f"--payload is not valid JSON: {exc.msg} at position {exc.pos}") from None
-    from stratoq.models import TaskRequest
-    from stratoq.scheduling import parse
+    from stratoq.core.models import TaskRequest
+    from stratoq.core.schedules import parse
 
     parse(args.expression)  # the same validation the API applies, before any request
     task: dict[str, Any] = {"name": args.task, "payload": payload}
@@ -401,7 +402,7 @@ def cmd_schedules_trigger(args: argparse.Namespace) -> int:
 def cmd_schedules_preview(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from stratoq.scheduling import parse
+    from stratoq.core.schedules import parse
 
     after = datetime.now(UTC)
     if args.after:
@@ -432,9 +433,9 @@ def cmd_bridge_rabbitmq(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--linger must be more than 0 and at most 60 seconds, got {args.linger:g}"
         )
-    from stratoq.bridge import Bridge
-    from stratoq.enqueue import services
-    from stratoq.rabbitmq import RabbitBridge, RabbitOptions, check_url
+    from stratoq.runtime.rabbitmq import RabbitBridge, RabbitOptions, check_url
+    from stratoq.services.bridge import Bridge
+    from stratoq.services.enqueue import services
 
     settings = _settings(args)
     bridge = Bridge(services(settings), args.tenant or settings.bridge_tenant, "rabbitmq")
@@ -761,7 +762,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from stratoq.client import ApiError, NotFound, WaitTimeout
+    from stratoq.sdk.client import ApiError, NotFound, WaitTimeout
 
     p = parser()
     args = p.parse_args(argv)

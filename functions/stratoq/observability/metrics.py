@@ -39,8 +39,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 if TYPE_CHECKING:
-    from stratoq.models import Task
-    from stratoq.transport import SqsTransport
+    from stratoq.adapters.transport import SqsTransport
+    from stratoq.core.models import Task
 
 logger = Logger(service="stratoq", child=True)
 

@@ -23,10 +23,10 @@ from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any, Protocol
 
-from stratoq import registry
-from stratoq.errors import Fail, Retry, TaskTimeout
-from stratoq.policy import Outcome, OutcomeKind
-from stratoq.registry import TaskContext
+from stratoq.core import registry
+from stratoq.core.errors import Fail, Retry, TaskTimeout
+from stratoq.core.policy import Outcome, OutcomeKind
+from stratoq.core.registry import TaskContext
 
 # Pure-Python work is interruptible at once; give C calls a moment before the kill.
 _POLL_SECONDS = 0.2

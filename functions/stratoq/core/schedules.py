@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field
 
-from stratoq.errors import InvalidRequestError, NotFoundError
-from stratoq.models import TaskRequest
+from stratoq.core.errors import InvalidRequestError, NotFoundError
+from stratoq.core.models import TaskRequest
 
 if TYPE_CHECKING:
     from mypy_boto3_events.client import EventBridgeClient

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from stratoq.errors import EnqueueError, UnknownQueueError
-from stratoq.models import MAX_SQS_DELAY
-from stratoq.priority import DEFAULT, PRIORITIES, logical_queues, route, split_key
+from stratoq.core.errors import EnqueueError, UnknownQueueError
+from stratoq.core.models import MAX_SQS_DELAY
+from stratoq.core.priority import DEFAULT, PRIORITIES, logical_queues, route, split_key
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -90,7 +90,7 @@ class SqsTransport:
         return list(self._queues)
 
     def route(self, queue: str, priority: str) -> str:
-        """The key a task of this queue and priority is sent to (see stratoq.priority)."""
+        """The key a task of this queue and priority is sent to (see stratoq.core.priority)."""
         return route(self._queues, queue, priority)
 
     def url(self, queue: str) -> str:

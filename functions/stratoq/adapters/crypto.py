@@ -35,12 +35,12 @@ from typing import TYPE_CHECKING, Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from stratoq.errors import ConfigError, StratoqError
+from stratoq.core.errors import ConfigError, StratoqError
 
 if TYPE_CHECKING:
     from mypy_boto3_kms.client import KMSClient
 
-    from stratoq.settings import Settings
+    from stratoq.core.settings import Settings
 
 MAGIC = b"SQE1"
 NONCE_BYTES = 12
@@ -268,7 +268,7 @@ def decode_value(
 def cipher_for(settings: Settings) -> PayloadCipher | None:
     """The cipher of a deployment, or None where storing in clear is explicitly allowed."""
     if settings.kms_key_id:
-        from stratoq import aws
+        from stratoq.adapters import aws
 
         kms: KMSClient = aws.client("kms", settings)
         return PayloadCipher(kms, settings.kms_key_id)

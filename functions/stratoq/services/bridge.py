@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from aws_lambda_powertools import Logger
 from pydantic import ValidationError
 
-from stratoq.enqueue import Enqueued, Enqueuer
-from stratoq.errors import ConfigError, StratoqError
-from stratoq.models import TaskRequest
-from stratoq.security import TENANT_PATTERN
+from stratoq.adapters.keys import TENANT_PATTERN
+from stratoq.core.errors import ConfigError, StratoqError
+from stratoq.core.models import TaskRequest
+from stratoq.services.enqueue import Enqueued, Enqueuer
 
 logger = Logger(service="stratoq", child=True)
 

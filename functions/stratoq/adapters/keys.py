@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
-from stratoq.errors import ConfigError, InvalidRequestError, KeyNotFoundError
+from stratoq.core.errors import ConfigError, InvalidRequestError, KeyNotFoundError
 
 if TYPE_CHECKING:
     from mypy_boto3_apigateway.client import APIGatewayClient
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
-    from stratoq.settings import Settings
+    from stratoq.core.settings import Settings
 
 logger = Logger(service="stratoq", child=True)
 
@@ -294,7 +294,7 @@ class KeyStore:
 
 def key_store(settings: Settings) -> KeyStore:
     """The keys table, with usage plan twins where the settings name a plan (AWS)."""
-    from stratoq import aws
+    from stratoq.adapters import aws
 
     usage = None
     if settings.usage_plan:
