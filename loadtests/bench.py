@@ -224,13 +224,13 @@ def run_stratoq(emu: Emulator, n: int, processes: int, concurrency: int) -> Resu
     from stratoq.adapters import aws
     from stratoq.core.settings import Settings
     from stratoq.local.provision import provision
-    from stratoq.services.enqueue import services
+    from stratoq.services.app import Services
 
     settings = provision(
         Settings(aws_endpoint_url=emu.url, tasks_module="loadtests.tasks", poll_wait_seconds=1),
         stack="bench",
     )
-    core = services(settings)
+    core = Services(settings).enqueuer
     sqs = aws.sqs(settings)
     queue_url = core.transport.url("default")
     workers = subprocess.Popen(

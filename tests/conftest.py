@@ -11,7 +11,8 @@ import pytest
 
 from stratoq.core import registry
 from stratoq.core.settings import Settings
-from stratoq.services.enqueue import Enqueuer, services
+from stratoq.services.app import Services
+from stratoq.services.enqueue import Enqueuer
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_TASKS = "tests.support.tasks"
@@ -51,7 +52,7 @@ def settings(emulator: str) -> Settings:
 
 @pytest.fixture
 def core(settings: Settings) -> Enqueuer:
-    return services(settings)
+    return Services(settings).enqueuer
 
 
 def subprocess_env(settings: Settings, **extra: str) -> dict[str, str]:

@@ -35,9 +35,9 @@ def main(argv: list[str]) -> int:
         print(f"stratoq: STRATOQ_METRICS_PORT must be a port number, got {raw!r}", file=sys.stderr)
         return 2
     if int(raw) and argv and not argv[0].startswith("-") and not serves_own_metrics(argv[0]):
-        from stratoq.observability import metrics
+        from stratoq.observability.prometheus import MetricsServer
 
-        metrics.serve(int(raw), os.environ["STRATOQ_METRICS_HOST"])
+        MetricsServer(int(raw), os.environ["STRATOQ_METRICS_HOST"])
     from stratoq.cli.main import main as cli
 
     return cli(argv)

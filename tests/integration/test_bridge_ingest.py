@@ -19,7 +19,9 @@ import pytest
 from stratoq.core.errors import EnqueueError
 from stratoq.core.models import Task, TaskStatus
 from stratoq.core.settings import Settings
-from stratoq.handlers import ingest
+from stratoq.handlers.edge import entry
+from stratoq.handlers.ingest import IngestFunction
+from stratoq.services.app import Services
 from stratoq.services.enqueue import Enqueuer
 
 EVENTS = Path(__file__).resolve().parents[1] / "fixtures" / "events"
@@ -41,9 +43,8 @@ def handler(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Han
     for key, value in settings.to_env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("STRATOQ_BRIDGE_TENANT", "acme")
-    ingest.reset()  # a cold start with this test's settings
-    yield lambda e: ingest.lambda_handler(e, None)
-    ingest.reset()
+    # A cold start with this test's settings, read from the environment as on Lambda.
+    return lambda e: entry(IngestFunction, Services.from_env)(e, None)
 
 
 def test_msk_batch_enqueues_valid_records_once_and_skips_invalid_ones(
@@ -113,13 +114,11 @@ def test_enqueue_failure_fails_the_invocation_and_the_retry_enqueues_once(
         f"{name}={missing}" for name in (s.split("=", 1)[0] for s in good_queues.split(","))
     )
     monkeypatch.setenv("STRATOQ_QUEUES", broken)
-    ingest.reset()
     with pytest.raises(EnqueueError):
         handler(event("amazon-mq-rabbitmq.json"))
 
     # The mapping delivers the batch again, now that SQS takes messages.
     monkeypatch.setenv("STRATOQ_QUEUES", good_queues)
-    ingest.reset()
     assert handler(event("amazon-mq-rabbitmq.json")) == {
         "enqueued": 0,
         "duplicates": 4,

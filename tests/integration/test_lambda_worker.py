@@ -10,8 +10,10 @@ import pytest
 from stratoq.adapters.store import Claimed
 from stratoq.core.models import TaskRequest, TaskStatus
 from stratoq.core.settings import Settings
-from stratoq.handlers import worker as lambda_worker
+from stratoq.handlers.edge import entry
+from stratoq.handlers.worker import WorkerFunction
 from stratoq.local.esm import EventSourceMapping
+from stratoq.services.app import Services
 from stratoq.services.enqueue import Enqueuer
 from tests.support.pump import queue_counts
 
@@ -22,11 +24,9 @@ def esm(
 ) -> Iterator[EventSourceMapping]:
     for key, value in settings.to_env().items():
         monkeypatch.setenv(key, value)
-    lambda_worker._State.worker = None  # a cold start with this test's settings
-    yield EventSourceMapping(
-        core.transport._sqs, core.transport, "default", lambda_worker.lambda_handler
-    )
-    lambda_worker._State.worker = None
+    # A cold start with this test's settings, read from the environment as on Lambda.
+    handler = entry(WorkerFunction, Services.from_env)
+    return EventSourceMapping(core.transport.client, core.transport, "default", handler)
 
 
 def test_batch_with_partial_failure(core: Enqueuer, esm: EventSourceMapping) -> None:

@@ -19,8 +19,10 @@ from stratoq.adapters.store import Claimed
 from stratoq.adapters.transport import Delivery
 from stratoq.core.models import TaskRequest, TaskStatus
 from stratoq.core.settings import Settings
-from stratoq.handlers import worker as lambda_worker
+from stratoq.handlers.edge import entry
+from stratoq.handlers.worker import WorkerFunction
 from stratoq.local.esm import EventSourceMapping
+from stratoq.services.app import Services
 from stratoq.services.enqueue import Enqueuer
 from stratoq.services.runner import InlineRunner
 from stratoq.services.worker import Action, LeaseKeeper, Worker, now_ms
@@ -348,24 +350,23 @@ def test_lambda_worker_redelays_a_locked_task_then_runs_it(
 ) -> None:
     for key, value in settings.to_env().items():
         monkeypatch.setenv(key, value)
-    lambda_worker._State.worker = None  # a cold start with this test's settings
-    esm = EventSourceMapping(
-        core.transport._sqs, core.transport, "default", lambda_worker.lambda_handler
-    )
-    try:
-        tid = core.enqueue(TaskRequest(name="echo", payload=1, lock_key="lam")).task.id
-        holder = locks.acquire("default", "lam", "someone", 2_000, now_ms())
-        assert isinstance(holder, Acquired)
-        assert esm.poll_once() == 1
-        task = core.store.get(tid)
-        assert task is not None and (task.status, task.attempts) == (TaskStatus.QUEUED, 0)
-        # Acknowledged and replaced by a delayed message: nothing left in flight.
-        assert queue_counts(core)["in_flight"] == 0
-        assert locks.release(holder, now_ms())
-        deadline = time.monotonic() + 20
-        while (task := core.store.get(tid)) is not None and not task.status.final:
-            assert time.monotonic() < deadline, task
-            esm.poll_once()
-        assert task is not None and task.status is TaskStatus.SUCCEEDED and task.attempts == 1
-    finally:
-        lambda_worker._State.worker = None
+    # A cold start with this test's settings, read from the environment as on Lambda.
+    services = Services.from_env()
+    handler = entry(WorkerFunction, lambda: services)
+    # A warm instance: its clients exist before the 2 s hold below starts to run out.
+    services.store.get("warm-up")
+    esm = EventSourceMapping(core.transport.client, core.transport, "default", handler)
+    tid = core.enqueue(TaskRequest(name="echo", payload=1, lock_key="lam")).task.id
+    holder = locks.acquire("default", "lam", "someone", 2_000, now_ms())
+    assert isinstance(holder, Acquired)
+    assert esm.poll_once() == 1
+    task = core.store.get(tid)
+    assert task is not None and (task.status, task.attempts) == (TaskStatus.QUEUED, 0)
+    # Acknowledged and replaced by a delayed message: nothing left in flight.
+    assert queue_counts(core)["in_flight"] == 0
+    assert locks.release(holder, now_ms())
+    deadline = time.monotonic() + 20
+    while (task := core.store.get(tid)) is not None and not task.status.final:
+        assert time.monotonic() < deadline, task
+        esm.poll_once()
+    assert task is not None and task.status is TaskStatus.SUCCEEDED and task.attempts == 1

@@ -4,36 +4,35 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from stratoq.core.models import TaskRequest, TaskStatus
 from stratoq.core.settings import Settings
-from stratoq.handlers import worker as lambda_worker
+from stratoq.handlers.edge import entry
+from stratoq.handlers.emf import EmfRecorder
+from stratoq.handlers.worker import WorkerFunction
 from stratoq.local.esm import EventSourceMapping
-from stratoq.observability import metrics
+from stratoq.observability.metrics import Metrics
+from stratoq.services.app import Services
 from stratoq.services.enqueue import Enqueuer
 
 MARKER = "emf-payload-marker"
 
 
 @pytest.fixture
-def esm(
-    settings: Settings, core: Enqueuer, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[EventSourceMapping]:
+def instance(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Services:
+    """One Lambda instance's services: settings from the environment, EMF metrics."""
     for key, value in settings.to_env().items():
         monkeypatch.setenv(key, value)
-    lambda_worker._State.worker = None
-    metrics.configure(prometheus=False, emf=True)  # as on Lambda
-    try:
-        yield EventSourceMapping(
-            core.transport._sqs, core.transport, "default", lambda_worker.lambda_handler
-        )
-    finally:
-        metrics.configure()
-        lambda_worker._State.worker = None
+    return Services.from_env(metrics=Metrics([EmfRecorder()]))
+
+
+@pytest.fixture
+def esm(core: Enqueuer, instance: Services) -> EventSourceMapping:
+    handler = entry(WorkerFunction, lambda: instance)  # the Lambda edge's entry
+    return EventSourceMapping(core.transport.client, core.transport, "default", handler)
 
 
 def emf_documents(out: str) -> list[dict[str, Any]]:
@@ -50,13 +49,16 @@ def totals(docs: list[dict[str, Any]], name: str, key: str = "task_name") -> dic
 
 
 def test_worker_lambda_emits_emf_per_invocation(
-    core: Enqueuer, esm: EventSourceMapping, capsys: pytest.CaptureFixture[str]
+    core: Enqueuer,
+    instance: Services,
+    esm: EventSourceMapping,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    ids = [core.enqueue(TaskRequest(name="echo", payload=MARKER)).task.id for _ in range(3)]
+    # Enqueued through the instance's own services, so its metrics record them too.
+    enqueue = instance.enqueuer.enqueue
+    ids = [enqueue(TaskRequest(name="echo", payload=MARKER)).task.id for _ in range(3)]
     ids.append(
-        core.enqueue(
-            TaskRequest(name="fail", payload={"times": 1}, backoff={"base_seconds": 0})
-        ).task.id
+        enqueue(TaskRequest(name="fail", payload={"times": 1}, backoff={"base_seconds": 0})).task.id
     )
     capsys.readouterr()
     invocations = 0

@@ -14,8 +14,10 @@ from stratoq.core.errors import NotFoundError
 from stratoq.core.models import TaskRequest
 from stratoq.core.schedules import ExpressionError, ScheduleSpec, ScheduleStore
 from stratoq.core.settings import Settings
-from stratoq.handlers import scheduler
+from stratoq.handlers.edge import entry
+from stratoq.handlers.scheduler import SchedulerFunction
 from stratoq.local.clock import RuleClock
+from stratoq.services.app import Services
 from stratoq.services.enqueue import Enqueuer
 
 
@@ -37,9 +39,9 @@ def fire(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The scheduler Lambda handler, in-process, wired to this test's resources."""
     for key, value in settings.to_env().items():
         monkeypatch.setenv(key, value)
-    scheduler.reset()
-    yield lambda event: scheduler.lambda_handler(event, None)
-    scheduler.reset()
+    # A cold start with this test's settings, read from the environment as on Lambda.
+    handler = entry(SchedulerFunction, Services.from_env)
+    return lambda event: handler(event, None)
 
 
 def clock_at(settings: Settings, fire: Any, start: datetime) -> tuple[RuleClock, ManualTime]:

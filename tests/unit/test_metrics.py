@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import CollectorRegistry
 
 from stratoq.core.models import Task, TaskStatus
-from stratoq.observability import metrics
+from stratoq.core.settings import Settings
+from stratoq.handlers import edge
+from stratoq.handlers.emf import EmfRecorder
+from stratoq.observability import specs
+from stratoq.observability.metrics import Metrics, Recorder, queue_wait_seconds
+from stratoq.observability.prometheus import PrometheusRecorder
+from stratoq.observability.queue_gauges import QueueWatch
+from stratoq.observability.specs import MetricSpec
+from stratoq.services.app import Services
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -33,40 +40,51 @@ def task(name: str = "resize", queue: str = "default", **fields: Any) -> Task:
     return Task(**base)
 
 
-def value(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+@pytest.fixture
+def metrics() -> Metrics:
+    """One process's hooks recording into a prometheus registry of this test's own."""
+    return Metrics([PrometheusRecorder(CollectorRegistry())])
+
+
+def sample(metrics: Metrics, name: str, labels: dict[str, str]) -> float | None:
+    recorder = metrics.recorders[0]
+    assert isinstance(recorder, PrometheusRecorder)
+    return recorder.registry.get_sample_value(name, labels)
+
+
+def value(metrics: Metrics, name: str, **labels: str) -> float:
+    return sample(metrics, name, labels) or 0.0
 
 
 @pytest.fixture
-def emf(capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
-    """EMF on (as on Lambda) for one test; yields a reader of the printed documents."""
-    metrics.configure(prometheus=True, emf=True)
+def emf(metrics: Metrics, capsys: pytest.CaptureFixture[str]) -> Any:
+    """EMF on as well (as on Lambda) for one test; yields a reader of the printed documents."""
+    metrics.recorders = (*metrics.recorders, EmfRecorder())
 
     def documents() -> list[dict[str, Any]]:
         out = capsys.readouterr().out
         docs = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
         return [d for d in docs if "_aws" in d]
 
-    yield documents
-    metrics.configure()
+    return documents
 
 
 def test_queue_wait_counts_from_when_the_attempt_was_due() -> None:
-    assert metrics.queue_wait_seconds(task(started_at=T0 + timedelta(seconds=3))) == 3.0
+    assert queue_wait_seconds(task(started_at=T0 + timedelta(seconds=3))) == 3.0
     delayed = task(
         scheduled_for=T0 + timedelta(minutes=5),
         next_attempt_at=T0 + timedelta(minutes=5),
         started_at=T0 + timedelta(minutes=5, seconds=2),
     )
-    assert metrics.queue_wait_seconds(delayed) == 2.0
+    assert queue_wait_seconds(delayed) == 2.0
     retry = task(next_attempt_at=T0 + timedelta(minutes=1), started_at=T0 + timedelta(seconds=61.5))
-    assert metrics.queue_wait_seconds(retry) == 1.5
+    assert queue_wait_seconds(retry) == 1.5
     # Clocks of different machines: never negative.
-    assert metrics.queue_wait_seconds(task(started_at=T0 - timedelta(seconds=1))) == 0.0
-    assert metrics.queue_wait_seconds(task()) is None
+    assert queue_wait_seconds(task(started_at=T0 - timedelta(seconds=1))) == 0.0
+    assert queue_wait_seconds(task()) is None
 
 
-def test_hooks_count_per_queue_and_task_name() -> None:
+def test_hooks_count_per_queue_and_task_name(metrics: Metrics) -> None:
     t = task(name="unit-hooks", started_at=T0 + timedelta(seconds=2))
     labels = {"queue": "default", "task_name": "unit-hooks"}
     metrics.tasks_enqueued([t, t])
@@ -81,57 +99,62 @@ def test_hooks_count_per_queue_and_task_name() -> None:
     metrics.task_ran(t, 0.1, "success")
     metrics.task_finished(t, "succeeded")
     metrics.task_cancelled(t)
-    assert value("stratoq_tasks_enqueued_total", **labels) == 2
-    assert value("stratoq_tasks_started_total", **labels) == 3
-    assert value("stratoq_tasks_retried_total", **labels) == 1
-    assert value("stratoq_tasks_failed_total", **labels) == 1
-    assert value("stratoq_tasks_succeeded_total", **labels) == 1
-    assert value("stratoq_tasks_timed_out_total", **labels) == 1
-    assert value("stratoq_tasks_cancelled_total", **labels) == 1
-    assert value("stratoq_task_run_seconds_count", **labels) == 3
-    assert value("stratoq_task_run_seconds_sum", **labels) == pytest.approx(5.3)
-    assert value("stratoq_task_run_seconds_bucket", le="0.25", **labels) == 2
+    assert value(metrics, "stratoq_tasks_enqueued_total", **labels) == 2
+    assert value(metrics, "stratoq_tasks_started_total", **labels) == 3
+    assert value(metrics, "stratoq_tasks_retried_total", **labels) == 1
+    assert value(metrics, "stratoq_tasks_failed_total", **labels) == 1
+    assert value(metrics, "stratoq_tasks_succeeded_total", **labels) == 1
+    assert value(metrics, "stratoq_tasks_timed_out_total", **labels) == 1
+    assert value(metrics, "stratoq_tasks_cancelled_total", **labels) == 1
+    assert value(metrics, "stratoq_task_run_seconds_count", **labels) == 3
+    assert value(metrics, "stratoq_task_run_seconds_sum", **labels) == pytest.approx(5.3)
+    assert value(metrics, "stratoq_task_run_seconds_bucket", le="0.25", **labels) == 2
     # The take-over's wait would include the lost attempt: not observed.
-    assert value("stratoq_task_queue_wait_seconds_count", **labels) == 2
-    assert value("stratoq_task_queue_wait_seconds_sum", **labels) == 4.0
+    assert value(metrics, "stratoq_task_queue_wait_seconds_count", **labels) == 2
+    assert value(metrics, "stratoq_task_queue_wait_seconds_sum", **labels) == 4.0
 
 
-def test_every_task_counter_of_a_pair_exists_from_the_first_use() -> None:
+def test_every_task_counter_of_a_pair_exists_from_the_first_use(metrics: Metrics) -> None:
     labels = {"queue": "default", "task_name": "unit-first-use"}
     metrics.tasks_enqueued([task(name="unit-first-use")])
     for counter in ("succeeded", "failed", "retried", "timed_out", "cancelled", "started"):
-        assert REGISTRY.get_sample_value(f"stratoq_tasks_{counter}_total", labels) == 0.0
+        assert sample(metrics, f"stratoq_tasks_{counter}_total", labels) == 0.0
     metrics.tasks_known(["default", "low"], ["unit-known"])
     for queue in ("default", "low"):
-        sample = {"queue": queue, "task_name": "unit-known"}
-        assert REGISTRY.get_sample_value("stratoq_tasks_failed_total", sample) == 0.0
+        known = {"queue": queue, "task_name": "unit-known"}
+        assert sample(metrics, "stratoq_tasks_failed_total", known) == 0.0
 
 
-def test_slots_and_heartbeat() -> None:
-    before_busy = value("stratoq_worker_slots_busy")
-    before_idle = value("stratoq_worker_slots_idle")
+def test_slots_and_heartbeat(metrics: Metrics) -> None:
+    before_busy = value(metrics, "stratoq_worker_slots_busy")
+    before_idle = value(metrics, "stratoq_worker_slots_idle")
     metrics.slots_configured(3)
     metrics.slot_taken()
     metrics.slot_taken()
     metrics.slot_released()
-    assert value("stratoq_worker_slots_busy") == before_busy + 1
-    assert value("stratoq_worker_slots_idle") == before_idle + 2
+    assert value(metrics, "stratoq_worker_slots_busy") == before_busy + 1
+    assert value(metrics, "stratoq_worker_slots_idle") == before_idle + 2
     metrics.slot_released()
     metrics.slots_configured(-3)
     metrics.worker_heartbeat()
-    assert abs(value("stratoq_worker_heartbeat_timestamp_seconds") - time.time()) < 60
+    assert abs(value(metrics, "stratoq_worker_heartbeat_timestamp_seconds") - time.time()) < 60
 
 
-def test_a_broken_recorder_never_reaches_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken() -> Any:
-        raise RuntimeError("boom")
+def test_a_broken_recorder_never_reaches_the_caller() -> None:
+    class Broken(Recorder):
+        def count(self, spec: MetricSpec, labels: dict[str, str], value: float) -> None:
+            raise RuntimeError("boom")
 
-    monkeypatch.setattr(metrics, "_recorders", broken)
+        def flush(self) -> None:
+            raise RuntimeError("boom")
+
+    metrics = Metrics([Broken()])
     metrics.tasks_enqueued([task()])  # no exception
     metrics.task_finished(task(), "succeeded")
+    metrics.flush()
 
 
-def test_emf_documents_per_label_set_flushed_once(emf: Any) -> None:
+def test_emf_documents_per_label_set_flushed_once(metrics: Metrics, emf: Any) -> None:
     a = task(name="resize", started_at=T0 + timedelta(seconds=1))
     b = task(name="thumb", queue="low")
     metrics.tasks_enqueued([a, a, b])
@@ -163,32 +186,28 @@ def test_emf_documents_per_label_set_flushed_once(emf: Any) -> None:
     assert emf() == []  # flushed once
 
 
-def test_flush_after_flushes_even_when_the_handler_raises(emf: Any) -> None:
-    @metrics.flush_after
-    def handler(fail: bool) -> str:
-        metrics.task_cancelled(task(name="cancel-me"))
-        if fail:
-            raise ValueError("no")
-        return "ok"
+def test_the_lambda_entry_flushes_even_when_the_handler_raises(metrics: Metrics, emf: Any) -> None:
+    def build(services: Services) -> Any:
+        def handler(fail: Any, context: Any) -> str:
+            services.metrics.task_cancelled(task(name="cancel-me"))
+            if fail:
+                raise ValueError("no")
+            return "ok"
 
-    assert handler(False) == "ok"
+        return handler
+
+    handler = edge.entry(build, lambda: Services(Settings(), metrics=metrics))
+    assert handler(False, None) == "ok"  # type: ignore[arg-type]
     assert emf()[0]["stratoq_tasks_cancelled_total"] == [1.0]
     with pytest.raises(ValueError, match="no"):
-        handler(True)
+        handler(True, None)  # type: ignore[arg-type]
     assert emf()[0]["stratoq_tasks_cancelled_total"] == [1.0]
 
 
-def test_lambda_defaults_to_emf(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "stratoq-WorkerFunction")
-    metrics.configure()
-    try:
-        prom, emf = metrics._recorders()
-        assert prom is None and emf is not None
-    finally:
-        monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME")
-        metrics.configure()
-    prom, emf = metrics._recorders()
-    assert prom is not None and emf is None
+def test_lambda_records_emf_only() -> None:
+    # What the Lambda edge builds on a cold start (uncached here).
+    services = edge.services.__wrapped__()
+    assert [type(r) for r in services.metrics.recorders] == [EmfRecorder]
 
 
 class FakeTransport:
@@ -208,7 +227,7 @@ class FakeTransport:
 
 def test_queue_gauges_are_read_at_scrape_time_and_cached() -> None:
     fake = FakeTransport()
-    watch = metrics.QueueWatch(fake, ["default"], lambda q, url: 7.5, ttl=60)  # type: ignore[arg-type]
+    watch = QueueWatch(fake, ["default"], lambda q, url: 7.5, ttl=60)  # type: ignore[arg-type]
     families = {f.name: f for f in watch.collect()}
     assert families["stratoq_queue_messages_visible"].samples[0].value == 3
     assert families["stratoq_queue_messages_delayed"].samples[0].labels == {
@@ -219,12 +238,12 @@ def test_queue_gauges_are_read_at_scrape_time_and_cached() -> None:
     list(watch.collect())
     assert fake.calls == 1  # cached
     fake.fail = True
-    broken = metrics.QueueWatch(fake, ["default"], ttl=0)  # type: ignore[arg-type]
+    broken = QueueWatch(fake, ["default"], ttl=0)  # type: ignore[arg-type]
     assert list(broken.collect()) == []  # an SQS error leaves the gauges out, nothing raises
 
 
 def test_every_exposed_name_is_prefixed() -> None:
-    names = metrics.exposed_names()
+    names = specs.exposed_names()
     assert all(n.startswith("stratoq_") for n in names)
     assert "stratoq_task_run_seconds_bucket" in names
-    assert len({s.name for s in metrics.SPECS}) == len(metrics.SPECS)
+    assert len({s.name for s in specs.SPECS}) == len(specs.SPECS)

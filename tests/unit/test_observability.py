@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stratoq.observability import metrics
+from stratoq.observability import specs as metrics
 from tests.conftest import ROOT
 
 GRAFANA = ROOT / "infra" / "grafana"

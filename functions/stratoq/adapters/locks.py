@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -174,28 +175,26 @@ class LockStore:
 
 
 # --------------------------------------------------------------- handler locks
-_default: LockStore | None = None
-_default_guard = threading.Lock()
+# The store `lock()` uses: bound by the runner around each handler call (`bound`), so a
+# handler takes locks through its own process's store and no module state is shared.
+_bound: ContextVar[LockStore | None] = ContextVar("stratoq_lock_store", default=None)
 
 
-def use_store(store: LockStore) -> None:
-    """Make `lock()` in this process use `store` (the worker's own, for inline handlers)."""
-    global _default
-    _default = store
+@contextmanager
+def bound(store: LockStore) -> Iterator[None]:
+    """Make `lock()` inside this block (a handler call) use `store`."""
+    token = _bound.set(store)
+    try:
+        yield
+    finally:
+        _bound.reset(token)
 
 
 def _store() -> LockStore:
-    # Handlers in a poller's child processes find no worker here: they build a store
-    # from the environment, which the poller sets from its settings before spawning.
-    global _default
-    with _default_guard:
-        if _default is None:
-            from stratoq.adapters import aws
-            from stratoq.core.settings import Settings
-
-            settings = Settings.from_env()
-            _default = LockStore(aws.dynamodb(settings), settings.tasks_table)
-        return _default
+    store = _bound.get()
+    if store is None:
+        raise RuntimeError("stratoq.lock() is only available inside a task handler")
+    return store
 
 
 class HeldLock:

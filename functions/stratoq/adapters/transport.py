@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from stratoq.core.errors import EnqueueError, UnknownQueueError
 from stratoq.core.models import MAX_SQS_DELAY
+from stratoq.core.policy import hop_delay
 from stratoq.core.priority import DEFAULT, PRIORITIES, logical_queues, route, split_key
 
 if TYPE_CHECKING:
@@ -78,6 +79,11 @@ class SqsTransport:
         self._urls: dict[str, str] = {}
         self._dlq_arns: dict[str, str | None] = {}
         self._lock = threading.Lock()
+
+    @property
+    def client(self) -> SQSClient:
+        """The SQS client underneath (for code that shares this transport's connection)."""
+        return self._sqs
 
     @property
     def queue_names(self) -> list[str]:
@@ -312,3 +318,12 @@ def _by_url(deliveries: Iterable[Delivery]) -> list[tuple[str, list[Delivery]]]:
     for d in deliveries:
         grouped.setdefault(d.queue_url, []).append(d)
     return list(grouped.items())
+
+
+def outgoing_for(queue: str, msg: TaskMessage, due_ms: int | None, now: int) -> Outgoing:
+    """The message that delivers a task at `due_ms`: SQS delay if it fits, else a hop."""
+    if due_ms is None or due_ms <= now:
+        return Outgoing(queue, TaskMessage(msg.task_id, msg.tenant))
+    delay = hop_delay(due_ms, now)
+    nb = None if due_ms - now <= delay * 1000 else due_ms
+    return Outgoing(queue, TaskMessage(msg.task_id, msg.tenant, nb), delay)

@@ -89,27 +89,29 @@ def cmd_worker(args: argparse.Namespace) -> int:
         # A logical queue (all its priorities) or one priority queue's key.
         if q not in settings.queues:
             raise UsageError(f"unknown queue {q!r}; configured: {', '.join(settings.queues)}")
-    from stratoq.adapters import aws
-    from stratoq.adapters.transport import SqsTransport
-    from stratoq.observability import metrics
+    from stratoq.observability.metrics import Metrics
+    from stratoq.observability.prometheus import MetricsServer, PrometheusRecorder, multiprocess
+    from stratoq.observability.queue_gauges import QueueWatch
+    from stratoq.services.app import Services
 
     port = args.metrics_port
     if port is None:
         port = _env_port("STRATOQ_METRICS_PORT", 9464)
     # Several poller processes share a PROMETHEUS_MULTIPROC_DIR; this process serves it.
-    with metrics.multiprocess(args.processes > 1 and port > 0):
+    with multiprocess(args.processes > 1 and port > 0):
+        recorder = PrometheusRecorder()
+        services = Services(settings, metrics=Metrics([recorder]))
         if port:
             try:
-                metrics.serve(port, args.metrics_host)
+                server = MetricsServer(port, args.metrics_host, recorder)
             except OSError as exc:
                 raise UsageError(
                     f"cannot serve metrics on {args.metrics_host}:{port}: "
                     f"{exc.strerror}; use --metrics-port (0 turns metrics off)"
                 ) from None
-            transport = SqsTransport(aws.sqs(settings), settings.queues)
             keys = list(settings.queues)
-            metrics.watch_queues(transport, expand(keys, queues or keys))
-        return serve(settings, args.concurrency, args.processes, queues, args.shutdown_grace)
+            server.watch(QueueWatch(services.transport, expand(keys, queues or keys)))
+        return serve(services, args.concurrency, args.processes, queues, args.shutdown_grace)
 
 
 def cmd_top(args: argparse.Namespace) -> int:
@@ -433,12 +435,16 @@ def cmd_bridge_rabbitmq(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--linger must be more than 0 and at most 60 seconds, got {args.linger:g}"
         )
+    from stratoq.observability.metrics import Metrics
+    from stratoq.observability.prometheus import PrometheusRecorder
     from stratoq.runtime.rabbitmq import RabbitBridge, RabbitOptions, check_url
+    from stratoq.services.app import Services
     from stratoq.services.bridge import Bridge
-    from stratoq.services.enqueue import services
 
     settings = _settings(args)
-    bridge = Bridge(services(settings), args.tenant or settings.bridge_tenant, "rabbitmq")
+    # Long-running: its counters are on /metrics where the container entry point serves.
+    enqueuer = Services(settings, metrics=Metrics([PrometheusRecorder()])).enqueuer
+    bridge = Bridge(enqueuer, args.tenant or settings.bridge_tenant, "rabbitmq")
     options = RabbitOptions(check_url(url), args.queue, args.prefetch, args.linger)
     return RabbitBridge(bridge, options).run()
 

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 import urllib3
 from prometheus_client.parser import text_string_to_metric_families
 
-from stratoq.observability import metrics as m
+from stratoq.observability import specs as m
 
 Key = tuple[str, tuple[tuple[str, str], ...]]  # sample name, labels (sorted, no pid)
 

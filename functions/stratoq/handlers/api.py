@@ -21,8 +21,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
 from stratoq import __version__
-from stratoq.adapters import aws
-from stratoq.adapters.keys import KeyStore, key_store, manages_every_tenant
+from stratoq.adapters.keys import KeyStore, manages_every_tenant
 from stratoq.adapters.store import to_ms
 from stratoq.adapters.transport import queue_stats
 from stratoq.api.contract import (
@@ -66,10 +65,10 @@ from stratoq.core.schedules import (
     ScheduleSpec,
     ScheduleStore,
 )
-from stratoq.core.settings import Settings
-from stratoq.observability import metrics
+from stratoq.handlers import edge
 from stratoq.services import dlq
-from stratoq.services.enqueue import Enqueuer, services
+from stratoq.services.app import Services
+from stratoq.services.enqueue import Enqueuer
 
 logger = Logger(service="stratoq")
 
@@ -117,37 +116,36 @@ class HttpError(StratoqError):
 
 
 class _Deps:
-    core: Enqueuer | None = None
-    keys: KeyStore | None = None
-    schedules: ScheduleStore | None = None
+    # Interim: the routes move to stratoq.api, built from the caller's Services.
+    services: Services | None = None
+
+
+def _services() -> Services:
+    if _Deps.services is None:
+        _Deps.services = edge.services()
+    return _Deps.services
+
+
+def use(services: Services) -> None:
+    """Serve with `services` (the dev stack's composition root)."""
+    _Deps.services = services
 
 
 def core() -> Enqueuer:
-    if _Deps.core is None:
-        _Deps.core = services()
-    return _Deps.core
+    return _services().enqueuer
 
 
 def keys() -> KeyStore:
-    if _Deps.keys is None:
-        _Deps.keys = key_store(Settings.from_env())
-    return _Deps.keys
+    return _services().keys
 
 
 def schedules() -> ScheduleStore:
-    if _Deps.schedules is None:
-        settings = Settings.from_env()
-        _Deps.schedules = ScheduleStore(
-            aws.events(settings), settings.schedule_prefix, settings.scheduler_arn
-        )
-    return _Deps.schedules
+    return _services().schedules
 
 
 def reset() -> None:
-    """Forget cached clients (tests and the dev stack change settings)."""
-    _Deps.core = None
-    _Deps.keys = None
-    _Deps.schedules = None
+    """Forget the services (tests change settings)."""
+    _Deps.services = None
 
 
 def _json(status: int, body: Any) -> Response[str]:
@@ -268,7 +266,7 @@ def cancel_task(task_id: Annotated[str, Path(max_length=64)]) -> Response[str]:
     """Cancel a task that has not started (409 if it is running or finished)."""
     tenant = caller("tasks:write")
     task = core().store.cancel(task_id, tenant, to_ms(utcnow()) or 0)
-    metrics.task_cancelled(task)
+    _services().metrics.task_cancelled(task)
     return _json(200, _task_json(task))
 
 
@@ -306,7 +304,7 @@ def redrive_queue(
     A DLQ is shared by every tenant, so only the operator may drain it.
     """
     tenant = caller("admin")
-    if not manages_every_tenant(tenant, Settings.from_env().operator_tenant):
+    if not manages_every_tenant(tenant, _services().settings.operator_tenant):
         raise HttpError(403, "only the operator tenant's admin keys may redrive a queue")
     c = core()
     if queue not in c.transport.queue_names:  # a logical queue (its priorities follow it)
@@ -341,7 +339,7 @@ def revoke_key(key_id: Annotated[str, Path(max_length=64)]) -> Response[str]:
 
 def _key_admin(caller_tenant: str, tenant: str | None) -> bool:
     """True if the caller manages every tenant's keys; 403 if it asks for another tenant's."""
-    if manages_every_tenant(caller_tenant, Settings.from_env().operator_tenant):
+    if manages_every_tenant(caller_tenant, _services().settings.operator_tenant):
         return True
     if tenant is not None and tenant != caller_tenant:
         raise HttpError(403, f"this API key manages the keys of tenant {caller_tenant!r} only")
@@ -468,8 +466,14 @@ def _no_route(exc: Exception) -> Response[str]:
     return _json(404, {"message": f"no route {event.http_method} {event.path}", "errors": []})
 
 
-@metrics.flush_after
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    try:
+        return _handle(event, context)
+    finally:
+        _services().metrics.flush()
+
+
+def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     body = event.get("body") or ""
     if len(body.encode() if isinstance(body, str) else body) > MAX_BODY_BYTES:
         return {

@@ -17,10 +17,9 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
-from stratoq.core.settings import Settings
-from stratoq.observability import metrics
+from stratoq.handlers.edge import entry
+from stratoq.services.app import Services
 from stratoq.services.bridge import Bridge, BrokerMessage, kafka_key, rabbitmq_key
-from stratoq.services.enqueue import services
 
 logger = Logger(service="stratoq")
 
@@ -103,31 +102,35 @@ def messages_from_event(event: dict[str, Any]) -> tuple[str, list[BrokerMessage]
     raise ValueError(f"unsupported event source {source!r}; expected aws:rmq or Kafka")
 
 
-class _Deps:
-    bridges: dict[str, Bridge] = {}
+class IngestFunction:
+    """The ingest function: Amazon MQ (RabbitMQ) and Kafka batches into tasks."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._bridges: dict[str, Bridge] = {}
+
+    def bridge(self, source: str) -> Bridge:
+        if source not in self._bridges:
+            tenant = self.services.settings.bridge_tenant
+            self._bridges[source] = Bridge(self.services.enqueuer, tenant, source)
+        return self._bridges[source]
+
+    def __call__(self, event: dict[str, Any], context: LambdaContext | None) -> dict[str, int]:
+        source, messages = messages_from_event(event)
+        bridge = self.bridge(source)
+        try:
+            result = bridge.submit(messages)
+        except Exception as exc:
+            logger.error(
+                "broker batch not enqueued; the event source mapping will deliver it again",
+                extra={
+                    "source": source,
+                    "count": len(messages),
+                    "error_type": type(exc).__name__,
+                },
+            )
+            raise
+        return result.summary()
 
 
-def reset() -> None:
-    _Deps.bridges = {}
-
-
-def _bridge(source: str) -> Bridge:
-    if source not in _Deps.bridges:
-        settings = Settings.from_env()
-        _Deps.bridges[source] = Bridge(services(settings), settings.bridge_tenant, source)
-    return _Deps.bridges[source]
-
-
-@metrics.flush_after
-def lambda_handler(event: dict[str, Any], context: LambdaContext | None) -> dict[str, int]:
-    source, messages = messages_from_event(event)
-    bridge = _bridge(source)
-    try:
-        result = bridge.submit(messages)
-    except Exception as exc:
-        logger.error(
-            "broker batch not enqueued; the event source mapping will deliver it again",
-            extra={"source": source, "count": len(messages), "error_type": type(exc).__name__},
-        )
-        raise
-    return result.summary()
+lambda_handler = entry(IngestFunction)

@@ -13,33 +13,31 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from stratoq.core.models import utcnow
 from stratoq.core.schedules import fire_from_input
-from stratoq.observability import metrics
-from stratoq.services.enqueue import Enqueuer, services
+from stratoq.handlers.edge import entry
+from stratoq.services.app import Services
 
 logger = Logger(service="stratoq")
 
 
-class _Deps:
-    core: Enqueuer | None = None
+class SchedulerFunction:
+    """The scheduler function: one rule firing -> one task (deduplicated per fire time)."""
+
+    def __init__(self, services: Services) -> None:
+        self.enqueuer = services.enqueuer
+
+    def __call__(self, event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
+        fire = fire_from_input(event, utcnow())
+        result = self.enqueuer.enqueue(fire.request(), fire.tenant)
+        logger.info(
+            "schedule fired",
+            extra={
+                "schedule": fire.schedule,
+                "fire_time": fire.time.isoformat(),
+                "task_id": result.task.id,
+                "duplicate": not result.created,
+            },
+        )
+        return {"task_id": result.task.id, "created": result.created}
 
 
-def reset() -> None:
-    _Deps.core = None
-
-
-@metrics.flush_after
-def lambda_handler(event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
-    if _Deps.core is None:
-        _Deps.core = services()
-    fire = fire_from_input(event, utcnow())
-    result = _Deps.core.enqueue(fire.request(), fire.tenant)
-    logger.info(
-        "schedule fired",
-        extra={
-            "schedule": fire.schedule,
-            "fire_time": fire.time.isoformat(),
-            "task_id": result.task.id,
-            "duplicate": not result.created,
-        },
-    )
-    return {"task_id": result.task.id, "created": result.created}
+lambda_handler = entry(SchedulerFunction)

@@ -7,6 +7,7 @@ so it comes back when that worker's lease would have run out, not at once.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -18,76 +19,71 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from stratoq.adapters import aws
-from stratoq.adapters.crypto import cipher_for
-from stratoq.adapters.store import TaskStore
-from stratoq.adapters.transport import Delivery, SqsTransport
-from stratoq.core import registry
+from stratoq.adapters.transport import Delivery
 from stratoq.core.priority import split_key
-from stratoq.core.settings import Settings
-from stratoq.observability import metrics
+from stratoq.handlers.edge import entry
+from stratoq.services.app import Services
 from stratoq.services.runner import InlineRunner
-from stratoq.services.worker import Action, Worker
+from stratoq.services.worker import Action
 
 logger = Logger(service="stratoq")
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+# Without an invocation context (a local consumer calling in): 15 minutes, Lambda's most.
+NO_DEADLINE_MS = 900_000
 
 
 class NotAcknowledged(Exception):
     """Tells the batch processor to leave this record on the queue."""
 
 
-class _State:
-    worker: Worker | None = None
-    context: LambdaContext | None = None
+class WorkerFunction:
+    """The worker function: `(event, context)` for an SQS batch of this process's queues."""
 
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.worker = services.worker(InlineRunner(), time_left_ms=self._time_left_ms)
+        # The invocation being handled, per thread (a local consumer may call from many).
+        self._local = threading.local()
 
-def _worker() -> Worker:
-    if _State.worker is None:
-        settings = Settings.from_env()
-        registry.load(settings.tasks_module)
-        store = TaskStore(
-            aws.dynamodb(settings),
-            settings.tasks_table,
-            retention_days=settings.retention_days,
-            cipher=cipher_for(settings),
+    def _time_left_ms(self) -> int:
+        ctx: LambdaContext | None = getattr(self._local, "context", None)
+        return ctx.get_remaining_time_in_millis() if ctx is not None else NO_DEADLINE_MS
+
+    def record(self, record: SQSRecord) -> None:
+        worker = self.worker
+        delivery = Delivery(
+            queue_url=worker.transport.url_from_arn(record.event_source_arn),
+            message_id=record.message_id,
+            receipt_handle=record.receipt_handle,
+            body=record.body,
+            receive_count=int(record.attributes.approximate_receive_count or 1),
         )
-        _State.worker = Worker(
-            store,
-            SqsTransport(aws.sqs(settings), settings.queues),
-            InlineRunner(),
-            time_left_ms=_time_left_ms,
+        disposition = worker.process(delivery)
+        # Metrics are labelled by logical queue (priorities share its series).
+        self.services.metrics.message_handled(
+            split_key(worker.queue_of(delivery))[0], disposition.status
         )
-    return _State.worker
+        if disposition.action is Action.RELEASE:
+            worker.transport.change_visibility([(delivery, disposition.delay)])
+        if disposition.action is not Action.ACK:
+            raise NotAcknowledged(disposition.status)
+
+    def __call__(self, event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
+        self._local.context = context
+        try:
+            # A processor per batch: it keeps the batch's records and outcomes, and a
+            # local consumer may hand in batches from several threads at once.
+            processor = BatchProcessor(
+                event_type=EventType.SQS, raise_on_entire_batch_failure=False
+            )
+            return process_partial_response(  # type: ignore[return-value]
+                event=event,
+                record_handler=self.record,
+                processor=processor,
+                context=context,
+            )
+        finally:
+            self._local.context = None
 
 
-def _time_left_ms() -> int:
-    ctx = _State.context
-    return ctx.get_remaining_time_in_millis() if ctx is not None else 900_000
-
-
-def record_handler(record: SQSRecord) -> None:
-    worker = _worker()
-    delivery = Delivery(
-        queue_url=worker.transport.url_from_arn(record.event_source_arn),
-        message_id=record.message_id,
-        receipt_handle=record.receipt_handle,
-        body=record.body,
-        receive_count=int(record.attributes.approximate_receive_count or 1),
-    )
-    disposition = worker.process(delivery)
-    # Metrics are labelled by logical queue (priorities share its series).
-    metrics.message_handled(split_key(worker._queue_of(delivery))[0], disposition.status)
-    if disposition.action is Action.RELEASE:
-        worker.transport.change_visibility([(delivery, disposition.delay)])
-    if disposition.action is not Action.ACK:
-        raise NotAcknowledged(disposition.status)
-
-
-@logger.inject_lambda_context(clear_state=True)
-@metrics.flush_after
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    _State.context = context
-    return process_partial_response(  # type: ignore[return-value]
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+lambda_handler = logger.inject_lambda_context(clear_state=True)(entry(WorkerFunction))

@@ -197,12 +197,16 @@ class RuleClock:
 def serve_clock(settings: Any, speed: float = 1.0) -> int:
     """`stratoq scheduler`: run the rule clock until SIGTERM/SIGINT, firing in-process."""
 
-    from stratoq.adapters import aws
-    from stratoq.handlers import scheduler
+    from stratoq.handlers.scheduler import SchedulerFunction
+    from stratoq.observability.metrics import Metrics
+    from stratoq.observability.prometheus import PrometheusRecorder
+    from stratoq.services.app import Services
 
+    services = Services(settings, metrics=Metrics([PrometheusRecorder()]))
+    fire = SchedulerFunction(services)
     clock = RuleClock(
-        aws.events(settings),
-        lambda event: scheduler.lambda_handler(event, None),
+        services.events,
+        lambda event: fire(event, None),
         settings.scheduler_arn,
         region=settings.region,
         speed=speed,

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stratoq.adapters import aws
-from stratoq.core import registry
 from stratoq.core.errors import ConfigError
 from stratoq.core.settings import Settings
+from stratoq.observability.metrics import Metrics
+from stratoq.observability.prometheus import MetricsServer, PrometheusRecorder
+from stratoq.observability.queue_gauges import QueueWatch
 from stratoq.runtime.signals import on_stop_signals
+from stratoq.services.app import Services
 
 STATE_FILE = Path(".stratoq") / "dev.json"
 
@@ -58,9 +60,7 @@ class DevStack:
         self.restored = False
 
     def start(self) -> dict[str, str]:
-        from stratoq.adapters.keys import KeyStore
         from stratoq.handlers import api, authorizer
-        from stratoq.handlers import worker as lambda_worker
         from stratoq.local.emulator import Emulator
         from stratoq.local.gateway import Gateway, GatewayServer
         from stratoq.local.provision import provision
@@ -79,15 +79,18 @@ class DevStack:
         if o.tasks:
             base = base.with_(tasks_module=o.tasks)
         settings = provision(base)
-        # The in-process Lambda handlers read their settings from the environment, as
-        # they do on Lambda.
+        # The in-process API handlers still read their settings from the environment.
         os.environ.update(settings.to_env())
         for reset in (api.reset, authorizer.reset):
             reset()
-        lambda_worker._State.worker = None
-        registry.load(settings.tasks_module)
+        # This process's composition root: the gateway's functions, the pollers, the
+        # Lambda-style consumers and the rule clock all share it.
+        recorder = PrometheusRecorder()
+        services = Services(settings, metrics=Metrics([recorder]))
+        services.load_tasks()
+        api.use(services)
 
-        key, _ = KeyStore(aws.dynamodb(settings), settings.keys_table).create(
+        key, _ = services.keys.create(
             settings.operator_tenant, ["admin"], "bootstrap", key=o.api_key or None
         )
         tls_facts: dict[str, str] = {}
@@ -119,27 +122,27 @@ class DevStack:
         self._stops.insert(0, server.stop)
 
         if o.metrics_port:
-            from stratoq.observability import metrics
-
             try:
-                metrics.serve(o.metrics_port, o.host)
+                metrics_server = MetricsServer(o.metrics_port, o.host, recorder)
             except OSError as exc:
                 raise ConfigError(
                     f"cannot serve metrics on {o.host}:{o.metrics_port}: {exc.strerror}; "
                     "use --metrics-port (0 turns metrics off)"
                 ) from None
-            from stratoq.adapters.transport import SqsTransport
+            self._stops.insert(0, metrics_server.stop)
             from stratoq.local.queue_age import moto_oldest_age
 
             # Queue depth from SQS, and the oldest message's age from moto in this process.
-            metrics.watch_queues(
-                SqsTransport(aws.sqs(settings), settings.queues),
-                list(settings.queues),
-                oldest_age=moto_oldest_age(settings.region),
-                ttl=1.0,
+            metrics_server.watch(
+                QueueWatch(
+                    services.transport,
+                    list(settings.queues),
+                    oldest_age=moto_oldest_age(settings.region),
+                    ttl=1.0,
+                )
             )
-        self._start_workers(settings, lambda_worker.lambda_handler)
-        self._start_clock(settings)
+        self._start_workers(services)
+        self._start_clock(services)
 
         facts = {
             "api_url": server.url,
@@ -153,18 +156,19 @@ class DevStack:
         o.state_file.chmod(0o600)  # it holds an admin key
         return facts
 
-    def _start_workers(self, settings: Settings, handler: Any) -> None:
-        from stratoq.adapters.transport import SqsTransport
+    def _start_workers(self, services: Services) -> None:
+        from stratoq.handlers.worker import WorkerFunction
         from stratoq.local.esm import EventSourceMapping
         from stratoq.runtime.poller import Poller
 
         o = self.options
+        settings = services.settings
         if o.workers:
-            poller = Poller(settings, o.workers, shutdown_grace=30.0)
+            poller = Poller(services, o.workers, shutdown_grace=30.0)
             self._spawn(poller.run, "stratoq-poller")
             self._worker_stops.append(poller.stop)
-        sqs = aws.sqs(settings)
-        transport = SqsTransport(sqs, settings.queues)
+        sqs, transport = services.sqs, services.transport
+        handler = WorkerFunction(services)
         for i in range(o.lambda_workers):
             # Every key, priority queues included: one consumer each, as the template
             # gives the worker function one event source mapping per priority queue.
@@ -173,14 +177,15 @@ class DevStack:
                 self._spawn(esm.run, f"stratoq-esm-{queue}-{i}")
                 self._worker_stops.append(esm.stop)
 
-    def _start_clock(self, settings: Settings) -> None:
-        from stratoq.handlers import scheduler
+    def _start_clock(self, services: Services) -> None:
+        from stratoq.handlers.scheduler import SchedulerFunction
         from stratoq.local.clock import RuleClock
 
-        scheduler.reset()
+        settings = services.settings
+        fire = SchedulerFunction(services)
         clock = RuleClock(
-            aws.events(settings),
-            lambda event: scheduler.lambda_handler(event, None),
+            services.events,
+            lambda event: fire(event, None),
             settings.scheduler_arn,
             region=settings.region,
             speed=self.options.clock_speed,

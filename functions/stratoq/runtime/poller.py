@@ -24,17 +24,15 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from stratoq.adapters import aws
-from stratoq.adapters.crypto import cipher_for
-from stratoq.adapters.store import TaskStore
-from stratoq.adapters.transport import Delivery, SqsTransport
-from stratoq.core import registry
+from stratoq.adapters.transport import Delivery
 from stratoq.core.priority import PRIORITIES, PriorityChooser, expand, logical_queues, split_key
 from stratoq.core.settings import Settings
-from stratoq.observability import metrics
+from stratoq.observability.metrics import Metrics
+from stratoq.observability.prometheus import PrometheusRecorder
 from stratoq.runtime.signals import on_stop_signals
+from stratoq.services.app import Services
 from stratoq.services.runner import ProcessRunner, Runner
-from stratoq.services.worker import Action, Disposition, LeaseKeeper, Worker
+from stratoq.services.worker import Action, Disposition
 
 logger = Logger(service="stratoq")
 
@@ -107,13 +105,15 @@ class Poller:
 
     def __init__(
         self,
-        settings: Settings,
+        services: Services,
         concurrency: int,
         queues: list[str] | None = None,
         runner: Runner | None = None,
         shutdown_grace: float = 30.0,
     ) -> None:
+        settings = services.settings
         self.settings = settings
+        self.metrics = services.metrics
         self.concurrency = concurrency
         # Names given (logical queues or single priority-queue keys) -> the SQS queues
         # to read, highest priority first; metrics are labelled by logical queue.
@@ -122,19 +122,13 @@ class Poller:
         self.chooser = PriorityChooser(self.keys, settings.priority_mode, settings.priority_weights)
         self._empty_until: dict[str, float] = {}
         self.shutdown_grace = shutdown_grace
-        registry.load(settings.tasks_module)
-        store = TaskStore(
-            aws.dynamodb(settings),
-            settings.tasks_table,
-            retention_days=settings.retention_days,
-            cipher=cipher_for(settings),
-        )
-        self.transport = SqsTransport(aws.sqs(settings), settings.queues)
+        self.task_names = services.load_tasks()
+        self.transport = services.transport
         for q in self.keys:
             self.transport.url(q)  # fail at start, not at the first message
-        self.keeper = LeaseKeeper(store, self.transport, settings.lease_seconds)
-        self.runner = runner or ProcessRunner(concurrency, settings.tasks_module)
-        self.worker = Worker(store, self.transport, self.runner, keeper=self.keeper)
+        self.keeper = services.lease_keeper()
+        self.runner = runner or ProcessRunner(concurrency, settings)
+        self.worker = services.worker(self.runner, keeper=self.keeper)
         self._stopping = threading.Event()
         self._drained = threading.Event()
         # Messages received and not finished (running or prefetched), under _cond.
@@ -164,8 +158,8 @@ class Poller:
             threading.Thread(target=self._slot, name=f"stratoq-slot-{i}", daemon=True)
             for i in range(self.concurrency)
         ]
-        metrics.slots_configured(self.concurrency)
-        metrics.tasks_known(self.queues, registry.names())
+        self.metrics.slots_configured(self.concurrency)
+        self.metrics.tasks_known(self.queues, self.task_names)
         for t in slots:
             t.start()
         beat = threading.Thread(target=self._heartbeat, name="stratoq-heartbeat", daemon=True)
@@ -335,7 +329,7 @@ class Poller:
                 # Stopping: a prefetched message is not started but handed back.
                 self._give_back([delivery])
                 continue
-            metrics.slot_taken()
+            self.metrics.slot_taken()
             started = time.monotonic()
             disposition: Disposition | None = None
             try:
@@ -345,7 +339,7 @@ class Poller:
                 # The message reappears after its visibility timeout and is retried.
                 logger.exception("processing a message failed", extra={"id": delivery.message_id})
             finally:
-                metrics.slot_released()
+                self.metrics.slot_released()
                 took = time.monotonic() - started
                 with self._cond:
                     self._held -= 1
@@ -358,7 +352,9 @@ class Poller:
                     self._cond.notify()
 
     def _apply(self, delivery: Delivery, disposition: Disposition) -> None:
-        metrics.message_handled(self._queue_names.get(delivery.queue_url, "?"), disposition.status)
+        self.metrics.message_handled(
+            self._queue_names.get(delivery.queue_url, "?"), disposition.status
+        )
         if disposition.action is Action.ACK:
             self._acks.put(delivery)
         elif disposition.action is Action.RELEASE:
@@ -367,9 +363,9 @@ class Poller:
     def _heartbeat(self) -> None:
         # Runs until every slot is done, so draining tasks keep their leases.
         interval = max(0.5, self.settings.lease_seconds / 3)
-        metrics.worker_heartbeat()
+        self.metrics.worker_heartbeat()
         while not self._drained.wait(interval):
-            metrics.worker_heartbeat()
+            self.metrics.worker_heartbeat()
             try:
                 self.keeper.beat()
             except Exception:
@@ -387,8 +383,8 @@ def _idle_wait(poll_wait: int, queues: int) -> int:
     return max(1, -(-poll_wait // queues))
 
 
-def _run_poller(env: dict[str, str], concurrency: int, queues: list[str], grace: float) -> None:
-    os.environ.update(env)
+def run_poller(services: Services, concurrency: int, queues: list[str], grace: float) -> None:
+    """Run one poller in this process until SIGTERM/SIGINT (a clean exit)."""
     # A stop asked for while the poller is still starting (it spawns its slot processes
     # first) is remembered, so SIGTERM at any moment means a clean exit 0.
     stop_early = threading.Event()
@@ -400,32 +396,44 @@ def _run_poller(env: dict[str, str], concurrency: int, queues: list[str], grace:
             holder[0].stop()
 
     on_stop_signals(stop)
-    poller = Poller(Settings.from_env(), concurrency, queues, shutdown_grace=grace)
+    poller = Poller(services, concurrency, queues, shutdown_grace=grace)
     holder.append(poller)
     if stop_early.is_set():
         poller.stop()
     poller.run()
 
 
+def _poller_process(settings: Settings, concurrency: int, queues: list[str], grace: float) -> None:
+    # A poller process of its own: its own composition root, recording into the shared
+    # multiprocess metrics directory that its parent serves.
+    services = Services(settings, metrics=Metrics([PrometheusRecorder()]))
+    run_poller(services, concurrency, queues, grace)
+
+
 def serve(
-    settings: Settings,
+    services: Services,
     concurrency: int,
     processes: int = 1,
     queues: list[str] | None = None,
     shutdown_grace: float = 30.0,
 ) -> int:
-    """Run pollers until SIGTERM/SIGINT; restarts a poller process that dies. Returns 0."""
+    """Run pollers until SIGTERM/SIGINT; restarts a poller process that dies. Returns 0.
+
+    One process: the poller runs here with `services`. Several: each poller process
+    builds its own from `services.settings`.
+    """
+    settings = services.settings
     queues = queues or list(settings.queues)
     if processes == 1:
-        _run_poller(settings.to_env(), concurrency, queues, shutdown_grace)
+        run_poller(services, concurrency, queues, shutdown_grace)
         return 0
     ctx = multiprocessing.get_context("spawn")
     stopping = threading.Event()
 
     def start() -> Any:
         p = ctx.Process(
-            target=_run_poller,
-            args=(settings.to_env(), concurrency, queues, shutdown_grace),
+            target=_poller_process,
+            args=(settings, concurrency, queues, shutdown_grace),
             name="stratoq-poller",
         )
         p.start()

@@ -8,10 +8,8 @@ from datetime import timedelta
 
 from aws_lambda_powertools import Logger
 
-from stratoq.adapters import aws
-from stratoq.adapters.crypto import cipher_for
 from stratoq.adapters.store import TaskStore, new_task_id, to_ms
-from stratoq.adapters.transport import Outgoing, SqsTransport, TaskMessage
+from stratoq.adapters.transport import Outgoing, SqsTransport, TaskMessage, outgoing_for
 from stratoq.core.errors import EnqueueError, PayloadTooLargeError, UnknownQueueError
 from stratoq.core.models import (
     MAX_PAYLOAD_BYTES,
@@ -22,8 +20,7 @@ from stratoq.core.models import (
     utcnow,
 )
 from stratoq.core.settings import Settings
-from stratoq.observability import metrics
-from stratoq.services.worker import outgoing_for
+from stratoq.observability.metrics import Metrics
 
 logger = Logger(service="stratoq", child=True)
 
@@ -37,10 +34,17 @@ class Enqueued:
 class Enqueuer:
     """Turns TaskRequests into stored tasks and SQS messages."""
 
-    def __init__(self, store: TaskStore, transport: SqsTransport, settings: Settings) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        transport: SqsTransport,
+        settings: Settings,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.store = store
         self.transport = transport
         self.settings = settings
+        self.metrics = metrics if metrics is not None else Metrics()
 
     def build(self, request: TaskRequest, tenant: str = "default") -> Task:
         """The Task a request describes (validated, defaults filled, nothing stored)."""
@@ -90,7 +94,7 @@ class Enqueuer:
             # after our send failed: sending again is safe (claims are deduplicated).
             self._send([stored])
         if created:
-            metrics.tasks_enqueued([stored])
+            self.metrics.tasks_enqueued([stored])
         return Enqueued(stored, created)
 
     def enqueue_many(
@@ -122,20 +126,20 @@ class Enqueuer:
             if created or stored.status in (TaskStatus.QUEUED, TaskStatus.SCHEDULED):
                 to_send.append(stored)
         self._send(to_send)
-        metrics.tasks_enqueued(r.task for r in results.values() if r.created)
+        self.metrics.tasks_enqueued(r.task for r in results.values() if r.created)
         return [results[t.id] for t in tasks]
 
     def send_task(self, task: Task) -> None:
         """(Re)send the message of a stored, runnable task (e.g. after a manual retry)."""
         self._send([task])
-        metrics.tasks_enqueued([task])
+        self.metrics.tasks_enqueued([task])
 
     def send_tasks(self, tasks: Sequence[Task], *, count_enqueued: bool = True) -> None:
         """(Re)send the messages of stored, runnable tasks in batches, routed as enqueue
         routes them. `count_enqueued=False` for re-sends of tasks already counted."""
         self._send(tasks)
         if count_enqueued:
-            metrics.tasks_enqueued(tasks)
+            self.metrics.tasks_enqueued(tasks)
 
     def _send(self, tasks: Sequence[Task]) -> None:
         if not tasks:
@@ -166,16 +170,3 @@ def _window_ms(request: TaskRequest) -> int | None:
     """The request's own idempotency window in ms (None: the store's default)."""
     seconds = request.idempotency_window_seconds
     return None if seconds is None else seconds * 1000
-
-
-def services(settings: Settings | None = None) -> Enqueuer:
-    """Store, transport and enqueuer wired from settings (environment by default)."""
-    s = settings or Settings.from_env()
-    store = TaskStore(
-        aws.dynamodb(s),
-        s.tasks_table,
-        retention_days=s.retention_days,
-        idempotency_window_ms=s.idempotency_window_seconds * 1000,
-        cipher=cipher_for(s),
-    )
-    return Enqueuer(store, SqsTransport(aws.sqs(s), s.queues), s)

@@ -23,10 +23,13 @@ from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any, Protocol
 
+from stratoq.adapters import aws
+from stratoq.adapters.locks import LockStore, bound
 from stratoq.core import registry
 from stratoq.core.errors import Fail, Retry, TaskTimeout
 from stratoq.core.policy import Outcome, OutcomeKind
 from stratoq.core.registry import TaskContext
+from stratoq.core.settings import Settings
 
 # Pure-Python work is interruptible at once; give C calls a moment before the kill.
 _POLL_SECONDS = 0.2
@@ -137,7 +140,7 @@ class InlineRunner:
             timer.cancel()
 
 
-def _child_main(conn: Connection, tasks_module: str) -> None:
+def _child_main(conn: Connection, settings: Settings) -> None:
     # The parent owns shutdown: Ctrl-C in a terminal or SIGTERM to the process group
     # must not kill a task mid-way; the parent finishes or kills us itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -145,13 +148,17 @@ def _child_main(conn: Connection, tasks_module: str) -> None:
     with contextlib.suppress(Exception):  # Linux only: die with the parent
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    registry.load(tasks_module)
+    # This process's own composition: the handler's registry and the store that
+    # `stratoq.lock()` takes locks through, built once from the parent's settings.
+    registry.load(settings.tasks_module)
+    lock_store = LockStore(aws.dynamodb(settings), settings.tasks_table)
     while True:
         try:
             job = conn.recv()
         except (EOFError, OSError):
             return
-        outcome = execute(job)
+        with bound(lock_store):
+            outcome = execute(job)
         try:
             conn.send(outcome)
         except (BrokenPipeError, OSError):
@@ -164,8 +171,8 @@ _spawn = multiprocessing.get_context("spawn")
 class ProcessSlot:
     """One child process that runs one handler call at a time."""
 
-    def __init__(self, tasks_module: str) -> None:
-        self._tasks_module = tasks_module
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self._proc: Any = None
         self._conn: Connection | None = None
         self._start()
@@ -173,7 +180,7 @@ class ProcessSlot:
     def _start(self) -> None:
         parent, child = _spawn.Pipe(duplex=True)
         proc = _spawn.Process(
-            target=_child_main, args=(child, self._tasks_module), daemon=True, name="stratoq-slot"
+            target=_child_main, args=(child, self._settings), daemon=True, name="stratoq-slot"
         )
         proc.start()
         child.close()
@@ -227,8 +234,8 @@ class ProcessSlot:
 class ProcessRunner:
     """A pool of process slots; `run` takes a free one (callers never exceed `size`)."""
 
-    def __init__(self, size: int, tasks_module: str) -> None:
-        self._free: list[ProcessSlot] = [ProcessSlot(tasks_module) for _ in range(size)]
+    def __init__(self, size: int, settings: Settings) -> None:
+        self._free: list[ProcessSlot] = [ProcessSlot(settings) for _ in range(size)]
         self._all = list(self._free)
         self._lock = threading.Lock()
 

@@ -19,9 +19,9 @@ from enum import StrEnum
 
 from aws_lambda_powertools import Logger
 
-from stratoq.adapters.locks import Acquired, LockStore, use_store
+from stratoq.adapters.locks import Acquired, LockStore, bound
 from stratoq.adapters.store import Claimed, TaskStore
-from stratoq.adapters.transport import Delivery, Outgoing, SqsTransport, TaskMessage
+from stratoq.adapters.transport import Delivery, SqsTransport, TaskMessage, outgoing_for
 from stratoq.core import registry
 from stratoq.core.models import Task
 from stratoq.core.policy import (
@@ -37,7 +37,7 @@ from stratoq.core.policy import (
     locked_delay,
 )
 from stratoq.core.registry import TaskContext
-from stratoq.observability import metrics
+from stratoq.observability.metrics import Metrics
 from stratoq.services.runner import Job, Runner, unknown_task
 
 logger = Logger(service="stratoq", child=True)
@@ -64,15 +64,6 @@ class Disposition:
 
 
 ACK_OBSOLETE = Disposition(Action.ACK, status="duplicate")
-
-
-def outgoing_for(queue: str, msg: TaskMessage, due_ms: int | None, now: int) -> Outgoing:
-    """The message that delivers a task at `due_ms`: SQS delay if it fits, else a hop."""
-    if due_ms is None or due_ms <= now:
-        return Outgoing(queue, TaskMessage(msg.task_id, msg.tenant))
-    delay = hop_delay(due_ms, now)
-    nb = None if due_ms - now <= delay * 1000 else due_ms
-    return Outgoing(queue, TaskMessage(msg.task_id, msg.tenant, nb), delay)
 
 
 @dataclass
@@ -187,15 +178,14 @@ class Worker:
         clock: Callable[[], int] = now_ms,
         rng: random.Random | None = None,
         locks: LockStore | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.transport = transport
         self.runner = runner
         self.keeper = keeper
         self.locks = locks or LockStore(store.client, store.table)
-        # Handlers that run inline (Lambda) take `stratoq.lock()` through this store;
-        # child processes build their own from the environment.
-        use_store(self.locks)
+        self.metrics = metrics if metrics is not None else Metrics()
         self._time_left_ms = time_left_ms
         self._clock = clock
         self._rng = rng or random.Random()
@@ -236,7 +226,7 @@ class Worker:
         now: int,
         status: str = "hop",
     ) -> Disposition:
-        queue = self._queue_of(delivery)
+        queue = self.queue_of(delivery)
         try:
             self.transport.send([outgoing_for(queue, msg, due_ms, now)])
         except Exception:
@@ -244,7 +234,7 @@ class Worker:
             return Disposition(Action.RELEASE, delay=hop_delay(due_ms or now, now), status=status)
         return Disposition(Action.ACK, status=status)
 
-    def _queue_of(self, delivery: Delivery) -> str:
+    def queue_of(self, delivery: Delivery) -> str:
         """The key of the queue a delivery came from: hops and retries go back to the
         same (priority) queue, so a task keeps its priority for its whole life."""
         for key in self.transport.keys:
@@ -355,7 +345,7 @@ class Worker:
     ) -> Disposition:
         task, token = claim.task, claim.token
         attempt = task.attempts
-        metrics.task_started(task, claim.took_over)
+        self.metrics.task_started(task, claim.took_over)
         lock_lost = False
         if registry.get(task.name) is None:
             outcome = unknown_task(task.name)
@@ -378,11 +368,14 @@ class Worker:
             lost = self.keeper.track(delivery, task.id, token, held) if self.keeper else None
             started = time.monotonic()
             try:
-                outcome = self.runner.run(Job(task.name, task.payload, ctx), lost)
+                # Inline handlers take `stratoq.lock()` through this worker's store;
+                # process slots bind their own.
+                with bound(self.locks):
+                    outcome = self.runner.run(Job(task.name, task.payload, ctx), lost)
             finally:
                 lock_lost = self.keeper.untrack(token) if self.keeper else False
             log["duration_ms"] = int((time.monotonic() - started) * 1000)
-            metrics.task_ran(task, time.monotonic() - started, outcome.kind)
+            self.metrics.task_ran(task, time.monotonic() - started, outcome.kind)
         if outcome.kind is OutcomeKind.LOST:
             if lock_lost:
                 # Only the lock went (the lease is still ours): not the task's fault, so
@@ -423,7 +416,7 @@ class Worker:
             )
             status = "retrying"
             if ok:
-                metrics.task_finished(task, status)
+                self.metrics.task_finished(task, status)
                 log.update(outcome=decision.kind.value, retry_in_s=decision.delay_seconds)
                 logger.info("task attempt failed; retrying", extra=log)
                 # A fresh message restarts the receive count, which is kept for the
@@ -438,6 +431,6 @@ class Worker:
         if not ok:
             logger.warning("lease lost before the outcome was recorded", extra=log)
             return Disposition(Action.LEAVE, status="lost")
-        metrics.task_finished(task, status)
+        self.metrics.task_finished(task, status)
         logger.info(f"task {status}", extra=log)
         return Disposition(Action.ACK, status=status)

@@ -44,7 +44,7 @@ if [[ -n "${STRATOQ_BOOTSTRAP_KEY:-}" ]]; then
   "$PYTHON" -c '
 import os
 
-from stratoq import aws
+from stratoq.adapters import aws
 from stratoq.security import KeyStore
 from stratoq.settings import Settings
 

@@ -1,0 +1,156 @@
+"""The composition root: every service a process needs, built once from its settings.
+
+Each process (a Lambda instance, a poller, the dev stack, a CLI command) builds one
+`Services` and hands it down: the API, the worker, the scheduler and the CLI get what
+they need from it instead of building their own clients and stores. Members are built
+on first use, so an authorizer never creates an SQS client, and exactly once, under a
+lock, because the dev stack's gateway serves requests from many threads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from stratoq.adapters import aws
+from stratoq.adapters.crypto import PayloadCipher, cipher_for
+from stratoq.adapters.keys import KeyStore, UsagePlanKeys
+from stratoq.adapters.locks import LockStore
+from stratoq.adapters.store import TaskStore
+from stratoq.adapters.transport import SqsTransport
+from stratoq.core import registry
+from stratoq.core.schedules import ScheduleStore
+from stratoq.core.settings import Settings
+from stratoq.observability.metrics import Metrics
+from stratoq.services.enqueue import Enqueuer
+from stratoq.services.runner import Runner
+from stratoq.services.worker import LeaseKeeper, Worker
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_events.client import EventBridgeClient
+    from mypy_boto3_sqs.client import SQSClient
+
+T = TypeVar("T")
+_UNSET: Any = object()
+
+
+class Services:
+    """Settings, clients, stores, transport, metrics and the task registry of a process."""
+
+    def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        # No recorder by default: a one-shot command records nothing. Long-running
+        # processes pass prometheus (observability.prometheus) or EMF (Lambda edge).
+        self.metrics = metrics if metrics is not None else Metrics()
+        self._lock = threading.RLock()
+        self._built: dict[str, Any] = {}
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, metrics: Metrics | None = None
+    ) -> Services:
+        """Services from the process environment: the one place a process reads it."""
+        return cls(Settings.from_env(None if env is None else dict(env)), metrics=metrics)
+
+    def _once(self, name: str, build: Callable[[], T]) -> T:
+        with self._lock:
+            value = self._built.get(name, _UNSET)
+            if value is _UNSET:
+                value = self._built[name] = build()
+            return value  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ clients
+    @property
+    def dynamodb(self) -> DynamoDBClient:
+        return self._once("dynamodb", lambda: aws.dynamodb(self.settings))
+
+    @property
+    def sqs(self) -> SQSClient:
+        return self._once("sqs", lambda: aws.sqs(self.settings))
+
+    @property
+    def events(self) -> EventBridgeClient:
+        return self._once("events", lambda: aws.events(self.settings))
+
+    # ----------------------------------------------------------------- adapters
+    @property
+    def cipher(self) -> PayloadCipher | None:
+        """The payload cipher (None where the settings allow storing in clear)."""
+        return self._once("cipher", lambda: cipher_for(self.settings))
+
+    @property
+    def store(self) -> TaskStore:
+        s = self.settings
+        return self._once(
+            "store",
+            lambda: TaskStore(
+                self.dynamodb,
+                s.tasks_table,
+                retention_days=s.retention_days,
+                cipher=self.cipher,
+            ),
+        )
+
+    @property
+    def transport(self) -> SqsTransport:
+        return self._once("transport", lambda: SqsTransport(self.sqs, self.settings.queues))
+
+    @property
+    def locks(self) -> LockStore:
+        return self._once("locks", lambda: LockStore(self.dynamodb, self.settings.tasks_table))
+
+    @property
+    def keys(self) -> KeyStore:
+        """API keys, with usage plan twins where the settings name a plan (AWS)."""
+
+        def build() -> KeyStore:
+            s = self.settings
+            usage = UsagePlanKeys(aws.apigateway(s), s.usage_plan) if s.usage_plan else None
+            return KeyStore(self.dynamodb, s.keys_table, usage)
+
+        return self._once("keys", build)
+
+    @property
+    def schedules(self) -> ScheduleStore:
+        s = self.settings
+        return self._once(
+            "schedules",
+            lambda: ScheduleStore(self.events, s.schedule_prefix, s.scheduler_arn),
+        )
+
+    # ----------------------------------------------------------------- services
+    @property
+    def enqueuer(self) -> Enqueuer:
+        return self._once(
+            "enqueuer",
+            lambda: Enqueuer(self.store, self.transport, self.settings, self.metrics),
+        )
+
+    def load_tasks(self) -> list[str]:
+        """Import the settings' tasks module(s); the names of the registered tasks."""
+        registry.load(self.settings.tasks_module)
+        return registry.names()
+
+    def worker(
+        self,
+        runner: Runner,
+        *,
+        keeper: LeaseKeeper | None = None,
+        time_left_ms: Callable[[], int] | None = None,
+    ) -> Worker:
+        """A worker over this process's store, transport, locks and metrics."""
+        self.load_tasks()
+        return Worker(
+            self.store,
+            self.transport,
+            runner,
+            keeper=keeper,
+            time_left_ms=time_left_ms,
+            locks=self.locks,
+            metrics=self.metrics,
+        )
+
+    def lease_keeper(self) -> LeaseKeeper:
+        return LeaseKeeper(self.store, self.transport, self.settings.lease_seconds, self.locks)
