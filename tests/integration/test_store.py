@@ -12,7 +12,8 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
-from stratoq.adapters.store import MAX_ERROR_CHARS, Claimed, NotClaimed, TaskStore, from_ms, to_ms
+from stratoq.adapters.store import MAX_ERROR_CHARS, Claimed, NotClaimed, TaskStore
+from stratoq.core.clock import from_ms, to_ms
 from stratoq.core.errors import InvalidStateError, TaskNotFoundError
 from stratoq.core.models import AttemptError, Backoff, Priority, Task, TaskRequest, TaskStatus
 from stratoq.services.enqueue import Enqueuer

@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from stratoq import __version__
 from stratoq.adapters import aws
 from stratoq.adapters.keys import KeyStore, key_store, manages_every_tenant
-from stratoq.adapters.store import to_ms
 from stratoq.adapters.transport import queue_stats
 from stratoq.api.contract import (
     CreatedKey,
@@ -40,6 +39,7 @@ from stratoq.api.contract import (
     TaskPage,
     responses,
 )
+from stratoq.core.clock import to_ms
 from stratoq.core.errors import (
     EnqueueError,
     InvalidRequestError,
