@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from stratoq import __version__
 from stratoq.adapters import aws
 from stratoq.adapters.keys import KeyStore, key_store, manages_every_tenant
+from stratoq.adapters.rules import ScheduleStore
 from stratoq.adapters.transport import queue_stats
 from stratoq.api.contract import (
     CreatedKey,
@@ -64,7 +65,6 @@ from stratoq.core.schedules import (
     Fire,
     Schedule,
     ScheduleSpec,
-    ScheduleStore,
 )
 from stratoq.core.settings import Settings
 from stratoq.observability import metrics
