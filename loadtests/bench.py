@@ -186,7 +186,7 @@ def _per_task(counts: dict[str, int], n: int) -> dict[str, float]:
 
 
 def _create_wru(items: list[dict[str, Any]], n: int) -> float:
-    """Write units per task spent creating tasks and listing pages (see store.py).
+    """Write units per task spent creating tasks and listing pages (see adapters/store/).
 
     A write unit covers 1 KB of item; each item in the keys-only `listing` index costs one
     more. Task items here are under 1 KB (payload `{}` encrypted); a page's size is its

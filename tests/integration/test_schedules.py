@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from stratoq.adapters import aws
+from stratoq.adapters.rules import ScheduleStore
 from stratoq.core.errors import NotFoundError
 from stratoq.core.models import TaskRequest
-from stratoq.core.schedules import ExpressionError, ScheduleSpec, ScheduleStore
+from stratoq.core.schedules import ExpressionError, ScheduleSpec
 from stratoq.core.settings import Settings
 from stratoq.handlers.edge import entry
 from stratoq.handlers.scheduler import SchedulerFunction

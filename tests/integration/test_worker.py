@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from stratoq.adapters.store import Claimed, to_ms
+from stratoq.adapters.store import Claimed
 from stratoq.adapters.transport import TaskMessage
+from stratoq.core.clock import to_ms
 from stratoq.core.models import TaskRequest, TaskStatus
 from stratoq.services.enqueue import Enqueuer
 from stratoq.services.runner import InlineRunner

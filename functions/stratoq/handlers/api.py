@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stratoq import __version__
 from stratoq.adapters.keys import KeyStore, manages_every_tenant
-from stratoq.adapters.store import to_ms
+from stratoq.adapters.rules import ScheduleStore
 from stratoq.adapters.transport import queue_stats
 from stratoq.api.contract import (
     CreatedKey,
@@ -39,6 +39,7 @@ from stratoq.api.contract import (
     TaskPage,
     responses,
 )
+from stratoq.core.clock import to_ms
 from stratoq.core.errors import (
     EnqueueError,
     InvalidRequestError,
@@ -63,7 +64,6 @@ from stratoq.core.schedules import (
     Fire,
     Schedule,
     ScheduleSpec,
-    ScheduleStore,
 )
 from stratoq.handlers import edge
 from stratoq.services import dlq

@@ -17,10 +17,10 @@ from stratoq.adapters import aws
 from stratoq.adapters.crypto import PayloadCipher, cipher_for
 from stratoq.adapters.keys import KeyStore, UsagePlanKeys
 from stratoq.adapters.locks import LockStore
+from stratoq.adapters.rules import ScheduleStore
 from stratoq.adapters.store import TaskStore
 from stratoq.adapters.transport import SqsTransport
 from stratoq.core import registry
-from stratoq.core.schedules import ScheduleStore
 from stratoq.core.settings import Settings
 from stratoq.observability.metrics import Metrics
 from stratoq.services.enqueue import Enqueuer

@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 
 from aws_lambda_powertools import Logger
 
-from stratoq.adapters.store import to_ms
 from stratoq.adapters.transport import SQS_BATCH, Delivery, TaskMessage
+from stratoq.core.clock import to_ms
 from stratoq.core.errors import EnqueueError, InvalidStateError, NotFoundError, TaskNotFoundError
 from stratoq.core.models import FINAL_STATUSES, Task, TaskStatus, utcnow
 from stratoq.core.priority import expand

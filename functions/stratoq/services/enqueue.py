@@ -8,9 +8,11 @@ from datetime import timedelta
 
 from aws_lambda_powertools import Logger
 
-from stratoq.adapters.store import TaskStore, new_task_id, to_ms
+from stratoq.adapters.store import TaskStore
 from stratoq.adapters.transport import Outgoing, SqsTransport, TaskMessage, outgoing_for
+from stratoq.core.clock import to_ms
 from stratoq.core.errors import EnqueueError, PayloadTooLargeError, UnknownQueueError
+from stratoq.core.ids import new_task_id
 from stratoq.core.models import (
     MAX_PAYLOAD_BYTES,
     Task,

@@ -1,0 +1,110 @@
+"""What users do to tasks outside a worker's attempt: cancel one not yet started, or
+make a failed or cancelled one runnable again (retry, retry-failed).
+
+Each is one UpdateItem conditional on the tenant and the statuses the change is allowed
+from; a refused change reads the item it was refused on to say why (no such task, or
+the status it is in).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from stratoq.adapters.store.base import StoreBase
+from stratoq.adapters.store.codec import item_to_task, load, vals
+from stratoq.core.errors import InvalidStateError, TaskNotFoundError
+from stratoq.core.models import RUNNABLE_STATUSES, Task, TaskStatus
+
+
+class TaskTransitions(StoreBase):
+    """Cancel and requeue, guarded by the task's status."""
+
+    def cancel(self, task_id: str, tenant: str, now_ms: int) -> Task:
+        """Cancel a task that has not started; raises if it is running or finished."""
+        return self._transition(
+            task_id,
+            tenant,
+            # Guards against cancelling a task a worker already claimed or finished.
+            allowed=RUNNABLE_STATUSES,
+            expression=(
+                "SET #s = :st, finished_at = :now, expires_at = :ttl "
+                "REMOVE next_attempt_at, claim_after"
+            ),
+            values={
+                "st": "cancelled",
+                "now": now_ms,
+                "ttl": (now_ms + self._retention_ms) // 1000,
+            },
+            verb="cancel",
+        )
+
+    def requeue(self, task_id: str, tenant: str, now_ms: int) -> Task:
+        """Make a failed (or cancelled) task runnable again with its attempts reset.
+
+        A task that is `queued` and has never started is returned as it is: the caller
+        re-sends its message. That is how a task recovers whose message never reached
+        SQS (a requeue or enqueue whose send failed); a second message for a task that
+        does have one is harmless (claims deduplicate deliveries).
+        """
+        try:
+            return self._requeue(task_id, tenant)
+        except InvalidStateError:
+            task = self.get(task_id, tenant)
+            if task is not None and task.status is TaskStatus.QUEUED and task.attempts == 0:
+                return task
+            raise
+
+    def _requeue(self, task_id: str, tenant: str) -> Task:
+        return self._transition(
+            task_id,
+            tenant,
+            # Guards against resetting a task that is still alive or already succeeded.
+            allowed=frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED}),
+            expression=(
+                "SET #s = :st, attempts = :zero, claim_after = :zero "
+                "REMOVE finished_at, expires_at, next_attempt_at, #e, gsi1pk"
+            ),
+            values={"st": "queued", "zero": 0},
+            verb="retry",
+            names={"#e": "error"},
+        )
+
+    def _transition(
+        self,
+        task_id: str,
+        tenant: str,
+        allowed: Iterable[TaskStatus],
+        expression: str,
+        values: dict[str, Any],
+        verb: str,
+        names: dict[str, str] | None = None,
+    ) -> Task:
+        allowed = sorted(allowed)
+        placeholders = {f"a{i}": s.value for i, s in enumerate(allowed)}
+        try:
+            out = self._db.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": task_id}},
+                UpdateExpression=expression,
+                ConditionExpression=(
+                    f"tenant = :tenant AND #s IN ({', '.join(':' + k for k in placeholders)})"
+                ),
+                ExpressionAttributeNames={"#s": "status", **(names or {})},
+                ExpressionAttributeValues=vals(tenant=tenant, **placeholders, **values),
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            raw: Any = exc.response.get("Item")
+            item = load(raw) if raw else None
+            if item is None or "name" not in item or item.get("tenant") != tenant:
+                raise TaskNotFoundError(f"no task {task_id}") from None
+            raise InvalidStateError(
+                f"cannot {verb} task {task_id}: it is {item['status']}"
+            ) from None
+        return item_to_task(load(out["Attributes"]), self.cipher)
