@@ -59,12 +59,14 @@ class DevStack:
 
     def start(self) -> dict[str, str]:
         from stratoq.adapters.keys import KeyStore
-        from stratoq.handlers import api, authorizer
+        from stratoq.api.app import ApiFunction
         from stratoq.handlers import worker as lambda_worker
+        from stratoq.handlers.authorizer import Authorizer
         from stratoq.local.emulator import Emulator
         from stratoq.local.gateway import Gateway, GatewayServer
         from stratoq.local.provision import provision
         from stratoq.local.throttle import KeyThrottle
+        from stratoq.services.app import Services
 
         o = self.options
         emulator = Emulator(port=o.aws_port)
@@ -82,9 +84,8 @@ class DevStack:
         # The in-process Lambda handlers read their settings from the environment, as
         # they do on Lambda.
         os.environ.update(settings.to_env())
-        for reset in (api.reset, authorizer.reset):
-            reset()
         lambda_worker._State.worker = None
+        services = Services(settings)
         registry.load(settings.tasks_module)
 
         key, _ = KeyStore(aws.dynamodb(settings), settings.keys_table).create(
@@ -102,8 +103,8 @@ class DevStack:
         try:
             server = GatewayServer(
                 Gateway(
-                    api.lambda_handler,
-                    authorizer.lambda_handler,
+                    ApiFunction(services),
+                    Authorizer(services),
                     settings.region,
                     throttle=throttle,
                 ),
