@@ -5,15 +5,30 @@ hold a distributed lock with `with stratoq.lock("name"):`.
 """
 
 from stratoq.adapters.locks import lock
-from stratoq.core.errors import Fail, LockUnavailable, Retry, StratoqError
+from stratoq.core.errors import (
+    AccessDeniedError,
+    ApiError,
+    Fail,
+    InvalidRequestError,
+    InvalidStateError,
+    LockUnavailable,
+    NotFoundError,
+    Retry,
+    StratoqError,
+)
 from stratoq.core.models import Task, TaskRequest, TaskStatus
 from stratoq.core.registry import TaskContext, context, task
 from stratoq.sdk.client import Client
 
 __all__ = [
+    "AccessDeniedError",
+    "ApiError",
     "Client",
     "Fail",
+    "InvalidRequestError",
+    "InvalidStateError",
     "LockUnavailable",
+    "NotFoundError",
     "Retry",
     "StratoqError",
     "Task",

@@ -15,7 +15,8 @@ from stratoq.adapters import aws
 from stratoq.adapters.keys import KeyStore, UsagePlanKeys, key_store, usage_identifier
 from stratoq.core.errors import ConfigError
 from stratoq.core.settings import Settings
-from stratoq.handlers import authorizer
+from stratoq.handlers.authorizer import Authorizer
+from stratoq.services.app import Services
 
 PLAN = "stack-per-key"
 
@@ -83,12 +84,13 @@ def test_a_key_that_cannot_be_stored_leaves_no_twin(
 
 
 def authorize(key: str) -> dict[str, Any]:
+    """Ask the authorizer a Lambda process would build from this environment."""
     event = {
         "type": "REQUEST",
         "methodArn": "arn:aws:execute-api:us-east-1:123456789012:abc/v1/GET/v1/tasks",
         "headers": {"x-api-key": key},
     }
-    return authorizer.lambda_handler(event, None)  # type: ignore[arg-type]
+    return Authorizer(Services.from_env())(event, None)
 
 
 @pytest.mark.parametrize("with_plan", [True, False])
@@ -99,11 +101,7 @@ def test_the_authorizer_names_the_twin_only_where_there_is_a_plan(
     key, record = key_store(used).create("acme", ["tasks:read"])
     for name, value in used.to_env().items():
         monkeypatch.setenv(name, value)
-    authorizer.reset()
-    try:
-        answer = authorize(key)
-    finally:
-        authorizer.reset()
+    answer = authorize(key)
     assert answer["context"]["tenant"] == "acme"
     if with_plan:
         assert (

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from stratoq.core.errors import ConfigError, StratoqError
+from stratoq.core.errors import ConfigError, DecryptionError
 
 if TYPE_CHECKING:
     from mypy_boto3_kms.client import KMSClient
@@ -51,10 +51,6 @@ MAX_AGE_SECONDS = 300.0
 MAX_TENANTS = 64
 MAX_DECRYPTED_KEYS = 1024
 FETCH_STRIPES = 64
-
-
-class DecryptionError(StratoqError):
-    """A stored value cannot be decrypted: tampered, moved, or under an unusable key."""
 
 
 @dataclass

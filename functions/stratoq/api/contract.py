@@ -1,8 +1,14 @@
-"""Response shapes of the HTTP API, for its OpenAPI spec.
+"""The HTTP API's contract: every request and response body, as pydantic models.
 
-The routes build their JSON themselves (`Response[str]`), so without these the spec
-would call every answer a string. `responses(...)` declares a route's success answer
-and the errors it can give, all as the models below; the schemathesis run in CI
+Defined once and used three ways: the routes (`stratoq.api`) validate requests and
+shape their answers with these models, Powertools generates the OpenAPI document
+(`GET /v1/openapi.json`) from them, and the SDK (`stratoq.sdk.client`) parses answers
+with them. Task and schedule bodies are the core's own models (`Task`, `TaskRequest`,
+`Schedule`, `ScheduleSpec`), re-exported here.
+
+The routes build their JSON themselves (`Response[str]`: the status depends on the
+outcome), so `responses(...)` declares each route's success answers and the errors it
+can give, all as the models below; the schemathesis run in CI
 (tests/e2e/test_schemathesis.py) checks that every answer matches what is declared.
 """
 
@@ -12,10 +18,66 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stratoq.core.models import Priority, Task
-from stratoq.core.schedules import Schedule
+from stratoq.core.models import Priority, Task, TaskRequest
+from stratoq.core.schedules import Schedule, ScheduleSpec
+from stratoq.services import dlq
+
+__all__ = [
+    "MAX_BATCH",
+    "BatchRequest",
+    "CreatedKey",
+    "Deleted",
+    "ErrorBody",
+    "ErrorDetail",
+    "Health",
+    "KeyList",
+    "KeyRecord",
+    "KeyRequest",
+    "OpenApiDocument",
+    "QueueCounts",
+    "QueueList",
+    "RedriveRequest",
+    "RedriveResult",
+    "RetryFailedRequest",
+    "RetryResult",
+    "Schedule",
+    "ScheduleList",
+    "ScheduleSpec",
+    "Task",
+    "TaskBatch",
+    "TaskPage",
+    "TaskRequest",
+    "responses",
+]
+
+MAX_BATCH = 100
 
 
+# -------------------------------------------------------------------- requests
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tasks: list[TaskRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class RedriveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_messages: int = Field(default=dlq.DEFAULT_MAX_MESSAGES, ge=1, le=dlq.MAX_MESSAGES)
+
+
+class RetryFailedRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, max_length=128)
+    max_tasks: int = Field(default=100, ge=1, le=1000)
+
+
+class KeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tenant: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    scopes: list[str] = Field(min_length=1)
+    name: str = Field(default="", max_length=128)
+
+
+# ------------------------------------------------------------------- answers
 class ErrorDetail(BaseModel):
     field: str
     message: str

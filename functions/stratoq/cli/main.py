@@ -22,12 +22,8 @@ from typing import Any
 import urllib3
 from pydantic import ValidationError
 
-from stratoq.core.errors import StratoqError
+from stratoq.core.errors import StratoqError, UsageError
 from stratoq.core.settings import Settings
-
-
-class UsageError(StratoqError):
-    """Bad command-line input; the message says which."""
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -1,18 +1,53 @@
-"""Typed errors. Handlers raise `Retry` and `Fail`; the rest are raised by stratoq."""
+"""Typed errors: the one hierarchy of stratoq, shared by the core, the API and the SDK.
+
+Handlers raise `Retry` and `Fail`; the rest are raised by stratoq. The HTTP API answers
+each error with the status `stratoq.api.errors` maps it to, and the SDK raises, for an
+error answer, the `ApiError` subclass that is also the core class of that status: so
+`except NotFoundError` catches a missing task whether the store or the SDK found it
+missing.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class StratoqError(Exception):
-    """Base of every error stratoq raises on purpose."""
+    """Base of every error stratoq raises on purpose.
+
+    `field` names the request field at fault where there is one (the API's
+    `errors[].field`), and `detail` what is wrong with it (the message by default).
+    """
+
+    def __init__(self, *args: object, field: str | None = None, detail: str | None = None) -> None:
+        super().__init__(*args)
+        self.field = field
+        self.detail = detail
 
 
 class ConfigError(StratoqError):
     """A setting is missing or malformed; the message names it."""
 
 
-class UnknownQueueError(StratoqError):
-    """A task names a queue this deployment does not have."""
+class UsageError(StratoqError):
+    """Bad command-line input; the message says which."""
+
+
+class DecryptionError(StratoqError):
+    """A stored value cannot be decrypted: tampered, moved, or under an unusable key."""
+
+
+# ----------------------------------------------------------- refused requests
+class AccessDeniedError(StratoqError):
+    """The caller may not do this: no valid API key, or a key without the right."""
+
+
+class UnauthorizedError(AccessDeniedError):
+    """No API key, or an unknown or revoked one."""
+
+
+class ForbiddenError(AccessDeniedError):
+    """The API key lacks the scope, or the tenant, the operation needs."""
 
 
 class NotFoundError(StratoqError):
@@ -27,12 +62,24 @@ class KeyNotFoundError(NotFoundError):
     """No API key with that id."""
 
 
+class NoDeadLetterQueueError(NotFoundError):
+    """The queue has no redrive policy, so no DLQ to redrive."""
+
+
 class InvalidRequestError(StratoqError):
     """A request is well-formed but asks for something impossible; the message says why."""
 
 
 class PayloadTooLargeError(InvalidRequestError):
     """A task's payload is over the per-task limit (the API answers 413)."""
+
+
+class UnknownQueueError(InvalidRequestError):
+    """A task names a queue this deployment does not have."""
+
+
+class ExpressionError(InvalidRequestError):
+    """The schedule expression is not one EventBridge accepts; the message says why."""
 
 
 class InvalidStateError(StratoqError):
@@ -43,6 +90,42 @@ class EnqueueError(StratoqError):
     """The task could not be handed to SQS; nothing was enqueued."""
 
 
+# ------------------------------------------------------ what the SDK raises
+class ApiError(StratoqError):
+    """The API answered with an error. `status`, `message` and `errors` say what.
+
+    The SDK raises the subclass that matches the status (`AuthError`, `NotFound`,
+    `Conflict`, `InvalidRequest`), or `ApiError` itself (429, 5xx).
+    """
+
+    def __init__(self, status: int, message: str, errors: list[Any] | None = None) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+        self.errors = errors or []
+
+
+class AuthError(ApiError, AccessDeniedError):
+    """401 (missing/unknown key) or 403 (the key lacks a scope)."""
+
+
+class NotFound(ApiError, NotFoundError):
+    """404: no such task (or it belongs to another tenant)."""
+
+
+class Conflict(ApiError, InvalidStateError):
+    """409: the task's status does not allow the operation."""
+
+
+class InvalidRequest(ApiError, InvalidRequestError):
+    """400, 413 or 422: the request was refused as it is; `errors` names the fields."""
+
+
+class WaitTimeout(StratoqError, TimeoutError):
+    """`wait` gave up before the task finished."""
+
+
+# ------------------------------------------------------------ task handlers
 class Retry(Exception):
     """Raise inside a task handler to retry after `delay` seconds (counts as an attempt).
 

@@ -26,6 +26,7 @@ from typing import Any
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field
 
+from stratoq.core.errors import ExpressionError as ExpressionError  # importable from here
 from stratoq.core.errors import InvalidRequestError
 from stratoq.core.models import TaskRequest
 
@@ -37,10 +38,6 @@ _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 SCHEDULE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$"
 # EventBridge's own limit on an input template.
 MAX_TEMPLATE_CHARS = 8192
-
-
-class ExpressionError(InvalidRequestError):
-    """The schedule expression is not one EventBridge accepts; the message says why."""
 
 
 @dataclass(frozen=True)

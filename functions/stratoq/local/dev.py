@@ -9,7 +9,6 @@ stops everything, letting running tasks finish first.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,11 +59,13 @@ class DevStack:
         self.restored = False
 
     def start(self) -> dict[str, str]:
-        from stratoq.handlers import api, authorizer
+        from stratoq.api.app import ApiFunction
+        from stratoq.handlers.authorizer import Authorizer
         from stratoq.local.emulator import Emulator
         from stratoq.local.gateway import Gateway, GatewayServer
         from stratoq.local.provision import provision
         from stratoq.local.throttle import KeyThrottle
+        from stratoq.services.app import Services
 
         o = self.options
         emulator = Emulator(port=o.aws_port)
@@ -79,16 +80,11 @@ class DevStack:
         if o.tasks:
             base = base.with_(tasks_module=o.tasks)
         settings = provision(base)
-        # The in-process API handlers still read their settings from the environment.
-        os.environ.update(settings.to_env())
-        for reset in (api.reset, authorizer.reset):
-            reset()
         # This process's composition root: the gateway's functions, the pollers, the
         # Lambda-style consumers and the rule clock all share it.
         recorder = PrometheusRecorder()
         services = Services(settings, metrics=Metrics([recorder]))
         services.load_tasks()
-        api.use(services)
 
         key, _ = services.keys.create(
             settings.operator_tenant, ["admin"], "bootstrap", key=o.api_key or None
@@ -105,8 +101,8 @@ class DevStack:
         try:
             server = GatewayServer(
                 Gateway(
-                    api.lambda_handler,
-                    authorizer.lambda_handler,
+                    ApiFunction(services),
+                    Authorizer(services),
                     settings.region,
                     throttle=throttle,
                 ),

@@ -17,37 +17,50 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import urllib3
+from pydantic import BaseModel
 
-from stratoq.core.errors import ConfigError, StratoqError
-from stratoq.core.models import Task, TaskRequest, TaskStatus
+from stratoq.api.contract import (
+    CreatedKey,
+    KeyList,
+    KeyRecord,
+    QueueList,
+    RedriveResult,
+    RetryResult,
+    Schedule,
+    ScheduleList,
+    Task,
+    TaskBatch,
+    TaskPage,
+    TaskRequest,
+)
+from stratoq.api.errors import error_class
+from stratoq.core.errors import (
+    ApiError,
+    AuthError,
+    ConfigError,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    WaitTimeout,
+)
+from stratoq.core.models import TaskStatus
+
+# The errors the client raises, importable from here as they always were; each is also
+# the core's class of its status (NotFound is a NotFoundError, Conflict an
+# InvalidStateError, AuthError an AccessDeniedError, InvalidRequest an InvalidRequestError).
+__all__ = [
+    "ApiError",
+    "AuthError",
+    "Client",
+    "Conflict",
+    "InvalidRequest",
+    "NotFound",
+    "Submitted",
+    "WaitTimeout",
+    "dev_config",
+]
 
 DEV_FILE = Path(".stratoq") / "dev.json"
-
-
-class ApiError(StratoqError):
-    """The API answered with an error. `status`, `message` and `errors` say what."""
-
-    def __init__(self, status: int, message: str, errors: list[Any] | None = None) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-        self.message = message
-        self.errors = errors or []
-
-
-class AuthError(ApiError):
-    """401 (missing/unknown key) or 403 (the key lacks a scope)."""
-
-
-class NotFound(ApiError):
-    """404: no such task (or it belongs to another tenant)."""
-
-
-class Conflict(ApiError):
-    """409: the task's status does not allow the operation."""
-
-
-class WaitTimeout(StratoqError, TimeoutError):
-    """`wait` gave up before the task finished."""
 
 
 class Submitted(NamedTuple):
@@ -56,14 +69,6 @@ class Submitted(NamedTuple):
 
     task: Task
     created: bool
-
-
-_BY_STATUS: dict[int, type[ApiError]] = {
-    401: AuthError,
-    403: AuthError,
-    404: NotFound,
-    409: Conflict,
-}
 
 
 def dev_config(path: Path | None = None) -> dict[str, str]:
@@ -132,9 +137,9 @@ class Client:
         except ValueError:
             payload = {"message": resp.data.decode(errors="replace")[:200]}
         if resp.status >= 400:
-            cls = _BY_STATUS.get(resp.status, ApiError)
+            # API Gateway's own answers spell it "Message" at times.
             message = payload.get("message") or payload.get("Message") or "error"
-            raise cls(resp.status, str(message), payload.get("errors"))
+            raise error_class(resp.status)(resp.status, str(message), payload.get("errors"))
         return payload
 
     # ------------------------------------------------------------------- tasks
@@ -172,11 +177,10 @@ class Client:
 
     def _batch(self, batch: builtins.list[dict[str, Any]]) -> builtins.list[Submitted]:
         answer = self._call("POST", "/v1/tasks/batch", {"tasks": batch})
-        created = answer.get("created") or [True] * len(answer["tasks"])
-        return [
-            Submitted(Task.model_validate(t), bool(c))
-            for t, c in zip(answer["tasks"], created, strict=True)
-        ]
+        if not answer.get("created"):  # APIs before `created` made every task
+            answer["created"] = [True] * len(answer["tasks"])
+        done = TaskBatch.model_validate(answer)
+        return [Submitted(t, c) for t, c in zip(done.tasks, done.created, strict=True)]
 
     def get(self, task_id: str) -> Task:
         return Task.model_validate(self._call("GET", f"/v1/tasks/{task_id}"))
@@ -193,13 +197,14 @@ class Client:
         body: dict[str, Any] = {"max_tasks": max_tasks}
         if name is not None:
             body["name"] = name
-        return dict(self._call("POST", "/v1/tasks/retry", body))
+        return _dump(RetryResult.model_validate(self._call("POST", "/v1/tasks/retry", body)))
 
     def redrive(self, queue: str = "default", max_messages: int | None = None) -> dict[str, Any]:
         """Move a queue's dead-letter messages back to work (operator's admin key only):
         `{"queue", "received", "redriven", "resent", "dropped", "left", "more"}`."""
         body = {} if max_messages is None else {"max_messages": max_messages}
-        return dict(self._call("POST", f"/v1/queues/{queue}/redrive", body))
+        answer = self._call("POST", f"/v1/queues/{queue}/redrive", body)
+        return _dump(RedriveResult.model_validate(answer))
 
     def list(
         self,
@@ -214,7 +219,8 @@ class Client:
             "/v1/tasks",
             query={"status": status, "name": name, "limit": limit, "next_token": next_token},
         )
-        return [Task.model_validate(t) for t in answer["tasks"]], answer.get("next_token")
+        page = TaskPage.model_validate(answer)
+        return page.tasks, page.next_token
 
     def iter_tasks(
         self, status: TaskStatus | str | None = None, name: str | None = None
@@ -239,7 +245,8 @@ class Client:
             time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
 
     def queues(self) -> builtins.list[dict[str, Any]]:
-        return list(self._call("GET", "/v1/queues")["queues"])
+        """Message counts per queue and priority (`QueueCounts` as dicts)."""
+        return [_dump(q) for q in QueueList.model_validate(self._call("GET", "/v1/queues")).queues]
 
     # --------------------------------------------------------------- schedules
     def put_schedule(
@@ -252,13 +259,15 @@ class Client:
         """Create or replace a recurring task (needs admin)."""
         req = task if isinstance(task, TaskRequest) else TaskRequest.model_validate(task)
         body = {"expression": expression, "task": _body(req), "enabled": enabled}
-        return dict(self._call("PUT", f"/v1/schedules/{name}", body))
+        return _dump(Schedule.model_validate(self._call("PUT", f"/v1/schedules/{name}", body)))
 
     def get_schedule(self, name: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"/v1/schedules/{name}"))
+        """A schedule (a `Schedule` as a dict), `next_runs` included."""
+        return _dump(Schedule.model_validate(self._call("GET", f"/v1/schedules/{name}")))
 
     def list_schedules(self) -> builtins.list[dict[str, Any]]:
-        return list(self._call("GET", "/v1/schedules")["schedules"])
+        answer = ScheduleList.model_validate(self._call("GET", "/v1/schedules"))
+        return [_dump(s) for s in answer.schedules]
 
     def delete_schedule(self, name: str) -> None:
         self._call("DELETE", f"/v1/schedules/{name}")
@@ -269,15 +278,20 @@ class Client:
     # -------------------------------------------------------------------- keys
     def create_key(self, tenant: str, scopes: Sequence[str], name: str = "") -> dict[str, Any]:
         """Create an API key (needs admin); the answer's `key` is shown only here."""
-        return dict(
-            self._call("POST", "/v1/keys", {"tenant": tenant, "scopes": list(scopes), "name": name})
-        )
+        body = {"tenant": tenant, "scopes": list(scopes), "name": name}
+        return _dump(CreatedKey.model_validate(self._call("POST", "/v1/keys", body)))
 
     def list_keys(self, tenant: str | None = None) -> builtins.list[dict[str, Any]]:
-        return list(self._call("GET", "/v1/keys", query={"tenant": tenant})["keys"])
+        answer = KeyList.model_validate(self._call("GET", "/v1/keys", query={"tenant": tenant}))
+        return [_dump(k) for k in answer.keys]
 
     def revoke_key(self, key_id: str) -> dict[str, Any]:
-        return dict(self._call("DELETE", f"/v1/keys/{key_id}"))
+        return _dump(KeyRecord.model_validate(self._call("DELETE", f"/v1/keys/{key_id}")))
+
+
+def _dump(answer: BaseModel) -> dict[str, Any]:
+    """A parsed answer as the JSON dict the methods that predate the models return."""
+    return answer.model_dump(mode="json")
 
 
 def _body(request: TaskRequest) -> dict[str, Any]:

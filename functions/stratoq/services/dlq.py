@@ -25,7 +25,12 @@ from aws_lambda_powertools import Logger
 
 from stratoq.adapters.transport import SQS_BATCH, Delivery, TaskMessage
 from stratoq.core.clock import to_ms
-from stratoq.core.errors import EnqueueError, InvalidStateError, NotFoundError, TaskNotFoundError
+from stratoq.core.errors import (
+    EnqueueError,
+    InvalidStateError,
+    NoDeadLetterQueueError,
+    TaskNotFoundError,
+)
 from stratoq.core.models import FINAL_STATUSES, Task, TaskStatus, utcnow
 from stratoq.core.priority import expand
 from stratoq.services.enqueue import Enqueuer
@@ -39,10 +44,6 @@ MAX_MESSAGES = 10_000
 TIME_BUDGET_SECONDS = 20.0
 # Long enough to handle one batch; a crash mid-batch hands messages back after it.
 VISIBILITY_SECONDS = 60
-
-
-class NoDeadLetterQueueError(NotFoundError):
-    """The queue has no redrive policy, so no DLQ to redrive."""
 
 
 @dataclass

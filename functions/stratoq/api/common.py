@@ -1,0 +1,62 @@
+"""What every route family shares: who is calling, JSON answers, the payload limit."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from pydantic import BaseModel
+
+from stratoq.adapters.keys import manages_every_tenant
+from stratoq.core.errors import ForbiddenError, PayloadTooLargeError, UnauthorizedError
+from stratoq.core.models import MAX_PAYLOAD_BYTES, TaskRequest, payload_size
+
+if TYPE_CHECKING:
+    from stratoq.services.app import Services
+
+
+class Caller:
+    """The caller of the current request, as the authorizer put it in the request
+    context (`tenant`, `scopes`); `caller(scope)` checks the scope and names the tenant."""
+
+    def __init__(self, app: APIGatewayRestResolver, services: Services) -> None:
+        self._app = app
+        self._services = services
+
+    def __call__(self, scope: str) -> str:
+        """The caller's tenant, after checking its key has `scope` (403 otherwise)."""
+        authorizer = self._app.current_event.request_context.authorizer
+        tenant = authorizer.get("tenant")
+        if not tenant:
+            raise UnauthorizedError("Unauthorized")
+        granted = str(authorizer.get("scopes") or "").split()
+        if not (
+            "admin" in granted
+            or scope in granted
+            or (scope == "tasks:read" and "tasks:write" in granted)
+        ):
+            raise ForbiddenError(f"this API key lacks the {scope!r} scope")
+        return str(tenant)
+
+    def is_operator(self, tenant: str) -> bool:
+        """Whether `tenant`'s admin keys manage every tenant (the operator's do)."""
+        return manages_every_tenant(tenant, self._services.settings.operator_tenant)
+
+
+def answer(status: int, body: BaseModel | dict[str, Any]) -> Response[str]:
+    """A JSON answer: a contract model (or its dump) with `status`."""
+    data = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
+    return Response(status_code=status, content_type="application/json", body=json.dumps(data))
+
+
+def check_payload(request: TaskRequest, field: str = "payload") -> None:
+    """413 naming `field` if the request's payload is over the per-task limit."""
+    # Enqueuer.build refuses it too; checked here first to name the field in a batch.
+    size = payload_size(request.payload)
+    if size > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLargeError(
+            f"{field} is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes",
+            field=field,
+            detail=f"larger than {MAX_PAYLOAD_BYTES} bytes",
+        )
