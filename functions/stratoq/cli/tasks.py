@@ -1,0 +1,202 @@
+"""Task commands over the API: enqueue, status, wait, tasks (the listing), cancel, retry."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from stratoq.cli.common import Subparsers, UsageError, client, payload, positive, print_json
+
+
+def register(sub: Subparsers) -> None:
+    """Add the task commands to the command line."""
+    e = sub.add_parser("enqueue", help="enqueue a task")
+    e.add_argument("name")
+    e.add_argument("--payload", help="JSON payload")
+    e.add_argument("--queue", default="default")
+    e.add_argument("--priority", choices=["high", "default", "low"])
+    e.add_argument("--delay-seconds", dest="delay_seconds", type=int)
+    e.add_argument("--run-at", dest="run_at", help="RFC 3339 time, e.g. 2030-01-01T09:00:00Z")
+    e.add_argument("--timeout-seconds", dest="timeout_seconds", type=int)
+    e.add_argument("--max-attempts", dest="max_attempts", type=int)
+    e.add_argument("--idempotency-key", dest="idempotency_key")
+    e.add_argument(
+        "--unique",
+        action="store_true",
+        help="deduplicate on name + payload (a derived idempotency key; not with "
+        "--idempotency-key)",
+    )
+    e.add_argument(
+        "--idempotency-window",
+        dest="idempotency_window_seconds",
+        type=positive,
+        metavar="SECONDS",
+        help="how long the key holds (1 s to 7 days; default the deployment's, 24 h)",
+    )
+    e.add_argument("--wait", type=float, metavar="SECONDS", help="wait for the result")
+    e.set_defaults(func=cmd_enqueue)
+
+    s = sub.add_parser("status", help="show a task")
+    s.add_argument("id")
+    s.set_defaults(func=cmd_status)
+
+    wt = sub.add_parser("wait", help="wait for tasks to finish (a progress bar for many)")
+    wt.add_argument("ids", nargs="+", metavar="ID")
+    wt.add_argument("--timeout", type=float, default=300.0)
+    wt.add_argument("--progress", action="store_true", help="show the bar even when piped")
+    wt.set_defaults(func=cmd_wait)
+
+    t = sub.add_parser("tasks", help="list tasks, newest first")
+    t.add_argument(
+        "--status",
+        choices=["scheduled", "queued", "running", "retrying", "succeeded", "failed", "cancelled"],
+    )
+    t.add_argument("--name")
+    t.add_argument("--limit", type=positive, default=50)
+    t.add_argument("--next-token", dest="next_token")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_tasks)
+
+    c = sub.add_parser("cancel", help="cancel a task that has not started")
+    c.add_argument("id")
+    c.set_defaults(func=cmd_cancel)
+    r = sub.add_parser("retry", help="run a failed task again (or, with --failed, many)")
+    r.add_argument("id", nargs="?")
+    r.add_argument("--failed", action="store_true", help="retry failed tasks, newest first")
+    r.add_argument("--name", help="with --failed: only tasks of this name")
+    r.add_argument("--max", type=positive, help="with --failed: at most this many")
+    r.set_defaults(func=cmd_retry)
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    data = payload(args)
+    options: dict[str, Any] = {"queue": args.queue}
+    for key in (
+        "priority",
+        "delay_seconds",
+        "run_at",
+        "timeout_seconds",
+        "max_attempts",
+        "idempotency_key",
+        "idempotency_window_seconds",
+    ):
+        value = getattr(args, key)
+        if value is not None:
+            options[key] = value
+    if args.unique:
+        options["unique"] = True
+    api = client(args)
+    task = api.enqueue(args.name, data, **options)
+    if args.wait is not None:
+        task = api.wait(task.id, timeout=args.wait)
+    print_json(task.model_dump(mode="json"))
+    return 1 if task.status == "failed" else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    task = client(args).get(args.id)
+    print_json(task.model_dump(mode="json"))
+    return 1 if task.status == "failed" else 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    from stratoq.sdk.client import WaitTimeout
+
+    api = client(args)
+    ids = list(dict.fromkeys(args.ids))
+    deadline = time.monotonic() + args.timeout
+    finished: dict[str, Any] = {}
+    bar = _Progress(len(ids), enabled=(len(ids) > 1 and sys.stderr.isatty()) or args.progress)
+    while len(finished) < len(ids):
+        for tid in ids:
+            if tid not in finished:
+                task = api.get(tid)
+                if task.status.final:
+                    finished[tid] = task
+                    bar.update(finished.values())
+        if len(finished) < len(ids):
+            if time.monotonic() > deadline:
+                bar.close()
+                left = len(ids) - len(finished)
+                raise WaitTimeout(f"{left} task(s) not finished after {args.timeout:g} s")
+            time.sleep(0.2)
+    bar.close()
+    tasks = [finished[i] for i in ids]
+    if len(tasks) == 1:
+        print_json(tasks[0].model_dump(mode="json"))
+    else:
+        for t in tasks:
+            print(f"{t.id}  {t.status.value:<9}  {t.name}")
+    return 0 if all(t.status == "succeeded" for t in tasks) else 1
+
+
+class _Progress:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total = total
+        self.enabled = enabled
+
+    def update(self, done: Any) -> None:
+        if not self.enabled:
+            return
+        tasks = list(done)
+        ok = sum(1 for t in tasks if t.status == "succeeded")
+        width = 30
+        filled = int(width * len(tasks) / max(1, self.total))
+        sys.stderr.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {len(tasks)}/{self.total} "
+            f"succeeded {ok} failed/cancelled {len(tasks) - ok}"
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    tasks, token = client(args).list(args.status, args.name, args.limit, args.next_token)
+    if args.json:
+        print_json({"tasks": [t.model_dump(mode="json") for t in tasks], "next_token": token})
+        return 0
+    for t in tasks:
+        print(f"{t.id}  {t.status.value:<9}  {t.attempts}/{t.max_attempts}  {t.name}")
+    if token:
+        print(f"more: --next-token {token}", file=sys.stderr)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    print_json(client(args).cancel(args.id).model_dump(mode="json"))
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    if (args.id is None) == (not args.failed):
+        raise UsageError("give a task id, or --failed to retry failed tasks in bulk")
+    if args.id is not None:
+        if args.name is not None or args.max is not None:
+            raise UsageError("--name and --max go with --failed, not with a task id")
+        print_json(client(args).retry(args.id).model_dump(mode="json"))
+        return 0
+    api = client(args)
+    left = args.max
+    total = 0
+    seen: set[str] = set()
+    while True:
+        # The API retries at most 1,000 per call; without --max, go on until none is left.
+        answer = api.retry_failed(args.name, min(1000, left) if left is not None else 1000)
+        total += answer["retried"]
+        if left is not None:
+            left -= answer["retried"]
+        fresh = set(answer.get("task_ids", [])) - seen
+        seen |= fresh
+        # Tasks that fail again at once come back to the failed list: once a call finds
+        # only tasks this run already retried, stop rather than go round forever.
+        if not answer["more"] or not fresh or (left is not None and left <= 0):
+            break
+    print(f"retried {total} failed task(s)" + (" (more remain)" if answer["more"] else ""))
+    return 0

@@ -1,0 +1,100 @@
+"""The command line's assembly: its command groups, and the dev stack as a plugin."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+from stratoq.cli import main as cli
+from tests.conftest import ROOT
+
+COMMANDS = [
+    "dev",
+    "worker",
+    "provision",
+    "backfill-listing",
+    "enqueue",
+    "status",
+    "wait",
+    "tasks",
+    "cancel",
+    "retry",
+    "dlq",
+    "queues",
+    "top",
+    "schedules",
+    "scheduler",
+    "bridge",
+    "keys",
+]
+INSTALL = "pip install 'stratoq[local]'"
+
+
+def commands() -> list[str]:
+    """The commands `stratoq --help` lists, in its order."""
+    actions = cli.parser()._actions
+    return list(next(a for a in actions if isinstance(a, argparse._SubParsersAction)).choices)
+
+
+def test_help_lists_every_command_in_order() -> None:
+    assert commands() == COMMANDS
+
+
+def test_the_product_cli_never_imports_the_dev_stack() -> None:
+    for path in sorted((ROOT / "functions" / "stratoq" / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            local = [n for n in names if n == "stratoq.local" or n.startswith("stratoq.local.")]
+            assert not local, f"{Path(path).name} imports {local}"
+
+
+def test_dev_stays_when_the_plugin_cannot_be_imported(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "stratoq.local.commands", None)
+    assert commands() == COMMANDS
+    for argv in (["dev"], ["dev", "--port", "8080"], ["dev", "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(argv)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("stratoq: `stratoq dev` needs the dev stack's optional")
+        assert INSTALL in err
+
+
+def test_dev_stays_without_the_entry_points(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "entry_points", lambda group: [])
+    assert commands() == COMMANDS
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["provision", "--stack", "s"])
+    assert exit_.value.code == 2
+    assert INSTALL in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "module"),
+    [(["dev"], "moto.server"), (["dev"], "samtranslator"), (["provision"], "yaml")],
+)
+def test_a_missing_local_extra_is_a_sentence(
+    argv: list[str],
+    module: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"`stratoq {argv[0]}` needs" in err
+    assert INSTALL in err
