@@ -31,6 +31,7 @@ test: $(STAMP) lint typecheck validate
 lint: $(STAMP)
 	$(BIN)/ruff check functions tests loadtests
 	$(BIN)/ruff format --check functions tests loadtests
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

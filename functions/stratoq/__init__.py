@@ -18,6 +18,7 @@ from stratoq.core.errors import (
 )
 from stratoq.core.models import Task, TaskRequest, TaskStatus
 from stratoq.core.registry import TaskContext, context, task
+from stratoq.core.version import __version__
 from stratoq.sdk.client import Client
 
 __all__ = [
@@ -35,8 +36,8 @@ __all__ = [
     "TaskContext",
     "TaskRequest",
     "TaskStatus",
+    "__version__",
     "context",
     "lock",
     "task",
 ]
-__version__ = "0.1.0"

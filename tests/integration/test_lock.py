@@ -17,6 +17,7 @@ from boto3.dynamodb.types import TypeDeserializer
 from stratoq.adapters.locks import Acquired, Held, LockStore
 from stratoq.adapters.store import Claimed
 from stratoq.adapters.transport import Delivery
+from stratoq.core.clock import now_ms
 from stratoq.core.models import TaskRequest, TaskStatus
 from stratoq.core.settings import Settings
 from stratoq.handlers.edge import entry
@@ -24,8 +25,9 @@ from stratoq.handlers.worker import WorkerFunction
 from stratoq.local.esm import EventSourceMapping
 from stratoq.services.app import Services
 from stratoq.services.enqueue import Enqueuer
+from stratoq.services.leases import LeaseKeeper
 from stratoq.services.runner import InlineRunner
-from stratoq.services.worker import Action, LeaseKeeper, Worker, now_ms
+from stratoq.services.worker import Action, Worker
 from tests.support.pump import apply, pump_until_final, queue_counts
 
 NOW = 1_800_000_000_000  # fixed, and in the future so no TTL can remove items

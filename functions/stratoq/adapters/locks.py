@@ -42,6 +42,7 @@ from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
 from stratoq.core import policy, registry
+from stratoq.core.clock import now_ms
 from stratoq.core.errors import LockUnavailable
 
 if TYPE_CHECKING:
@@ -56,10 +57,6 @@ MAX_NAME_LENGTH = 256  # as TaskRequest.lock_key
 TTL_GRACE_SECONDS = 3600
 # A fresh item's first token is now_ms * FENCE_SCALE + 1 (see the module docstring).
 FENCE_SCALE = 1000
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def lock_pk(tenant: str, name: str) -> str:

@@ -22,12 +22,12 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
 
-from stratoq import __version__
 from stratoq.api import keys, queues, schedules, tasks
 from stratoq.api.common import Caller, answer
 from stratoq.api.contract import ErrorDetail, Health, OpenApiDocument, responses
 from stratoq.api.errors import error_body, http_error
 from stratoq.core.errors import StratoqError
+from stratoq.core.version import __version__
 
 if TYPE_CHECKING:
     from stratoq.services.app import Services

@@ -70,7 +70,7 @@ def register(sub: Subparsers) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from stratoq.core.priority import expand, parse_mode, parse_weights
-    from stratoq.runtime.poller import serve
+    from stratoq.runtime.supervisor import serve
 
     settings = settings_from(args)
     if args.priority_mode is not None:

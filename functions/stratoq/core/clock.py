@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 
@@ -13,3 +14,8 @@ def to_ms(dt: datetime | None) -> int | None:
 def from_ms(ms: int | None) -> datetime | None:
     """The UTC datetime of epoch milliseconds `ms` (None stays None)."""
     return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def now_ms() -> int:
+    """The wall clock in epoch milliseconds (what leases and locks are compared with)."""
+    return int(time.time() * 1000)

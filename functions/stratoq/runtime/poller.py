@@ -11,25 +11,17 @@ stop and release what is left, and exit 0.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import multiprocessing
 import os
 import queue
-import signal
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
 
 from aws_lambda_powertools import Logger
 
 from stratoq.adapters.transport import Delivery
 from stratoq.core.priority import PRIORITIES, PriorityChooser, expand, logical_queues, split_key
-from stratoq.core.settings import Settings
-from stratoq.observability.metrics import Metrics
-from stratoq.observability.prometheus import PrometheusRecorder
-from stratoq.runtime.signals import on_stop_signals
+from stratoq.runtime.batcher import Batcher
 from stratoq.services.app import Services
 from stratoq.services.runner import ProcessRunner, Runner
 from stratoq.services.worker import Action, Disposition
@@ -53,51 +45,6 @@ def prefetch_count(limit: int, slots: int, task_seconds: float | None) -> int:
     if limit <= 0 or task_seconds is None:
         return 0
     return min(limit, int(slots * PREFETCH_SECONDS / max(task_seconds, 1e-3)))
-
-
-class _Batcher:
-    """Collects items from many threads and hands them to `flush` in batches of 10."""
-
-    def __init__(self, flush: Callable[[list[Any]], None], name: str, linger: float = 0.02) -> None:
-        self._flush = flush
-        # Waiting a moment for more items fills batches under load (one request acks up
-        # to 10 messages) at a cost of at most `linger` seconds per acknowledgement.
-        self._linger = linger
-        self._q: queue.Queue[Any] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
-
-    def put(self, item: Any) -> None:
-        self._q.put(item)
-
-    def _loop(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            batch = [item]
-            stop = False
-            deadline = time.monotonic() + self._linger
-            while len(batch) < 10:
-                try:
-                    nxt = self._q.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-            try:
-                self._flush(batch)
-            except Exception:
-                # Unacknowledged messages reappear and are recognised as done: no loss.
-                logger.exception("batched SQS call failed", extra={"count": len(batch)})
-            if stop:
-                return
-
-    def close(self) -> None:
-        self._q.put(None)
-        self._thread.join(10)
 
 
 class Poller:
@@ -141,7 +88,7 @@ class Poller:
         # An ack may wait: the outcome is already recorded and the message stays invisible
         # for its lease, so up to 250 ms fills DeleteMessageBatch calls under load (SQS
         # deletes per task 0.27 -> 0.10 in the benchmark) at no cost to correctness.
-        self._acks = _Batcher(self.transport.delete, "stratoq-acks", linger=0.25)
+        self._acks = Batcher(self.transport.delete, "stratoq-acks", linger=0.25)
         self._queue_names = {self.transport.url(q): split_key(q)[0] for q in self.keys}
         self._rank = {self.transport.url(q): _priority_rank(q) for q in self.keys}
         self.processed = 0
@@ -381,79 +328,3 @@ def _idle_wait(poll_wait: int, queues: int) -> int:
     if poll_wait <= 0:
         return 0
     return max(1, -(-poll_wait // queues))
-
-
-def run_poller(services: Services, concurrency: int, queues: list[str], grace: float) -> None:
-    """Run one poller in this process until SIGTERM/SIGINT (a clean exit)."""
-    # A stop asked for while the poller is still starting (it spawns its slot processes
-    # first) is remembered, so SIGTERM at any moment means a clean exit 0.
-    stop_early = threading.Event()
-    holder: list[Poller] = []
-
-    def stop() -> None:
-        stop_early.set()
-        if holder:
-            holder[0].stop()
-
-    on_stop_signals(stop)
-    poller = Poller(services, concurrency, queues, shutdown_grace=grace)
-    holder.append(poller)
-    if stop_early.is_set():
-        poller.stop()
-    poller.run()
-
-
-def _poller_process(settings: Settings, concurrency: int, queues: list[str], grace: float) -> None:
-    # A poller process of its own: its own composition root, recording into the shared
-    # multiprocess metrics directory that its parent serves.
-    services = Services(settings, metrics=Metrics([PrometheusRecorder()]))
-    run_poller(services, concurrency, queues, grace)
-
-
-def serve(
-    services: Services,
-    concurrency: int,
-    processes: int = 1,
-    queues: list[str] | None = None,
-    shutdown_grace: float = 30.0,
-) -> int:
-    """Run pollers until SIGTERM/SIGINT; restarts a poller process that dies. Returns 0.
-
-    One process: the poller runs here with `services`. Several: each poller process
-    builds its own from `services.settings`.
-    """
-    settings = services.settings
-    queues = queues or list(settings.queues)
-    if processes == 1:
-        run_poller(services, concurrency, queues, shutdown_grace)
-        return 0
-    ctx = multiprocessing.get_context("spawn")
-    stopping = threading.Event()
-
-    def start() -> Any:
-        p = ctx.Process(
-            target=_poller_process,
-            args=(settings, concurrency, queues, shutdown_grace),
-            name="stratoq-poller",
-        )
-        p.start()
-        return p
-
-    procs = [start() for _ in range(processes)]
-
-    def stop() -> None:
-        stopping.set()
-        for p in list(procs):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGTERM)
-
-    on_stop_signals(stop)
-    while not stopping.is_set():
-        for i, p in enumerate(procs):
-            if not p.is_alive() and not stopping.is_set():
-                logger.warning("poller process exited; restarting", extra={"code": p.exitcode})
-                procs[i] = start()
-        stopping.wait(1.0)
-    for p in procs:
-        p.join()
-    return 0

@@ -24,8 +24,9 @@ from stratoq.core import registry
 from stratoq.core.settings import Settings
 from stratoq.observability.metrics import Metrics
 from stratoq.services.enqueue import Enqueuer
+from stratoq.services.leases import LeaseKeeper
 from stratoq.services.runner import Runner
-from stratoq.services.worker import LeaseKeeper, Worker
+from stratoq.services.worker import Worker
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
