@@ -44,12 +44,9 @@ if [[ -n "${STRATOQ_BOOTSTRAP_KEY:-}" ]]; then
   "$PYTHON" -c '
 import os
 
-from stratoq.adapters import aws
-from stratoq.security import KeyStore
-from stratoq.settings import Settings
+from stratoq.services.app import Services
 
-settings = Settings.from_env()
-_, record = KeyStore(aws.dynamodb(settings), settings.keys_table).create(
+_, record = Services.from_env().keys.create(
     "admin", ["admin"], "bootstrap", key=os.environ["STRATOQ_BOOTSTRAP_KEY"]
 )
 print(f"provision: admin key {record.key_id} (tenant {record.tenant}) is stored")
