@@ -16,6 +16,7 @@ import base64
 import binascii
 import json
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -96,6 +97,9 @@ def _answer_errors(app: APIGatewayRestResolver) -> None:
         return answer(404, error_body(f"no route {event.http_method} {event.path}"))
 
 
+_RESOLVING = threading.Lock()
+
+
 class ApiFunction:
     """The API function: API Gateway proxy events in, proxy answers out."""
 
@@ -120,7 +124,12 @@ class ApiFunction:
             event["headers"]["content-type"] = "application/json"
         if event.get("multiValueHeaders") is not None:
             event["multiValueHeaders"]["content-type"] = ["application/json"]
-        return self.resolver.resolve(event, context)
+        # Powertools keeps the request being resolved in class attributes shared by every
+        # resolver of the process (BaseRouter.current_event): two requests resolved at once
+        # (the dev stack's threaded gateway) would be validated and scope-checked against
+        # each other's body and tenant. On Lambda one instance serves one request anyway.
+        with _RESOLVING:
+            return self.resolver.resolve(event, context)
 
 
 def _internal_error(exc: Exception) -> Response[str]:
