@@ -44,9 +44,9 @@ if [[ -n "${STRATOQ_BOOTSTRAP_KEY:-}" ]]; then
   "$PYTHON" -c '
 import os
 
-from stratoq import aws
-from stratoq.security import KeyStore
-from stratoq.settings import Settings
+from stratoq.adapters import aws
+from stratoq.adapters.keys import KeyStore
+from stratoq.core.settings import Settings
 
 settings = Settings.from_env()
 _, record = KeyStore(aws.dynamodb(settings), settings.keys_table).create(
