@@ -68,10 +68,12 @@ from stratoq.core.schedules import (
 )
 from stratoq.core.settings import Settings
 from stratoq.observability import metrics
+from stratoq.observability.logging import stream_handler
 from stratoq.services import dlq
 from stratoq.services.enqueue import Enqueuer, services
 
-logger = Logger(service="stratoq")
+# The "stratoq" logger and its one handler: Powertools formats every stratoq.* logger.
+logger = Logger(service="stratoq", logger_handler=stream_handler())
 
 MAX_BODY_BYTES = 1024 * 1024  # a batch of 100 small tasks fits; API Gateway allows 10 MB
 MAX_BATCH = 100

@@ -14,8 +14,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from stratoq.adapters import aws
 from stratoq.adapters.keys import KeyStore, usage_identifier
 from stratoq.core.settings import Settings
+from stratoq.observability.logging import stream_handler
 
-logger = Logger(service="stratoq")
+# The "stratoq" logger and its one handler: Powertools formats every stratoq.* logger.
+logger = Logger(service="stratoq", logger_handler=stream_handler())
 
 
 class _Deps:

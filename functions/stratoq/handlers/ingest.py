@@ -19,10 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stratoq.core.settings import Settings
 from stratoq.observability import metrics
+from stratoq.observability.logging import stream_handler
 from stratoq.services.bridge import Bridge, BrokerMessage, kafka_key, rabbitmq_key
 from stratoq.services.enqueue import services
 
-logger = Logger(service="stratoq")
+# The "stratoq" logger and its one handler: Powertools formats every stratoq.* logger.
+logger = Logger(service="stratoq", logger_handler=stream_handler())
 
 
 # The parts of the events we read (https://docs.aws.amazon.com/lambda/latest/dg/with-mq.html,

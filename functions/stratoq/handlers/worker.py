@@ -26,10 +26,12 @@ from stratoq.core import registry
 from stratoq.core.priority import split_key
 from stratoq.core.settings import Settings
 from stratoq.observability import metrics
+from stratoq.observability.logging import stream_handler
 from stratoq.services.runner import InlineRunner
 from stratoq.services.worker import Action, Worker
 
-logger = Logger(service="stratoq")
+# The "stratoq" logger and its one handler: Powertools formats every stratoq.* logger.
+logger = Logger(service="stratoq", logger_handler=stream_handler())
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 

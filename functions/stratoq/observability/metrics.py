@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import re
 import shutil
@@ -31,7 +32,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from aws_lambda_powertools import Logger
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client import disable_created_metrics as _disable_created
 from prometheus_client.core import GaugeMetricFamily
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from stratoq.adapters.transport import SqsTransport
     from stratoq.core.models import Task
 
-logger = Logger(service="stratoq", child=True)
+logger = logging.getLogger(__name__)
 
 # *_created series double the output and no panel reads them.
 _disable_created()  # type: ignore[no-untyped-call]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import multiprocessing
 import os
 import queue
@@ -22,8 +23,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
 from stratoq.adapters import aws
 from stratoq.adapters.crypto import cipher_for
 from stratoq.adapters.store import TaskStore
@@ -32,11 +31,12 @@ from stratoq.core import registry
 from stratoq.core.priority import PRIORITIES, PriorityChooser, expand, logical_queues, split_key
 from stratoq.core.settings import Settings
 from stratoq.observability import metrics
+from stratoq.observability.logging import configure as configure_logging
 from stratoq.runtime.signals import on_stop_signals
 from stratoq.services.runner import ProcessRunner, Runner
 from stratoq.services.worker import Action, Disposition, LeaseKeeper, Worker
 
-logger = Logger(service="stratoq")
+logger = logging.getLogger(__name__)
 
 # A priority queue found empty is not asked again for this long (unless every queue is):
 # one wasted request per queue per second at most while another queue has a backlog, and
@@ -389,6 +389,7 @@ def _idle_wait(poll_wait: int, queues: int) -> int:
 
 def _run_poller(env: dict[str, str], concurrency: int, queues: list[str], grace: float) -> None:
     os.environ.update(env)
+    configure_logging()  # a spawned poller process starts with no logging set up
     # A stop asked for while the poller is still starting (it spawns its slot processes
     # first) is remembered, so SIGTERM at any moment means a clean exit 0.
     stop_early = threading.Event()
@@ -415,6 +416,7 @@ def serve(
     shutdown_grace: float = 30.0,
 ) -> int:
     """Run pollers until SIGTERM/SIGINT; restarts a poller process that dies. Returns 0."""
+    configure_logging()
     queues = queues or list(settings.queues)
     if processes == 1:
         _run_poller(settings.to_env(), concurrency, queues, shutdown_grace)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-
-from aws_lambda_powertools import Logger
 
 from stratoq.adapters import aws
 from stratoq.adapters.crypto import cipher_for
@@ -25,7 +24,7 @@ from stratoq.core.settings import Settings
 from stratoq.observability import metrics
 from stratoq.services.worker import outgoing_for
 
-logger = Logger(service="stratoq", child=True)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,13 @@ what they do with the returned Disposition.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-
-from aws_lambda_powertools import Logger
 
 from stratoq.adapters.locks import Acquired, LockStore, use_store
 from stratoq.adapters.store import Claimed, TaskStore
@@ -40,7 +39,7 @@ from stratoq.core.registry import TaskContext
 from stratoq.observability import metrics
 from stratoq.services.runner import Job, Runner, unknown_task
 
-logger = Logger(service="stratoq", child=True)
+logger = logging.getLogger(__name__)
 
 # Time a worker keeps after the task's own timeout to record the outcome.
 RECORD_GRACE_MS = 15_000
