@@ -1,8 +1,6 @@
 """The container image's roles without Docker: the entry point and health check as real
-processes, the Dockerfile's install line in a fresh venv, and `sam build` of the template.
-
-The last two install from PyPI (the one network the project uses); `sam build` needs the
-SAM CLI (`make validate` installs it in .venv/sam) and python3.12, else it is skipped.
+processes, and the Dockerfile's install line in a fresh venv (from PyPI, the one network
+the project uses). `sam build` of the Lambda artifact: tests/e2e/test_lambda_artifact.py.
 """
 
 from __future__ import annotations
@@ -14,11 +12,8 @@ import shutil
 import signal
 import socket
 import subprocess
-import tomllib
 import urllib.request
 from pathlib import Path
-
-import pytest
 
 from stratoq.core.models import TaskRequest
 from stratoq.core.settings import Settings
@@ -206,51 +201,3 @@ def test_dockerfile_install_line_gives_a_working_slim_runtime(
     # Slim: the emulator is not part of the image.
     moto = subprocess.run([vpython, "-c", "import moto"], capture_output=True, check=False)
     assert moto.returncode != 0
-
-
-def sam_cli() -> str | None:
-    venv_sam = ROOT / ".venv" / "sam" / "bin" / "sam"
-    return str(venv_sam) if venv_sam.is_file() else shutil.which("sam")
-
-
-def test_sam_build_packages_the_dependencies_for_arm64(tmp_path: Path) -> None:
-    sam = sam_cli()
-    if sam is None:
-        pytest.skip("the SAM CLI is not installed (make validate installs it in .venv/sam)")
-    py312 = python312()
-    if py312 is None:
-        pytest.skip("sam build needs python3.12 for the python3.12 runtime")
-    # The manifest scripts/deploy-aws writes: pyproject's runtime dependencies.
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    manifest = tmp_path / "requirements.txt"
-    manifest.write_text("".join(f"{d}\n" for d in deps))
-    build = tmp_path / "build"
-    env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1"}
-    env["PATH"] = os.pathsep.join([str(Path(py312).parent), env.get("PATH", "")])
-    out = subprocess.run(
-        [
-            sam,
-            "build",
-            "--template-file",
-            str(ROOT / "template.yaml"),
-            "--manifest",
-            str(manifest),
-            "--build-dir",
-            str(build),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    for function in ("WorkerFunction", "ApiFunction", "AuthorizerFunction"):
-        code = build / function
-        assert (code / "stratoq" / "handlers" / "worker.py").is_file()
-        for package in ("pydantic", "aws_lambda_powertools", "prometheus_client"):
-            assert (code / package).is_dir(), f"{function} lacks {package}"
-        # arm64 functions get aarch64 wheels, whatever machine builds them.
-        [core] = (code / "pydantic_core").glob("_pydantic_core.*.so")
-        assert "aarch64" in core.name

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from stratoq.core.errors import ConfigError, InvalidRequestError, KeyNotFoundError
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from stratoq.core.settings import Settings
 
-logger = Logger(service="stratoq", child=True)
+logger = logging.getLogger(__name__)
 
 SCOPES = ("tasks:read", "tasks:write", "admin")
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

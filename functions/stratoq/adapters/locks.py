@@ -27,6 +27,7 @@ it and `lock()` is the context manager for handlers.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import threading
@@ -37,7 +38,6 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools import Logger
 from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import ClientError
 
@@ -48,7 +48,7 @@ from stratoq.core.errors import LockUnavailable
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
-logger = Logger(service="stratoq", child=True)
+logger = logging.getLogger(__name__)
 
 _ser = TypeSerializer()
 

@@ -10,8 +10,10 @@ from aws_lambda_powertools import Logger
 
 from stratoq.api.app import ApiFunction
 from stratoq.handlers.edge import entry
+from stratoq.observability.logging import stream_handler
 
-# The "stratoq" logger's JSON handler; the API's own loggers are its children.
-logger = Logger(service="stratoq")
+# The "stratoq" logger and its one handler: Powertools formats every stratoq.* logger,
+# the API's own loggers included.
+logger = Logger(service="stratoq", logger_handler=stream_handler())
 
 lambda_handler = entry(ApiFunction)

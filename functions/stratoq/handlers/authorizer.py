@@ -13,9 +13,11 @@ from aws_lambda_powertools import Logger
 
 from stratoq.adapters.keys import usage_identifier
 from stratoq.handlers.edge import entry
+from stratoq.observability.logging import stream_handler
 from stratoq.services.app import Services
 
-logger = Logger(service="stratoq")
+# The "stratoq" logger and its one handler: Powertools formats every stratoq.* logger.
+logger = Logger(service="stratoq", logger_handler=stream_handler())
 
 
 def _header(event: dict[str, Any], name: str) -> str:

@@ -18,10 +18,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
 from stratoq.handlers.edge import entry
+from stratoq.observability.logging import stream_handler
 from stratoq.services.app import Services
 from stratoq.services.bridge import Bridge, BrokerMessage, kafka_key, rabbitmq_key
 
-logger = Logger(service="stratoq")
+# The "stratoq" logger and its one handler: Powertools formats every stratoq.* logger.
+logger = Logger(service="stratoq", logger_handler=stream_handler())
 
 
 # The parts of the events we read (https://docs.aws.amazon.com/lambda/latest/dg/with-mq.html,

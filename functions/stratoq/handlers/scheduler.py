@@ -14,9 +14,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from stratoq.core.models import utcnow
 from stratoq.core.schedules import fire_from_input
 from stratoq.handlers.edge import entry
+from stratoq.observability.logging import stream_handler
 from stratoq.services.app import Services
 
-logger = Logger(service="stratoq")
+# The "stratoq" logger and its one handler: Powertools formats every stratoq.* logger.
+logger = Logger(service="stratoq", logger_handler=stream_handler())
 
 
 class SchedulerFunction:

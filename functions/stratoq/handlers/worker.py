@@ -22,11 +22,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from stratoq.adapters.transport import Delivery
 from stratoq.core.priority import split_key
 from stratoq.handlers.edge import entry
+from stratoq.observability.logging import stream_handler
 from stratoq.services.app import Services
 from stratoq.services.runner import InlineRunner
 from stratoq.services.worker import Action
 
-logger = Logger(service="stratoq")
+# The "stratoq" logger and its one handler: Powertools formats every stratoq.* logger.
+logger = Logger(service="stratoq", logger_handler=stream_handler())
 
 # Without an invocation context (a local consumer calling in): 15 minutes, Lambda's most.
 NO_DEADLINE_MS = 900_000

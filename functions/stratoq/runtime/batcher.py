@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
-logger = Logger(service="stratoq", child=True)
+logger = logging.getLogger(__name__)
 
 
 class Batcher:

@@ -12,12 +12,11 @@ stop and release what is left, and exit 0.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import queue
 import threading
 import time
-
-from aws_lambda_powertools import Logger
 
 from stratoq.adapters.transport import Delivery
 from stratoq.core.priority import PRIORITIES, PriorityChooser, expand, logical_queues, split_key
@@ -26,7 +25,7 @@ from stratoq.services.app import Services
 from stratoq.services.runner import ProcessRunner, Runner
 from stratoq.services.worker import Action, Disposition
 
-logger = Logger(service="stratoq")
+logger = logging.getLogger(__name__)
 
 # A priority queue found empty is not asked again for this long (unless every queue is):
 # one wasted request per queue per second at most while another queue has a backlog, and

@@ -16,6 +16,7 @@ cancelled (messages pika had buffered go back to the queue) and the process exit
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from dataclasses import dataclass
@@ -24,15 +25,14 @@ from urllib.parse import unquote, urlsplit
 
 import pika
 import pika.exceptions
-from aws_lambda_powertools import Logger
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 from pika.spec import Basic, BasicProperties
 
 from stratoq.core.errors import ConfigError
+from stratoq.observability.logging import configure as configure_logging
 from stratoq.services.bridge import Bridge, BrokerMessage, rabbitmq_key
 
-# The parent logger of this process (as in poller.py): JSON lines on stdout.
-logger = Logger(service="stratoq")
+logger = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 30.0
 
@@ -117,6 +117,7 @@ class RabbitBridge:
         return connection, channel
 
     def run(self) -> int:
+        configure_logging()  # `stratoq bridge rabbitmq`: JSON lines on stdout
         previous = {sig: signal.signal(sig, self.stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             connected = False

@@ -8,26 +8,27 @@ wake a thread (`runtime.signals`).
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import signal
 import threading
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
 from stratoq.core.settings import Settings
+from stratoq.observability.logging import configure as configure_logging
 from stratoq.observability.metrics import Metrics
 from stratoq.observability.prometheus import PrometheusRecorder
 from stratoq.runtime.poller import Poller
 from stratoq.runtime.signals import on_stop_signals
 from stratoq.services.app import Services
 
-logger = Logger(service="stratoq")
+logger = logging.getLogger(__name__)
 
 
 def run_poller(services: Services, concurrency: int, queues: list[str], grace: float) -> None:
     """Run one poller in this process until SIGTERM/SIGINT (a clean exit)."""
+    configure_logging()  # a spawned poller process starts with no logging set up
     # A stop asked for while the poller is still starting (it spawns its slot processes
     # first) is remembered, so SIGTERM at any moment means a clean exit 0.
     stop_early = threading.Event()
@@ -65,6 +66,7 @@ def serve(
     One process: the poller runs here with `services`. Several: each poller process
     builds its own from `services.settings`.
     """
+    configure_logging()
     settings = services.settings
     queues = queues or list(settings.queues)
     if processes == 1:

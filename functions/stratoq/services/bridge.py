@@ -18,11 +18,11 @@ on their side; the log line names where each skipped message came from.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from aws_lambda_powertools import Logger
 from pydantic import ValidationError
 
 from stratoq.adapters.keys import TENANT_PATTERN
@@ -30,7 +30,7 @@ from stratoq.core.errors import ConfigError, StratoqError
 from stratoq.core.models import TaskRequest
 from stratoq.services.enqueue import Enqueued, Enqueuer
 
-logger = Logger(service="stratoq", child=True)
+logger = logging.getLogger(__name__)
 
 MAX_KEY_CHARS = 256  # TaskRequest.idempotency_key's limit
 

@@ -17,11 +17,10 @@ is batched: receive 10, one BatchGetItem, one send batch, one delete batch.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-
-from aws_lambda_powertools import Logger
 
 from stratoq.adapters.transport import SQS_BATCH, Delivery, TaskMessage
 from stratoq.core.clock import to_ms
@@ -35,7 +34,7 @@ from stratoq.core.models import FINAL_STATUSES, Task, TaskStatus, utcnow
 from stratoq.core.priority import expand
 from stratoq.services.enqueue import Enqueuer
 
-logger = Logger(service="stratoq", child=True)
+logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGES = 1000
 MAX_MESSAGES = 10_000

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-
-from aws_lambda_powertools import Logger
 
 from stratoq.adapters.store import TaskStore
 from stratoq.adapters.transport import Outgoing, SqsTransport, TaskMessage, outgoing_for
@@ -24,7 +23,7 @@ from stratoq.core.models import (
 from stratoq.core.settings import Settings
 from stratoq.observability.metrics import Metrics
 
-logger = Logger(service="stratoq", child=True)
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

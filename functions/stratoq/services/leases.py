@@ -7,17 +7,16 @@ store refuses means another worker took the task over: the attempt is stopped.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
-
-from aws_lambda_powertools import Logger
 
 from stratoq.adapters.locks import Acquired, LockStore
 from stratoq.adapters.store import TaskStore
 from stratoq.adapters.transport import Delivery, SqsTransport
 from stratoq.core.clock import now_ms
 
-logger = Logger(service="stratoq", child=True)
+logger = logging.getLogger(__name__)
 
 
 @dataclass

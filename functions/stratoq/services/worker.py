@@ -10,14 +10,13 @@ what they do with the returned Disposition.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-
-from aws_lambda_powertools import Logger
 
 from stratoq.adapters.locks import Acquired, LockStore, bound
 from stratoq.adapters.store import Claimed, TaskStore
@@ -42,7 +41,7 @@ from stratoq.observability.metrics import Metrics
 from stratoq.services.leases import LeaseKeeper
 from stratoq.services.runner import Job, Runner, unknown_task
 
-logger = Logger(service="stratoq", child=True)
+logger = logging.getLogger(__name__)
 
 # Time a worker keeps after the task's own timeout to record the outcome.
 RECORD_GRACE_MS = 15_000
