@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from stratoq.adapters import aws
 from stratoq.core.errors import EnqueueError
 from stratoq.core.models import Task, TaskRequest, TaskStatus, utcnow
 from stratoq.services import dlq
@@ -28,7 +29,7 @@ def dlq_url(core: Enqueuer) -> str:
 
 
 def dlq_count(core: Enqueuer) -> int:
-    attrs = core.transport._sqs.get_queue_attributes(
+    attrs = aws.sqs(core.settings).get_queue_attributes(
         QueueUrl=dlq_url(core),
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
@@ -39,7 +40,7 @@ def dlq_count(core: Enqueuer) -> int:
 
 def to_dlq(core: Enqueuer, *bodies: str) -> None:
     for body in bodies:
-        core.transport._sqs.send_message(QueueUrl=dlq_url(core), MessageBody=body)
+        aws.sqs(core.settings).send_message(QueueUrl=dlq_url(core), MessageBody=body)
 
 
 def body(task_id: str, tenant: str = "default") -> str:
@@ -65,7 +66,7 @@ def test_a_poison_message_moved_by_max_receive_count_is_redriven(
     for _ in range(30):
         if dlq_count(core):
             break
-        core.transport._sqs.receive_message(QueueUrl=main, VisibilityTimeout=0)
+        aws.sqs(core.settings).receive_message(QueueUrl=main, VisibilityTimeout=0)
     assert dlq_count(core) == 1
     assert core.store.get(tid).status is TaskStatus.QUEUED
 
@@ -152,7 +153,7 @@ def test_a_failed_send_leaves_the_message_in_the_dlq(
 def test_a_queue_without_a_dlq_is_not_found(core: Enqueuer) -> None:
     for key in dlq.queue_keys(core, "default"):  # the default queue and its priorities
         url = core.transport.url(key)
-        core.transport._sqs.set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": ""})
+        aws.sqs(core.settings).set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": ""})
     if core.transport.dead_letter_url("default") is not None:
         pytest.skip("this emulator keeps an emptied redrive policy")
     with pytest.raises(dlq.NoDeadLetterQueueError):

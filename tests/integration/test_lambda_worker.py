@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from stratoq.adapters import aws
 from stratoq.adapters.store import Claimed
 from stratoq.core.models import TaskRequest, TaskStatus
 from stratoq.core.settings import Settings
@@ -24,7 +25,7 @@ def esm(
         monkeypatch.setenv(key, value)
     lambda_worker._State.worker = None  # a cold start with this test's settings
     yield EventSourceMapping(
-        core.transport._sqs, core.transport, "default", lambda_worker.lambda_handler
+        aws.sqs(core.settings), core.transport, "default", lambda_worker.lambda_handler
     )
     lambda_worker._State.worker = None
 

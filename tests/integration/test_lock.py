@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
+from stratoq.adapters import aws
 from stratoq.adapters.locks import Acquired, Held, LockStore
 from stratoq.adapters.store import Claimed
 from stratoq.adapters.transport import Delivery
@@ -350,7 +351,7 @@ def test_lambda_worker_redelays_a_locked_task_then_runs_it(
         monkeypatch.setenv(key, value)
     lambda_worker._State.worker = None  # a cold start with this test's settings
     esm = EventSourceMapping(
-        core.transport._sqs, core.transport, "default", lambda_worker.lambda_handler
+        aws.sqs(core.settings), core.transport, "default", lambda_worker.lambda_handler
     )
     try:
         tid = core.enqueue(TaskRequest(name="echo", payload=1, lock_key="lam")).task.id

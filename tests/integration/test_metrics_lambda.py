@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from stratoq.adapters import aws
 from stratoq.core.models import TaskRequest, TaskStatus
 from stratoq.core.settings import Settings
 from stratoq.handlers import worker as lambda_worker
@@ -29,7 +30,7 @@ def esm(
     metrics.configure(prometheus=False, emf=True)  # as on Lambda
     try:
         yield EventSourceMapping(
-            core.transport._sqs, core.transport, "default", lambda_worker.lambda_handler
+            aws.sqs(core.settings), core.transport, "default", lambda_worker.lambda_handler
         )
     finally:
         metrics.configure()

@@ -12,6 +12,7 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import ClientError
 
+from stratoq.adapters import aws
 from stratoq.adapters.store import MAX_ERROR_CHARS, Claimed, NotClaimed, TaskStore, from_ms, to_ms
 from stratoq.core.errors import InvalidStateError, TaskNotFoundError
 from stratoq.core.models import AttemptError, Backoff, Priority, Task, TaskRequest, TaskStatus
@@ -44,7 +45,7 @@ def fetch(core: Enqueuer, task_id: str) -> Task:
 
 def raw(core: Enqueuer, key: str) -> dict[str, Any] | None:
     """The item as DynamoDB holds it (lease fields included)."""
-    out = core.store._db.get_item(
+    out = aws.dynamodb(core.settings).get_item(
         TableName=core.store.table, Key={"pk": {"S": key}}, ConsistentRead=True
     )
     return {k: _de.deserialize(v) for k, v in out["Item"].items()} if "Item" in out else None
@@ -57,7 +58,7 @@ def claimed(core: Enqueuer, task_id: str, now_ms: int = NOW, lease_ms: int = LEA
 
 
 def item_count(core: Enqueuer) -> int:
-    return core.store._db.scan(TableName=core.store.table, Select="COUNT")["Count"]
+    return aws.dynamodb(core.settings).scan(TableName=core.store.table, Select="COUNT")["Count"]
 
 
 # ---------------------------------------------------------------- create and get
@@ -170,7 +171,7 @@ def test_idempotency_keys_are_per_tenant(core: Enqueuer) -> None:
 
 
 def test_idempotency_key_is_free_again_after_its_window(core: Enqueuer) -> None:
-    store = TaskStore(core.store._db, core.store.table, idempotency_window_ms=1)
+    store = TaskStore(aws.dynamodb(core.settings), core.store.table, idempotency_window_ms=1)
     first, created = store.create(build(core, idempotency_key="k"), 1_000)
     assert created  # window ends at 1_001
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from stratoq.adapters import aws
 from stratoq.adapters.store import Claimed, to_ms
 from stratoq.adapters.transport import TaskMessage
 from stratoq.core.models import TaskRequest, TaskStatus
@@ -190,8 +191,8 @@ def test_long_delay_hops_without_running_early(core: Enqueuer) -> None:
     assert (task.next_attempt_at - task.created_at).total_seconds() == pytest.approx(10800, abs=1)
     assert queue_counts(core)["delayed"] == 1  # the first 15-minute hop
     # Deliver a hop message now (as SQS would after 15 minutes): it is re-delayed.
-    core.transport._sqs.purge_queue(QueueUrl=core.transport.url("default"))
-    core.transport._sqs.send_message(
+    aws.sqs(core.settings).purge_queue(QueueUrl=core.transport.url("default"))
+    aws.sqs(core.settings).send_message(
         QueueUrl=core.transport.url("default"),
         MessageBody=TaskMessage(tid, "default", due).encode(),
     )
@@ -203,7 +204,7 @@ def test_long_delay_hops_without_running_early(core: Enqueuer) -> None:
     assert queue_counts(core) == {"visible": 0, "in_flight": 0, "delayed": 1}
     assert core.store.get(tid).attempts == 0
     # When it is due, the same kind of message runs the task.
-    core.transport._sqs.send_message(
+    aws.sqs(core.settings).send_message(
         QueueUrl=core.transport.url("default"),
         MessageBody=TaskMessage(tid, "default", due).encode(),
     )
@@ -221,7 +222,7 @@ def test_run_at_far_ahead_is_stored_and_not_claimable_early(core: Enqueuer) -> N
     assert task.status is TaskStatus.SCHEDULED
     assert task.scheduled_for == run_at and task.next_attempt_at == run_at
     # Even a message without a due time cannot start it early.
-    core.transport._sqs.send_message(
+    aws.sqs(core.settings).send_message(
         QueueUrl=core.transport.url("default"), MessageBody=TaskMessage(tid, "default").encode()
     )
     deliveries = core.transport.receive("default", 10, 1, 30)
@@ -235,7 +236,7 @@ def test_messages_that_keep_crashing_workers_go_to_the_dlq(core: Enqueuer) -> No
     import json
 
     enqueue(core, "echo", 1)
-    sqs = core.transport._sqs
+    sqs = aws.sqs(core.settings)
     url = core.transport.url("default")
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"])
     policy = json.loads(attrs["Attributes"]["RedrivePolicy"])
@@ -249,7 +250,7 @@ def test_messages_that_keep_crashing_workers_go_to_the_dlq(core: Enqueuer) -> No
 
 def test_malformed_message_is_dropped(core: Enqueuer, worker: Worker) -> None:
     url = core.transport.url("default")
-    core.transport._sqs.send_message(QueueUrl=url, MessageBody="not json")
+    aws.sqs(core.settings).send_message(QueueUrl=url, MessageBody="not json")
     [delivery] = core.transport.receive("default", 10, 1, 30)
     assert worker.process(delivery).status == "malformed"
 

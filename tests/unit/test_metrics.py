@@ -178,17 +178,30 @@ def test_flush_after_flushes_even_when_the_handler_raises(emf: Any) -> None:
     assert emf()[0]["stratoq_tasks_cancelled_total"] == [1.0]
 
 
-def test_lambda_defaults_to_emf(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lambda_defaults_to_emf(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def recorders() -> tuple[bool, bool]:
+        """Which recorders took a task: (prometheus-client, EMF)."""
+        labels = {"queue": "default", "task_name": "lambda-default"}
+        before = value("stratoq_tasks_enqueued_total", **labels)
+        capsys.readouterr()
+        metrics.tasks_enqueued([task(name="lambda-default")])
+        metrics.flush()
+        lines = capsys.readouterr().out.splitlines()
+        emf = any(line.startswith("{") and "_aws" in json.loads(line) for line in lines)
+        return value("stratoq_tasks_enqueued_total", **labels) > before, emf
+
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "stratoq-WorkerFunction")
     metrics.configure()
     try:
-        prom, emf = metrics._recorders()
-        assert prom is None and emf is not None
+        prom, emf = recorders()
+        assert not prom and emf
     finally:
         monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME")
         metrics.configure()
-    prom, emf = metrics._recorders()
-    assert prom is not None and emf is None
+    prom, emf = recorders()
+    assert prom and not emf
 
 
 class FakeTransport:
