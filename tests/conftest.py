@@ -15,6 +15,15 @@ from stratoq.services.enqueue import Enqueuer, services
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_TASKS = "tests.support.tasks"
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with its tier, the directory it lives in (`pytest -m unit`)."""
+    for item in items:
+        parts = item.path.relative_to(ROOT).parts
+        if len(parts) > 1 and parts[0] == "tests" and parts[1] in TIERS:
+            item.add_marker(parts[1])
 
 
 @pytest.fixture(scope="session")
