@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from stratoq.adapters import aws
 from stratoq.core.models import Task, TaskStatus
 from stratoq.core.settings import Settings
 from stratoq.services.enqueue import Enqueuer
@@ -137,7 +138,7 @@ def test_a_message_stays_in_rabbitmq_until_its_task_is_enqueued(
     assert rabbit.ready(queue) == 0
     [task] = tasks_of(core, "default")
     assert task.payload["n"] == 7
-    received = core.transport._sqs.receive_message(
+    received = aws.sqs(core.settings).receive_message(
         QueueUrl=core.transport.url("default"), MaxNumberOfMessages=10
     )["Messages"]
     assert [json.loads(m["Body"])["id"] for m in received] == [task.id]

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from stratoq.adapters import aws
 from stratoq.core.errors import EnqueueError
 from stratoq.core.models import Task, TaskStatus
 from stratoq.core.settings import Settings
@@ -127,7 +128,7 @@ def test_enqueue_failure_fails_the_invocation_and_the_retry_enqueues_once(
     tasks = tasks_of(core, "acme")
     assert [t.payload for t in tasks] == [{"invoice": "A"}, {"invoice": "B"}]
     # Their messages were sent this time: the tasks run.
-    received = core.transport._sqs.receive_message(
+    received = aws.sqs(core.settings).receive_message(
         QueueUrl=core.transport.url("default"), MaxNumberOfMessages=10
     )["Messages"]
     assert {json.loads(m["Body"])["id"] for m in received} == {t.id for t in tasks}

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from stratoq.adapters import aws
 from stratoq.adapters.store import TaskStore
 from stratoq.core.models import TaskRequest, TaskStatus
 from stratoq.services.enqueue import Enqueuer
@@ -29,7 +30,7 @@ def messages(core: Enqueuer) -> int:
 # ------------------------------------------------------------------- windows
 def test_a_record_past_its_window_is_free_before_ttl_removes_it(core: Enqueuer) -> None:
     # An injected clock: the store is given `now` explicitly, with a 5 s window.
-    store = TaskStore(core.store._db, core.store.table, idempotency_window_ms=5_000)
+    store = TaskStore(aws.dynamodb(core.settings), core.store.table, idempotency_window_ms=5_000)
     first, created = store.create(core.build(req(idempotency_key="w")), NOW)
     assert created
     held, created = store.create(core.build(req(idempotency_key="w")), NOW + 5_000)
@@ -38,7 +39,7 @@ def test_a_record_past_its_window_is_free_before_ttl_removes_it(core: Enqueuer) 
     again, created = store.create(later, NOW + 5_001)
     assert created and again.id == later.id != first.id
     # The record was replaced in place (TTL never ran): it now names the new task.
-    record = core.store._db.get_item(
+    record = aws.dynamodb(core.settings).get_item(
         TableName=core.store.table, Key={"pk": {"S": "idem#default#w"}}, ConsistentRead=True
     )["Item"]
     assert record["task_id"]["S"] == later.id
@@ -59,7 +60,7 @@ def test_a_finished_task_still_holds_its_key(core: Enqueuer) -> None:
 
 def window_of(core: Enqueuer, key: str, tenant: str = "default") -> int:
     """The milliseconds the key's record holds, from its task's creation (as stored)."""
-    record = core.store._db.get_item(
+    record = aws.dynamodb(core.settings).get_item(
         TableName=core.store.table, Key={"pk": {"S": f"idem#{tenant}#{key}"}}, ConsistentRead=True
     )["Item"]
     task = core.store.get(record["task_id"]["S"], tenant)
@@ -77,7 +78,7 @@ def test_a_per_request_window_is_the_one_stored(core: Enqueuer) -> None:
 
 def test_the_deployment_window_is_the_default(core: Enqueuer) -> None:
     short = Enqueuer(
-        TaskStore(core.store._db, core.store.table, idempotency_window_ms=5_000),
+        TaskStore(aws.dynamodb(core.settings), core.store.table, idempotency_window_ms=5_000),
         core.transport,
         core.settings,
     )
@@ -91,7 +92,9 @@ def test_the_deployment_window_is_the_default(core: Enqueuer) -> None:
 def test_a_record_whose_task_expired_is_free(core: Enqueuer) -> None:
     first = core.enqueue(req(idempotency_key="orphan"))
     # TTL removed the finished task (retention shorter than the window); the record stays.
-    core.store._db.delete_item(TableName=core.store.table, Key={"pk": {"S": first.task.id}})
+    aws.dynamodb(core.settings).delete_item(
+        TableName=core.store.table, Key={"pk": {"S": first.task.id}}
+    )
     again = core.enqueue(req(idempotency_key="orphan"))
     assert again.created and again.task.id != first.task.id
     assert core.enqueue(req(idempotency_key="orphan")).task.id == again.task.id

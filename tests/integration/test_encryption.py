@@ -25,7 +25,7 @@ NOW = 1_800_000_000_000
 
 def scan_text(core: Enqueuer) -> str:
     """Every item of the tasks table, as text (binary attributes decoded leniently)."""
-    items = core.store._db.scan(TableName=core.store.table)["Items"]
+    items = aws.dynamodb(core.settings).scan(TableName=core.store.table)["Items"]
 
     def text(value: Any) -> str:
         if isinstance(value, bytes | bytearray):
@@ -36,7 +36,9 @@ def scan_text(core: Enqueuer) -> str:
 
 
 def raw_item(core: Enqueuer, task_id: str) -> dict[str, Any]:
-    out = core.store._db.get_item(TableName=core.store.table, Key={"pk": {"S": task_id}})
+    out = aws.dynamodb(core.settings).get_item(
+        TableName=core.store.table, Key={"pk": {"S": task_id}}
+    )
     return dict(out["Item"])
 
 
@@ -100,7 +102,7 @@ def test_a_payload_copied_to_another_task_does_not_decrypt(core: Enqueuer) -> No
     first = core.enqueue(TaskRequest(name="echo", payload=MARKER, delay_seconds=600), "acme")
     second = core.enqueue(TaskRequest(name="echo", payload="mine", delay_seconds=600), "acme")
     stolen = raw_item(core, first.task.id)["payload"]
-    core.store._db.update_item(
+    aws.dynamodb(core.settings).update_item(
         TableName=core.store.table,
         Key={"pk": {"S": second.task.id}},
         UpdateExpression="SET payload = :p",
@@ -112,14 +114,14 @@ def test_a_payload_copied_to_another_task_does_not_decrypt(core: Enqueuer) -> No
 
 def test_without_the_key_nothing_decrypts(core: Enqueuer) -> None:
     task = core.enqueue(TaskRequest(name="echo", payload=MARKER, delay_seconds=600), "acme").task
-    keyless = TaskStore(core.store._db, core.store.table)
+    keyless = TaskStore(aws.dynamodb(core.settings), core.store.table)
     with pytest.raises(DecryptionError, match="STRATOQ_KMS_KEY_ID"):
         keyless.get(task.id, "acme")
 
 
 def test_tasks_stored_in_clear_stay_readable(core: Enqueuer) -> None:
     """A deployment that turns encryption on still reads what it stored before."""
-    clear = TaskStore(core.store._db, core.store.table)
+    clear = TaskStore(aws.dynamodb(core.settings), core.store.table)
     task = core.build(TaskRequest(name="echo", payload={"old": True}), "acme")
     clear.create(task, NOW)
     assert raw_item(core, task.id)["payload"] == {"S": '{"old":true}'}

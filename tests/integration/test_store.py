@@ -126,7 +126,7 @@ def test_idempotency_keys_are_per_tenant(core: Enqueuer) -> None:
 
 
 def test_idempotency_key_is_free_again_after_its_window(core: Enqueuer) -> None:
-    store = TaskStore(core.store._db, core.store.table, idempotency_window_ms=1)
+    store = TaskStore(core.store.client, core.store.table, idempotency_window_ms=1)
     first, created = store.create(build(core, idempotency_key="k"), 1_000)
     assert created  # window ends at 1_001
 

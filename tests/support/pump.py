@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from stratoq.adapters import aws
 from stratoq.adapters.transport import Delivery
 from stratoq.core.models import Task
 from stratoq.services.enqueue import Enqueuer
@@ -35,7 +36,7 @@ def pump_until_final(
 
 
 def queue_counts(core: Enqueuer, queue_url: str | None = None) -> dict[str, int]:
-    return counts_at(core.transport._sqs, queue_url or core.transport.url("default"))
+    return counts_at(aws.sqs(core.settings), queue_url or core.transport.url("default"))
 
 
 def counts_at(sqs: Any, url: str) -> dict[str, int]:

@@ -41,7 +41,7 @@ def fetch(core: Enqueuer, task_id: str) -> Task:
 
 def raw(core: Enqueuer, key: str) -> dict[str, Any] | None:
     """The item as DynamoDB holds it (lease fields included)."""
-    out = core.store._db.get_item(
+    out = core.store.client.get_item(
         TableName=core.store.table, Key={"pk": {"S": key}}, ConsistentRead=True
     )
     return {k: _de.deserialize(v) for k, v in out["Item"].items()} if "Item" in out else None
@@ -54,4 +54,4 @@ def claimed(core: Enqueuer, task_id: str, now_ms: int = NOW, lease_ms: int = LEA
 
 
 def item_count(core: Enqueuer) -> int:
-    return core.store._db.scan(TableName=core.store.table, Select="COUNT")["Count"]
+    return core.store.client.scan(TableName=core.store.table, Select="COUNT")["Count"]

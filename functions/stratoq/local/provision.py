@@ -8,6 +8,8 @@ mappings, API Gateway, IAM), together with everything that refers to them.
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import re
 from pathlib import Path
@@ -67,11 +69,19 @@ def template_path() -> Path:
 
 def translate(path: Path | None = None) -> dict[str, Any]:
     """The CloudFormation that `sam deploy` would create from the SAM template."""
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    text = (path or template_path()).read_text()
+    # Translating takes a good part of a second; a process (the test suite) that asks
+    # again for the same text gets its own copy of the first answer.
+    return copy.deepcopy(_translated(text, os.environ["AWS_DEFAULT_REGION"]))
+
+
+@functools.lru_cache(maxsize=4)
+def _translated(text: str, region: str) -> dict[str, Any]:
     from samtranslator.translator.transform import transform
     from samtranslator.yaml_helper import yaml_parse
 
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    sam = yaml_parse((path or template_path()).read_text())
+    sam = yaml_parse(text)
     # `sam package` would upload the code and put its S3 URI here; the translator
     # insists on one, and nothing local reads it.
     for holder in [sam.get("Globals", {}).get("Function", {})] + [

@@ -115,7 +115,8 @@ def _picklable(part: dict[tuple[str, str], Any]) -> bool:
     return True
 
 
-def _state() -> tuple[bytes, list[str]]:
+def _backends() -> tuple[dict[tuple[str, str], Any], dict[tuple[str, str], str], list[str]]:
+    """Every moto backend in use, by where it lives; their service names; those left out."""
     from moto.core.base_backend import BackendDict
 
     state: dict[tuple[str, str], Any] = {}
@@ -128,6 +129,19 @@ def _state() -> tuple[bytes, list[str]]:
             continue
         state[where] = {account: dict(regions) for account, regions in backends.items()}
         names[where] = backends.service_name
+    return state, names, skipped
+
+
+def _install(state: dict[tuple[str, str], Any]) -> None:
+    for (module, name), accounts in state.items():
+        backends = getattr(importlib.import_module(module), name)
+        for account, regions in accounts.items():
+            for region, backend in regions.items():
+                dict.__setitem__(backends[account], region, backend)
+
+
+def _state() -> tuple[bytes, list[str]]:
+    state, names, skipped = _backends()
     for attempt in range(5):
         try:
             return _dumps(state), skipped
@@ -147,6 +161,49 @@ def _state() -> tuple[bytes, list[str]]:
     raise SnapshotError(
         "the emulator's state kept changing while it was saved: a client was still using it"
     )
+
+
+class _SharingPickler(_Pickler):
+    """Keeps private keys by reference: they are immutable, and loading one from PEM
+    checks it, which costs far more than the rest of a stack's state."""
+
+    def __init__(self, file: BinaryIO, kept: list[Any]) -> None:
+        super().__init__(file)
+        self._kept = kept
+
+    def persistent_id(self, obj: Any) -> int | None:
+        if isinstance(obj, self._keys):
+            self._kept.append(obj)
+            return len(self._kept) - 1
+        return None
+
+
+class _SharingUnpickler(pickle.Unpickler):
+    def __init__(self, file: BinaryIO, kept: list[Any]) -> None:
+        super().__init__(file)
+        self._kept = kept
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self._kept[pid]
+
+
+class Checkpoint:
+    """The state of every moto backend in this process, held in memory to return to.
+
+    Tests provision a stack once and restore this after an emulator reset, instead of
+    provisioning again for every test: the same state, at a fraction of the cost.
+    """
+
+    def __init__(self) -> None:
+        self._kept: list[Any] = []
+        buffer = io.BytesIO()
+        _SharingPickler(buffer, self._kept).dump(_backends()[0])
+        self._blob = buffer.getvalue()
+
+    def restore(self) -> None:
+        """Put every captured backend back (after a reset, with no request in flight)."""
+        state = _SharingUnpickler(io.BytesIO(self._blob), self._kept).load()
+        _install(state)
 
 
 def save(path: Path) -> list[str]:
@@ -227,10 +284,6 @@ def load(path: Path) -> bool:
             state = pickle.load(f)  # noqa: S301  # nosec B301 - as above
         except Exception:
             raise damaged from None
-    for (module, name), accounts in state.items():
-        backends = getattr(importlib.import_module(module), name)
-        for account, regions in accounts.items():
-            for region, backend in regions.items():
-                dict.__setitem__(backends[account], region, backend)
+    _install(state)
     os.replace(path, _restored(path))
     return True
