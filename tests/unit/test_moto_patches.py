@@ -76,7 +76,7 @@ def test_delete_stops_at_its_message_however_deep_the_queue(
     target = held[-1]  # the 150th message of 300
     asked: list[str] = []
     stock_asked: list[str] = []
-    original, real_had = sqs_models.Message.had_receipt_handle, moto_patches._had
+    original, real_had = sqs_models.Message.had_receipt_handle, moto_patches.holds_receipt
 
     def had(message: Any, handle: str) -> bool:
         asked.append(message.body)
@@ -86,7 +86,7 @@ def test_delete_stops_at_its_message_however_deep_the_queue(
         stock_asked.append(self.body)
         return original(self, handle)
 
-    monkeypatch.setattr(moto_patches, "_had", had)
+    monkeypatch.setattr(moto_patches, "holds_receipt", had)
     monkeypatch.setattr(sqs_models.Message, "had_receipt_handle", had_receipt_handle)
     backend.delete_message("deep-delete-test", target.receipt_handle)
     monkeypatch.undo()

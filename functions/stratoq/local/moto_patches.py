@@ -60,7 +60,9 @@ def install() -> None:
             if receipt_handle in self.deleted_messages:
                 return  # deleting again is fine, as in SQS
             messages = self._messages
-            index = next((i for i, m in enumerate(messages) if _had(m, receipt_handle)), None)
+            index = next(
+                (i for i, m in enumerate(messages) if holds_receipt(m, receipt_handle)), None
+            )
             if index is None:
                 raise ReceiptHandleIsInvalid()
             message = messages[index]
@@ -170,7 +172,7 @@ def _patch_standard_queue_sends(models: Any) -> None:
     models.SQSBackend.send_message = send_message
 
 
-def _had(message: Any, receipt_handle: str) -> bool:
+def holds_receipt(message: Any, receipt_handle: str) -> bool:
     """moto's `had_receipt_handle` without building the list of handles."""
     return bool(
         receipt_handle == message.receipt_handle or receipt_handle in message._old_receipt_handles
