@@ -26,15 +26,20 @@ prometheus:
 	prometheus --config.file=infra/prometheus/prometheus-dev.yml \
 		--web.listen-address=127.0.0.1:9090 --storage.tsdb.path=.stratoq/prometheus
 
+# The tests run on one xdist worker per core, each with its own emulator; worksteal hands
+# a worker that runs dry the pending tests of another (the end-to-end ones take minutes).
+# Serial: make test XDIST=
+XDIST ?= -n auto --dist worksteal
+
 # Every validator runs once: cfn-lint and `sam validate --lint` (template.yaml), shellcheck,
 # hadolint, `compose config` and kubernetes-validate run inside the tests that assert on
 # them (tests/unit/test_artifacts_*.py), which the SAM CLI venv keeps from skipping.
 test: $(STAMP) $(SAM_STAMP) lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(XDIST)
 
 # One tier (tests/conftest.py marks each test by its directory).
 test-unit test-integration test-e2e: test-%: $(STAMP) $(SAM_STAMP)
-	$(BIN)/pytest -q -m $*
+	$(BIN)/pytest -q $(XDIST) -m $*
 
 lint: $(STAMP)
 	$(BIN)/ruff check functions tests loadtests infra/docker
