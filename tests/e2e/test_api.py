@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +16,9 @@ import pytest
 from stratoq import Client
 from stratoq.core.models import TaskStatus
 from stratoq.sdk.client import AuthError, Conflict, NotFound
+from tests.conftest import PYTHON
 from tests.e2e.conftest import DevStack, start_dev, stop_dev
+from tests.support.procs import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -291,3 +297,71 @@ def test_lambda_style_workers(tmp_path: Path) -> None:
         assert done[-1].attempts == 2
     finally:
         assert stop_dev(stack) == 0
+
+
+# ------------------------------------------------------- two worker fleets
+FLEET = ("--tasks", "tests.support.fleet_tasks")
+
+
+def test_a_second_fleet_gets_its_tasks_the_dev_pollers_hand_back_unspent(
+    dev: DevStack, tmp_path: Path
+) -> None:
+    # What a user did, following the README: the dev stack runs, and an extra poller
+    # runs their own tasks module against it. Every one of their tasks used to be taken by
+    # the dev stack's pollers, which do not know the name, and failed at once.
+    status, body = dev.request("POST", "/v1/tasks", {"name": "invoice"})
+    assert status == 400 and body["errors"][0]["field"] == "name", body
+    assert "'invoice'" in body["message"] and "allow_unknown_name" in body["message"]
+    tasks = [{"name": "invoice", "payload": i, "allow_unknown_name": True} for i in range(14)]
+    status, body = dev.request("POST", "/v1/tasks/batch", {"tasks": tasks})
+    assert status == 202, body
+    ids = [t["id"] for t in body["tasks"]]
+
+    # Only the dev pollers run yet: each of them hands every task back, unclaimed.
+    def handed_back() -> bool:
+        lines = [json.loads(ln) for ln in dev.log.read_text().splitlines() if ln.startswith("{")]
+        back = {ln.get("task_id") for ln in lines if "handed back" in ln["message"]}
+        return set(ids) <= back
+
+    wait_for(handed_back, 30, "the dev pollers to hand the 14 tasks back")
+    for tid in ids:
+        task = dev.request("GET", f"/v1/tasks/{tid}")[1]
+        assert (task["status"], task["attempts"], task["errors"]) == ("queued", 0, []), task
+
+    # The README's commands for the extra poller, with the user's tasks module.
+    out = dev.cli("--aws-endpoint-url", dev.aws_endpoint_url, "provision")
+    assert out.returncode == 0, out.stderr
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "functions")]))
+    for line in out.stdout.splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = shlex.split(value)[0] if value else ""
+    # The dev pollers long-poll for 2 s; so does this one. (With the default 20 s an idle
+    # poller of three priority queues waits up to 7 s on one of them, and loses most
+    # races for a handed-back message to pollers that ask more often: issue 24.)
+    env["STRATOQ_POLL_WAIT_SECONDS"] = "2"
+    log = tmp_path / "fleet.log"
+    with log.open("wb") as sink:
+        fleet = subprocess.Popen(
+            [PYTHON, "-m", "stratoq", "worker", "-c", "2", "--metrics-port", "0", *FLEET],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+
+        def all_succeeded() -> list[dict[str, Any]] | None:
+            got = [dev.request("GET", f"/v1/tasks/{i}")[1] for i in ids]
+            return got if all(t["status"] == "succeeded" for t in got) else None
+
+        try:
+            done = wait_for(all_succeeded, 90, "the second fleet to run its 14 tasks")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{log.read_text()[-3000:]}") from None
+    finally:
+        fleet.send_signal(signal.SIGTERM)
+        code = fleet.wait(60)
+    assert code == 0, log.read_text()[-3000:]
+    assert [t["result"]["payload"] for t in done] == list(range(14))
+    # Only the fleet has the handler, and no hand-back spent an attempt.
+    assert all(t["attempts"] == 1 and t["errors"] == [] for t in done), done

@@ -95,7 +95,8 @@ def test_messages_carry_only_the_task_id_and_tenant(core: Enqueuer, settings: Se
     assert bodies, "the undelayed message should be visible"
     for body in bodies:
         assert MARKER not in body
-        assert set(json.loads(body)) <= {"id", "t", "nb"}
+        assert set(json.loads(body)) <= {"id", "t", "nb", "n", "u"}
+        assert json.loads(body)["n"] == "echo"  # the name, so unknown names go back unclaimed
 
 
 def test_a_payload_copied_to_another_task_does_not_decrypt(core: Enqueuer) -> None:

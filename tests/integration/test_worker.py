@@ -88,8 +88,11 @@ def test_retry_exception_sets_the_delay(core: Enqueuer, worker: Worker) -> None:
     ],
 )
 def test_permanent_failures_stop_at_once(
-    core: Enqueuer, worker: Worker, name: str, kind: str, fragment: str
+    core: Enqueuer, name: str, kind: str, fragment: str
 ) -> None:
+    # No grace period: a name no handler here has fails at once (by default it is first
+    # handed back for other workers: tests/integration/test_unknown_tasks.py).
+    worker = Worker(core.store, core.transport, InlineRunner(), unknown_task_grace_seconds=0)
     tid = enqueue(core, name, max_attempts=5)
     [task] = pump_until_final(core, worker, [tid])
     assert task.status is TaskStatus.FAILED

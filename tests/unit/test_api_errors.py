@@ -61,9 +61,33 @@ def test_every_status_the_api_answered_before() -> None:
         errors.InvalidRequestError: 400,
         errors.PayloadTooLargeError: 413,
         errors.UnknownQueueError: 422,
+        errors.UnknownTaskNameError: 400,
         errors.ExpressionError: 422,
         errors.EnqueueError: 503,
     }
+
+
+@pytest.fixture(scope="module")
+def checking_api() -> ApiFunction:
+    settings = Settings(check_task_names=True, tasks_module="tests.support.tasks")
+    return ApiFunction(Services(settings))
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/tasks", {"name": "reprot"}, "name"),
+        ("/v1/tasks/batch", {"tasks": [{"name": "echo"}, {"name": "reprot"}]}, "tasks[1].name"),
+    ],
+)
+def test_a_name_no_task_has_is_a_400_naming_it_where_names_are_checked(
+    checking_api: ApiFunction, path: str, body: dict[str, Any], field: str
+) -> None:
+    status, answer = call(checking_api, "POST", path, json.dumps(body), "tasks:write")
+    assert status == 400
+    assert answer["errors"][0]["field"] == field
+    assert "'reprot'" in answer["message"] and "echo" in answer["message"]
+    assert "allow_unknown_name" in answer["message"]
 
 
 @pytest.mark.parametrize(

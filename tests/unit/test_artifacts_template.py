@@ -240,6 +240,7 @@ def test_poller_environment_output_gives_settings_for_the_stack(
         "DefaultLowQueue": "https://sqs/prod-default-low",
         "TaskDataKey.Arn": "arn:aws:kms:eu-west-1:123456789012:key/k",
         "AWS::Region": "eu-west-1",
+        "UnknownTaskGraceSeconds": "600",
     }
     rendered = re.sub(r"\$\{([^}]+)\}", lambda m: values[m.group(1)], text)
     env = dict(item.split("=", 1) for item in rendered.split())
@@ -252,6 +253,7 @@ def test_poller_environment_output_gives_settings_for_the_stack(
         "default:low": "https://sqs/prod-default-low",
     }
     assert settings.region == "eu-west-1"
+    assert settings.unknown_task_grace_seconds == 600
     # A poller gets what the Lambda worker gets (rule names are the API's business only).
     lambda_env = sam["Globals"]["Function"]["Environment"]["Variables"]
     wanted = {k for k in lambda_env if k.startswith("STRATOQ_")} - {"STRATOQ_SCHEDULE_PREFIX"}

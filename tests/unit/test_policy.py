@@ -19,6 +19,7 @@ from stratoq.core.policy import (
     decide,
     hop_delay,
     is_due,
+    unknown_task_delay,
 )
 
 NO_JITTER = Backoff(base_seconds=2, max_seconds=600, jitter=False)
@@ -206,3 +207,17 @@ def test_busy_release_delay_bounds() -> None:
         if lease <= MAX_VISIBILITY_SECONDS * 1000:
             # Never makes the message visible before the lease would have ended.
             assert delay * 1000 > lease
+
+
+def test_an_unknown_tasks_pause_grows_and_its_grace_period_ends_it() -> None:
+    rng = random.Random(7)
+    grace = 300_000
+    first = [unknown_task_delay(0, 0, grace, rng) for _ in range(50)]
+    assert set(first) <= {1, 2}
+    later = [unknown_task_delay(0, 200_000, grace, rng) for _ in range(50)]
+    assert set(later) <= {4, 5, 6, 7, 8}
+    much_later = [unknown_task_delay(0, 3_000_000, 4_000_000, rng) for _ in range(50)]
+    assert all(d is not None and 30 <= d <= 60 for d in much_later)
+    assert unknown_task_delay(0, 299_500, grace, rng) == 1  # ends with the grace period
+    assert unknown_task_delay(0, grace, grace, rng) is None
+    assert unknown_task_delay(0, 0, 0, rng) is None  # no grace: fail at once

@@ -11,7 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from stratoq.core.errors import EnqueueError, UnknownQueueError
@@ -33,11 +33,20 @@ class TaskMessage:
     task_id: str
     tenant: str
     not_before_ms: int | None = None
+    # The task's name, so a worker with no handler for it hands it back without a claim
+    # (messages sent before names were added have none: such a worker claims to learn it).
+    name: str | None = None
+    # When a worker first handed the task back for not knowing its name (epoch ms).
+    unknown_since_ms: int | None = None
 
     def encode(self) -> str:
         body: dict[str, Any] = {"id": self.task_id, "t": self.tenant}
         if self.not_before_ms is not None:
             body["nb"] = self.not_before_ms
+        if self.name is not None:
+            body["n"] = self.name
+        if self.unknown_since_ms is not None:
+            body["u"] = self.unknown_since_ms
         return json.dumps(body, separators=(",", ":"))
 
     @classmethod
@@ -46,10 +55,20 @@ class TaskMessage:
         data = json.loads(body)
         if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
             raise ValueError("message body has no task id")
-        nb = data.get("nb")
-        if nb is not None and (isinstance(nb, bool) or not isinstance(nb, int)):
-            raise ValueError("message field nb is not epoch milliseconds")
-        return cls(task_id=data["id"], tenant=str(data.get("t", "default")), not_before_ms=nb)
+        for key in ("nb", "u"):
+            value = data.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"message field {key} is not epoch milliseconds")
+        name = data.get("n")
+        if name is not None and not isinstance(name, str):
+            raise ValueError("message field n is not a task name")
+        return cls(
+            task_id=data["id"],
+            tenant=str(data.get("t", "default")),
+            not_before_ms=data.get("nb"),
+            name=name,
+            unknown_since_ms=data.get("u"),
+        )
 
 
 @dataclass(frozen=True)
@@ -323,7 +342,7 @@ def _by_url(deliveries: Iterable[Delivery]) -> list[tuple[str, list[Delivery]]]:
 def outgoing_for(queue: str, msg: TaskMessage, due_ms: int | None, now: int) -> Outgoing:
     """The message that delivers a task at `due_ms`: SQS delay if it fits, else a hop."""
     if due_ms is None or due_ms <= now:
-        return Outgoing(queue, TaskMessage(msg.task_id, msg.tenant))
+        return Outgoing(queue, replace(msg, not_before_ms=None))
     delay = hop_delay(due_ms, now)
     nb = None if due_ms - now <= delay * 1000 else due_ms
-    return Outgoing(queue, TaskMessage(msg.task_id, msg.tenant, nb), delay)
+    return Outgoing(queue, replace(msg, not_before_ms=nb), delay)

@@ -9,7 +9,12 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from pydantic import BaseModel
 
 from stratoq.adapters.keys import manages_every_tenant
-from stratoq.core.errors import ForbiddenError, PayloadTooLargeError, UnauthorizedError
+from stratoq.core.errors import (
+    ForbiddenError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+    UnknownTaskNameError,
+)
 from stratoq.core.models import MAX_PAYLOAD_BYTES, TaskRequest, payload_size
 
 if TYPE_CHECKING:
@@ -60,3 +65,17 @@ def check_payload(request: TaskRequest, field: str = "payload") -> None:
             field=field,
             detail=f"larger than {MAX_PAYLOAD_BYTES} bytes",
         )
+
+
+def check_name(request: TaskRequest, services: Services, field: str = "name") -> None:
+    """400 naming `field` if the deployment checks task names and none of its tasks is
+    called so (a typo, or a task not deployed yet), unless the request allows it."""
+    known = services.known_task_names()
+    if known is None or request.allow_unknown_name or request.name in known:
+        return
+    raise UnknownTaskNameError(
+        f"{field}: no task named {request.name!r} is registered "
+        f"(registered: {', '.join(sorted(known)) or 'none'}); if its workers are deployed "
+        "after this producer, send allow_unknown_name: true",
+        field=field,
+    )

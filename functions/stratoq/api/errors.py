@@ -28,6 +28,7 @@ from stratoq.core.errors import (
     StratoqError,
     UnauthorizedError,
     UnknownQueueError,
+    UnknownTaskNameError,
 )
 
 
@@ -49,6 +50,7 @@ ANSWERS: dict[type[StratoqError], Answer] = {
     InvalidRequestError: Answer(400),
     PayloadTooLargeError: Answer(413, "payload"),
     UnknownQueueError: Answer(422, "queue"),
+    UnknownTaskNameError: Answer(400, "name"),
     ExpressionError: Answer(422, "expression", "expression: {}"),
     EnqueueError: Answer(503, message="{}; nothing was enqueued, try again"),
 }

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
 
-from stratoq.api.common import Caller, answer, check_payload
+from stratoq.api.common import Caller, answer, check_name, check_payload
 from stratoq.api.contract import Deleted, Schedule, ScheduleList, ScheduleSpec, Task, responses
 from stratoq.core.errors import UnknownQueueError
 from stratoq.core.models import utcnow
@@ -44,6 +44,7 @@ def register(app: APIGatewayRestResolver, services: Services, caller: Caller) ->
         """Create (201) or replace (200) a schedule: an EventBridge rule and its target."""
         tenant = caller("admin")
         check_payload(spec.task, "task.payload")
+        check_name(spec.task, services, "task.name")
         if spec.task.queue not in services.transport.queue_names:
             raise UnknownQueueError(f"unknown queue {spec.task.queue!r}")
         schedule, created = services.schedules.put(tenant, name, spec)

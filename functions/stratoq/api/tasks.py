@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 
-from stratoq.api.common import Caller, answer, check_payload
+from stratoq.api.common import Caller, answer, check_name, check_payload
 from stratoq.api.contract import (
     BatchRequest,
     RetryFailedRequest,
@@ -43,6 +43,7 @@ def register(app: APIGatewayRestResolver, services: Services, caller: Caller) ->
         """Enqueue a task. A repeated idempotency key answers 200 with the first task."""
         tenant = caller("tasks:write")
         check_payload(request)
+        check_name(request, services)
         result = services.enqueuer.enqueue(request, tenant)
         return answer(202 if result.created else 200, result.task)
 
@@ -52,6 +53,7 @@ def register(app: APIGatewayRestResolver, services: Services, caller: Caller) ->
         tenant = caller("tasks:write")
         for i, request in enumerate(batch.tasks):
             check_payload(request, f"tasks[{i}].payload")
+            check_name(request, services, f"tasks[{i}].name")
         results = services.enqueuer.enqueue_many(batch.tasks, tenant)
         return answer(
             202, TaskBatch(tasks=[r.task for r in results], created=[r.created for r in results])

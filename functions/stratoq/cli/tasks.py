@@ -35,6 +35,12 @@ def register(sub: Subparsers) -> None:
         metavar="SECONDS",
         help="how long the key holds (1 s to 7 days; default the deployment's, 24 h)",
     )
+    e.add_argument(
+        "--allow-unknown-name",
+        dest="allow_unknown_name",
+        action="store_true",
+        help="enqueue even if the API knows no task of this name (its workers deploy later)",
+    )
     e.add_argument("--wait", type=float, metavar="SECONDS", help="wait for the result")
     e.set_defaults(func=cmd_enqueue)
 
@@ -85,8 +91,9 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:
             options[key] = value
-    if args.unique:
-        options["unique"] = True
+    for flag in ("unique", "allow_unknown_name"):
+        if getattr(args, flag):
+            options[flag] = True
     api = client(args)
     task = api.enqueue(args.name, data, **options)
     if args.wait is not None:

@@ -74,6 +74,10 @@ class PayloadTooLargeError(InvalidRequestError):
     """A task's payload is over the per-task limit (the API answers 413)."""
 
 
+class UnknownTaskNameError(InvalidRequestError):
+    """A task names no handler this deployment's workers register (where it checks)."""
+
+
 class UnknownQueueError(InvalidRequestError):
     """A task names a queue this deployment does not have."""
 

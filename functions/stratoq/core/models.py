@@ -96,6 +96,9 @@ class TaskRequest(BaseModel):
         default=None, ge=MIN_IDEMPOTENCY_WINDOW, le=MAX_IDEMPOTENCY_WINDOW
     )
     lock_key: str | None = Field(default=None, min_length=1, max_length=256)
+    # Where the API checks names (a deployment that knows its tasks, the dev stack): take
+    # a name no registered task has, for producers deployed ahead of their workers.
+    allow_unknown_name: bool = False
 
     # Field validators (not a model validator) so that the error names the field at fault.
     @field_validator("unique")

@@ -141,3 +141,28 @@ def locked_delay(
     remaining = max(0, math.ceil((holder_until_ms - now_ms) / 1000))
     upper = max(1, min(remaining + 1, cap, MAX_SQS_DELAY))
     return (rng or random).randint(1, upper)
+
+
+# Longest pause between two hand-backs of a task this worker has no handler for.
+MAX_UNKNOWN_DELAY = 30
+
+
+def unknown_task_delay(
+    first_seen_ms: int, now_ms: int, grace_ms: int, rng: random.Random | None = None
+) -> int | None:
+    """Seconds until a task whose name this worker does not know is offered again, or
+    None: the grace period is over and the task fails as `unknown_task`.
+
+    The pause grows slowly with the time handed back so far (1-2 s in the first minute,
+    2-4 s in the second, up to 30-60 s after half an hour), so a worker that knows the
+    name, sharing the queue, gets many chances to receive it soon, while a name no worker
+    knows costs a bounded number of messages over a long grace period. Jitter keeps a
+    flood of such tasks from coming back in one wave. The last pause ends at the end of
+    the grace period, give or take a second, not up to a minute after it.
+    """
+    waited = now_ms - first_seen_ms
+    if waited >= grace_ms:
+        return None
+    base = min(MAX_UNKNOWN_DELAY, 1 + waited // 60_000)
+    delay = base + (rng or random).randint(0, base)
+    return max(1, min(delay, math.ceil((grace_ms - waited) / 1000)))

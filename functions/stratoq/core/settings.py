@@ -107,6 +107,13 @@ class Settings:
     operator_tenant: str = "default"
     # The tenant whose tasks broker bridges (stratoq.services.bridge: RabbitMQ, Kafka) enqueue.
     bridge_tenant: str = "default"
+    # A worker with no handler for a task's name hands it back, unclaimed, for this long
+    # (counted from the first hand-back) so that a worker that knows it can take it
+    # (another fleet on the queue, a rolling deploy); then it fails as `unknown_task`.
+    unknown_task_grace_seconds: int = 300
+    # The API refuses (400) a task whose name the tasks module does not register, unless
+    # the request says `allow_unknown_name`. On where the API runs the workers' code.
+    check_task_names: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -151,6 +158,10 @@ class Settings:
             usage_plan=e.get("STRATOQ_USAGE_PLAN") or None,
             operator_tenant=e.get("STRATOQ_OPERATOR_TENANT") or cls.operator_tenant,
             bridge_tenant=e.get("STRATOQ_BRIDGE_TENANT") or cls.bridge_tenant,
+            unknown_task_grace_seconds=_int(
+                e, "STRATOQ_UNKNOWN_TASK_GRACE_SECONDS", cls.unknown_task_grace_seconds, 0
+            ),
+            check_task_names=_flag(e, "STRATOQ_CHECK_TASK_NAMES"),
         )
 
     def with_(self, **changes: Any) -> Settings:
@@ -184,4 +195,6 @@ class Settings:
             "STRATOQ_USAGE_PLAN": self.usage_plan or "",
             "STRATOQ_OPERATOR_TENANT": self.operator_tenant,
             "STRATOQ_BRIDGE_TENANT": self.bridge_tenant,
+            "STRATOQ_UNKNOWN_TASK_GRACE_SECONDS": str(self.unknown_task_grace_seconds),
+            "STRATOQ_CHECK_TASK_NAMES": "1" if self.check_task_names else "0",
         }

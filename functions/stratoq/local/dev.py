@@ -9,6 +9,7 @@ stops everything, letting running tasks finish first.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,10 @@ class DevStack:
             self.restored = snapshot.load(o.emulator_state)
             self._stops.append(self._save_state)
         base = Settings.from_env().with_(aws_endpoint_url=emulator.url, poll_wait_seconds=2)
+        if "STRATOQ_CHECK_TASK_NAMES" not in os.environ:
+            # The dev stack runs the workers' code, so its API knows their task names: a
+            # typo is a 400 now rather than a failed task later.
+            base = base.with_(check_task_names=True)
         if o.tasks:
             base = base.with_(tasks_module=o.tasks)
         settings = provision(base)

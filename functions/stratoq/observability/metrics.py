@@ -31,6 +31,7 @@ from stratoq.observability.specs import (
     RUN_SECONDS,
     STARTED,
     TIMED_OUT,
+    UNKNOWN,
     MetricSpec,
 )
 
@@ -166,6 +167,11 @@ class Metrics:
     @_hook
     def task_cancelled(self, task: Task) -> None:
         self._count(CANCELLED, _labels(task))
+
+    @_hook
+    def task_unknown(self, queue: str, task_name: str, outcome: str) -> None:
+        """A worker met a task name it has no handler for: `handed_back` or `failed`."""
+        self._count(UNKNOWN, {"queue": queue, "task_name": task_name, "outcome": outcome})
 
     @_hook
     def message_handled(self, queue: str, outcome: str) -> None:

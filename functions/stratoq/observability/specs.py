@@ -98,8 +98,18 @@ MESSAGES = MetricSpec(
     "stratoq_worker_messages_total",
     "counter",
     "Messages handled by workers, by queue and what became of them (succeeded, retrying, "
-    "failed, duplicate, busy, hop, early, lost, released, malformed).",
+    "failed, duplicate, busy, hop, early, lost, released, malformed, locked, "
+    "handed_back).",
     ("queue", "outcome"),
+    emf=True,
+)
+UNKNOWN = MetricSpec(
+    "stratoq_tasks_unknown_total",
+    "counter",
+    "Messages of a task name the worker has no handler for: handed back for a worker that "
+    "has one (outcome=handed_back), or failed as unknown_task once the grace period "
+    "(STRATOQ_UNKNOWN_TASK_GRACE_SECONDS) is over (outcome=failed).",
+    ("queue", "task_name", "outcome"),
     emf=True,
 )
 SLOTS_BUSY = MetricSpec("stratoq_worker_slots_busy", "gauge", "Poller slots running a task.")
@@ -153,6 +163,7 @@ SPECS: tuple[MetricSpec, ...] = (
     RUN_SECONDS,
     QUEUE_WAIT,
     MESSAGES,
+    UNKNOWN,
     SLOTS_BUSY,
     SLOTS_IDLE,
     HEARTBEAT,

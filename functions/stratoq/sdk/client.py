@@ -147,7 +147,9 @@ class Client:
         """Enqueue one task. Options: queue, priority, delay_seconds, run_at,
         timeout_seconds, max_attempts, backoff, idempotency_key, lock_key, and
         `unique=True` (the key is derived from name + payload; not with idempotency_key)
-        and idempotency_window_seconds (1 s to 7 days; default the deployment's 24 h).
+        and idempotency_window_seconds (1 s to 7 days; default the deployment's 24 h);
+        `allow_unknown_name=True` where the API checks task names and this one's workers
+        are not deployed yet.
 
         Repeating a key within its window returns the first task, even a finished one."""
         request = TaskRequest(name=name, payload=payload, **options)

@@ -134,6 +134,13 @@ class Services:
         registry.load(self.settings.tasks_module)
         return registry.names()
 
+    def known_task_names(self) -> frozenset[str] | None:
+        """The task names the API accepts: the tasks module's when the deployment checks
+        names (`check_task_names`), else None (any name)."""
+        if not self.settings.check_task_names:
+            return None
+        return frozenset(self.load_tasks())
+
     def worker(
         self,
         runner: Runner,
@@ -151,6 +158,7 @@ class Services:
             time_left_ms=time_left_ms,
             locks=self.locks,
             metrics=self.metrics,
+            unknown_task_grace_seconds=self.settings.unknown_task_grace_seconds,
         )
 
     def lease_keeper(self) -> LeaseKeeper:

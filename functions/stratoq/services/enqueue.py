@@ -150,7 +150,7 @@ class Enqueuer:
             outgoing_for(
                 # Each priority has its own SQS queue where one is configured.
                 self.transport.route(t.queue, t.priority.value),
-                TaskMessage(t.id, t.tenant),
+                TaskMessage(t.id, t.tenant, name=t.name),
                 to_ms(t.next_attempt_at),
                 now,
             )

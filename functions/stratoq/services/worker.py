@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from stratoq.adapters.locks import Acquired, LockStore, bound
@@ -35,6 +35,7 @@ from stratoq.core.policy import (
     hop_delay,
     is_due,
     locked_delay,
+    unknown_task_delay,
 )
 from stratoq.core.registry import TaskContext
 from stratoq.observability.metrics import Metrics
@@ -78,6 +79,7 @@ class Worker:
         rng: random.Random | None = None,
         locks: LockStore | None = None,
         metrics: Metrics | None = None,
+        unknown_task_grace_seconds: int = 300,
     ) -> None:
         self.store = store
         self.transport = transport
@@ -88,6 +90,7 @@ class Worker:
         self._time_left_ms = time_left_ms
         self._clock = clock
         self._rng = rng or random.Random()
+        self._unknown_grace_s = unknown_task_grace_seconds
         self.shutting_down = threading.Event()
 
     def _lease_ms(self) -> int:
@@ -112,6 +115,10 @@ class Worker:
         now = self._clock()
         if not is_due(msg.not_before_ms, now):
             return self._hop(delivery, msg, msg.not_before_ms, now)
+        if msg.name is not None and registry.get(msg.name) is None:
+            handed_back = self._hand_back(delivery, msg, msg.name, now)
+            if handed_back is not None:
+                return handed_back
         claim = self.store.claim(msg.task_id, msg.tenant, now, self._lease_ms())
         if not isinstance(claim, Claimed):
             return self._refused(claim.reason, claim.task, claim.lease_expires_ms, msg, now)
@@ -132,6 +139,31 @@ class Worker:
             logger.exception("re-delaying a message failed", extra={"task_id": msg.task_id})
             return Disposition(Action.RELEASE, delay=hop_delay(due_ms or now, now), status=status)
         return Disposition(Action.ACK, status=status)
+
+    def _hand_back(
+        self, delivery: Delivery, msg: TaskMessage, name: str, now: int
+    ) -> Disposition | None:
+        """Offer a task this worker has no handler for to the others on its queue (another
+        fleet, or the new version in a rolling deploy), unclaimed: no attempt is spent.
+        None: its grace period is over, so the caller claims it and fails it."""
+        first = msg.unknown_since_ms if msg.unknown_since_ms is not None else now
+        grace_ms = self._unknown_grace_s * 1000
+        delay = unknown_task_delay(first, now, grace_ms, self._rng)
+        queue = self.queue_of(delivery)
+        if delay is None:
+            self.metrics.task_unknown(queue, name, "failed")
+            logger.warning(
+                "no worker took the task in its grace period; failing it as unknown_task",
+                extra={"task_id": msg.task_id, "task_name": name, "grace_s": grace_ms // 1000},
+            )
+            return None
+        self.metrics.task_unknown(queue, name, "handed_back")
+        logger.info(
+            "no handler for the task's name; handed back for another worker",
+            extra={"task_id": msg.task_id, "task_name": name, "retry_in_s": delay},
+        )
+        back = replace(msg, name=name, unknown_since_ms=first)
+        return self._hop(delivery, back, now + delay * 1000, now, status="handed_back")
 
     def queue_of(self, delivery: Delivery) -> str:
         """The key of the queue a delivery came from: hops and retries go back to the
@@ -179,6 +211,17 @@ class Worker:
                     delivery, msg, claim, FailNow(OutcomeKind.LOST, lost_msg), attempt - 1
                 )
             self.store.record_lost_attempt(task.id, token, attempt - 1, lost_msg, self._clock())
+        if registry.get(task.name) is None and msg.name is None and self._unknown_grace_s > 0:
+            # A message from before names travelled in messages: the claim told us the
+            # name. Give the claim back and hand the task on as a newer worker would.
+            if not self.store.unclaim(claim):
+                return Disposition(Action.LEAVE, status="lost")
+            named = replace(msg, name=task.name)
+            handed = self._hand_back(delivery, named, task.name, self._clock())
+            return handed or Disposition(Action.RELEASE, delay=1, status="handed_back")
+        # Known here: the next message (retry, lock wait) starts a fresh grace period
+        # wherever it lands.
+        msg = replace(msg, name=task.name, unknown_since_ms=None)
         held: Acquired | None = None
         if task.lock_key is not None:
             now = self._clock()
