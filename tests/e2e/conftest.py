@@ -70,10 +70,10 @@ class DevStack:
         )
 
 
-def start_dev(tmp: Path, *extra: str) -> DevStack:
+def start_dev(tmp: Path, *extra: str, env_extra: dict[str, str] | None = None) -> DevStack:
     state = tmp / "dev.json"
     log = tmp / "dev.log"
-    env = dict(os.environ)
+    env = dict(os.environ, **(env_extra or {}))
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "functions")])
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("STRATOQ_API_KEY", None)

@@ -35,16 +35,21 @@ NO_BACKOFF = {"base_seconds": 0, "jitter": False}
 
 # What the workload must produce, per counter and task name (zeros left out).
 EXPECTED = {
-    "enqueued": {"echo": 42, "fail": 10, "give_up": 3, "cpu": 2},
-    "started": {"echo": 40, "fail": 20, "give_up": 3, "cpu": 2},
+    "enqueued": {"echo": 42, "fail": 10, "give_up": 3, "cpu": 2, "no_such_task": 1},
+    "started": {"echo": 40, "fail": 20, "give_up": 3, "cpu": 2, "no_such_task": 1},
     "succeeded": {"echo": 40, "fail": 10},
     "retried": {"fail": 10},
-    "failed": {"give_up": 3, "cpu": 2},
+    "failed": {"give_up": 3, "cpu": 2, "no_such_task": 1},
     "timed_out": {"cpu": 2},
     "cancelled": {"echo": 2},
 }
 # Alerts the workload trips (they have a `for:` clause, so they are pending or firing).
-TRIPPED = {"StratoqDeadLetterQueueNotEmpty", "StratoqHighFailureRatio"}
+TRIPPED = {
+    "StratoqDeadLetterQueueNotEmpty",
+    "StratoqHighFailureRatio",
+    "StratoqUnknownTaskFailed",
+    "StratoqTasksHandedBack",
+}
 
 
 @dataclass
@@ -69,6 +74,8 @@ def _workload(stack: DevStack) -> list[str]:
         {"name": "cpu", "payload": {"seconds": 30}, "timeout_seconds": 1, "max_attempts": 1}
         for _ in range(2)
     ]
+    # No worker has it: handed back for the (short) grace period, then failed.
+    tasks += [{"name": "no_such_task", "allow_unknown_name": True}]
     status, body = stack.request("POST", "/v1/tasks/batch", {"tasks": tasks})
     assert status == 202, body
     ids = [t["id"] for t in body["tasks"]]
@@ -110,7 +117,14 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
     tmp = tmp_path_factory.mktemp("metrics")
     port = p.free_port()
     (tmp / "dev").mkdir()
-    stack = start_dev(tmp / "dev", "--metrics-port", str(port), "--workers", "4")
+    stack = start_dev(
+        tmp / "dev",
+        "--metrics-port",
+        str(port),
+        "--workers",
+        "4",
+        env_extra={"STRATOQ_UNKNOWN_TASK_GRACE_SECONDS": "3"},
+    )
     started = time.monotonic()
     try:
         with p.running(tmp, p.dev_config([f"127.0.0.1:{port}"])) as prom:
@@ -142,14 +156,24 @@ def test_counters_match_the_workload_exactly(observed: Observed) -> None:
     prom = observed.prom
     got = {c: _totals(prom, c) for c in EXPECTED}
     assert got == EXPECTED
-    # One run-time observation per attempt that ran, one queue wait per start.
-    for metric in ("stratoq_task_run_seconds_count", "stratoq_task_queue_wait_seconds_count"):
+    # One run-time observation per attempt that ran (no handler: nothing ran), one queue
+    # wait per start.
+    ran = {k: v for k, v in EXPECTED["started"].items() if k != "no_such_task"}
+    for metric, expected in (
+        ("stratoq_task_run_seconds_count", ran),
+        ("stratoq_task_queue_wait_seconds_count", EXPECTED["started"]),
+    ):
         counts = prom.values(f"sum by (task_name) ({metric})", "task_name")
-        assert {k: v for k, v in counts.items() if v} == EXPECTED["started"], metric
+        assert {k: v for k, v in counts.items() if v} == expected, metric
     outcomes = prom.values("sum by (outcome) (stratoq_worker_messages_total)", "outcome")
     assert outcomes["succeeded"] == 50
     assert outcomes["retrying"] == 10
-    assert outcomes["failed"] == 5
+    assert outcomes["failed"] == 6
+    assert outcomes["handed_back"] >= 1
+    unknown = prom.values(
+        'sum by (outcome) (stratoq_tasks_unknown_total{task_name="no_such_task"})', "outcome"
+    )
+    assert unknown["failed"] == 1 and unknown["handed_back"] >= 1, unknown
     # Histograms exist at 0 before their first observation, so rate() sees all of them:
     # a quantile for every task that ran, not NaN.
     for metric in ("stratoq_task_run_seconds", "stratoq_task_queue_wait_seconds"):
@@ -157,7 +181,7 @@ def test_counters_match_the_workload_exactly(observed: Observed) -> None:
             f"histogram_quantile(0.95, sum by (task_name, le) (rate({metric}_bucket[2m])))",
             "task_name",
         )
-        assert all(p95[name] >= 0 for name in EXPECTED["started"]), (metric, p95)
+        assert all(p95[name] >= 0 for name in ran), (metric, p95)
     # The timed-out attempts are in the run-time histogram at about their timeout.
     timed = prom.scalar('sum(stratoq_task_run_seconds_sum{task_name="cpu"})')
     assert timed is not None and 2.0 <= timed < 10.0
