@@ -9,7 +9,6 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -17,6 +16,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from stratoq.core.clock import AwareTimestamp, Timestamp
 
 # SQS DelaySeconds tops out at 15 minutes; longer waits hop (see worker.py).
 MAX_SQS_DELAY = 900
@@ -84,7 +85,7 @@ class TaskRequest(BaseModel):
     queue: QueueName = "default"
     priority: Priority = Priority.DEFAULT
     delay_seconds: int | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS)
-    run_at: AwareDatetime | None = None
+    run_at: AwareTimestamp | None = None
     timeout_seconds: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_SECONDS)
     max_attempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS)
     backoff: Backoff | None = None
@@ -149,7 +150,7 @@ class AttemptError(BaseModel):
     attempt: int
     kind: str  # error | timeout | lost | unknown_task | fail
     message: str
-    at: datetime
+    at: Timestamp
 
 
 class Task(BaseModel):
@@ -171,11 +172,11 @@ class Task(BaseModel):
     backoff: Backoff = Field(default_factory=Backoff)
     idempotency_key: str | None = None
     lock_key: str | None = None
-    created_at: datetime
-    scheduled_for: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    next_attempt_at: datetime | None = None
+    created_at: Timestamp
+    scheduled_for: Timestamp | None = None
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+    next_attempt_at: Timestamp | None = None
 
 
 def payload_size(payload: Any) -> int:
