@@ -10,6 +10,9 @@ from typing import Any
 import pytest
 
 from stratoq import Client
+from stratoq.adapters import aws
+from stratoq.core.models import TaskStatus
+from stratoq.core.settings import Settings
 from stratoq.sdk.client import Page
 from tests.e2e.conftest import DevStack
 from tests.support.procs import wait_for
@@ -36,10 +39,102 @@ def get(dev: DevStack, task_id: str) -> dict[str, Any]:
     return dict(body)
 
 
+def listed(dev: DevStack, task_id: str, status: str) -> dict[str, Any]:
+    """The task as `GET /v1/tasks?status=` shows it."""
+    code, page = dev.request("GET", f"/v1/tasks?status={status}&limit=1000")
+    assert code == 200, page
+    [task] = [t for t in page["tasks"] if t["id"] == task_id]
+    return dict(task)
+
+
+def shown_by_cli(dev: DevStack, task_id: str) -> dict[str, Any]:
+    out = dev.cli("status", task_id)
+    assert "Traceback" not in out.stderr, out.stderr
+    return dict(json.loads(out.stdout))
+
+
+def assert_no_pending_retry(dev: DevStack, client: Client, task_id: str, status: str) -> None:
+    """GET, the listing, the SDK and `stratoq status` all show a final task without
+    `error` and `next_attempt_at`, its attempts' errors kept in `errors`."""
+    for shown in (get(dev, task_id), listed(dev, task_id, status), shown_by_cli(dev, task_id)):
+        assert shown["status"] == status
+        assert (shown["error"], shown["next_attempt_at"]) == (None, None), shown
+        assert shown["errors"], shown
+    task = client.get(task_id)
+    assert (task.error, task.next_attempt_at) == (None, None)
+
+
 def retrying(dev: DevStack, task_id: str) -> dict[str, Any]:
     return wait_for(
         lambda: (t := get(dev, task_id))["status"] == "retrying" and t, 30, "a retrying task"
     )
+
+
+# ------------------------------------------------------- final tasks (issue 25, 4)
+def test_a_task_that_succeeded_after_retries_shows_no_error(dev: DevStack, client: Client) -> None:
+    task = client.enqueue("fail", {"times": 2}, backoff={"base_seconds": 0.2, "jitter": False})
+    done = client.wait(task.id, timeout=60)
+    assert (done.status, done.attempts) == (TaskStatus.SUCCEEDED, 3)
+    assert [e.attempt for e in done.errors] == [1, 2]
+    assert_no_pending_retry(dev, client, task.id, "succeeded")
+
+
+def test_a_cancelled_retry_shows_no_error(dev: DevStack, client: Client) -> None:
+    task = client.enqueue("fail", {"times": 1}, backoff={"base_seconds": 600, "jitter": False})
+    waiting = retrying(dev, task.id)
+    assert waiting["error"] and waiting["next_attempt_at"]  # a pending retry shows both
+    status, cancelled = dev.request("POST", f"/v1/tasks/{task.id}/cancel")
+    assert status == 200, cancelled
+    assert (cancelled["error"], cancelled["next_attempt_at"]) == (None, None)
+    assert_no_pending_retry(dev, client, task.id, "cancelled")
+
+
+def test_a_failed_task_keeps_its_errors_only_in_errors(dev: DevStack, client: Client) -> None:
+    task = client.enqueue("fail", {}, max_attempts=2, backoff={"base_seconds": 0})
+    done = client.wait(task.id, timeout=60)
+    assert done.status is TaskStatus.FAILED
+    assert [e.attempt for e in done.errors] == [1, 2]
+    assert "attempt 2" in done.errors[-1].message
+    assert_no_pending_retry(dev, client, task.id, "failed")
+
+
+def test_final_tasks_that_older_code_stored_show_no_pending_retry(
+    dev: DevStack, client: Client
+) -> None:
+    ok = client.enqueue("fail", {"times": 1}, backoff={"base_seconds": 0})
+    failed = client.enqueue("give_up")
+    cancelled = client.enqueue("echo", delay_seconds=600)
+    client.cancel(cancelled.id)
+    for t in (ok, failed):
+        client.wait(t.id, timeout=60)
+    # Older code finished tasks without removing the last retry's error and time.
+    db = aws.dynamodb(Settings(aws_endpoint_url=dev.aws_endpoint_url))
+    for t in (ok, failed, cancelled):
+        db.update_item(
+            TableName=Settings().tasks_table,
+            Key={"pk": {"S": t.id}},
+            UpdateExpression="SET #e = :e, next_attempt_at = :n, errors = :errs",
+            ExpressionAttributeNames={"#e": "error"},
+            ExpressionAttributeValues={
+                ":e": {"S": "left over"},
+                ":n": {"N": "1800000000000"},
+                ":errs": {
+                    "L": [
+                        {
+                            "M": {
+                                "attempt": {"N": "1"},
+                                "kind": {"S": "error"},
+                                "message": {"S": "left over"},
+                                "at": {"N": "1700000000000"},
+                            }
+                        }
+                    ]
+                },
+            },
+        )
+    assert_no_pending_retry(dev, client, ok.id, "succeeded")
+    assert_no_pending_retry(dev, client, failed.id, "failed")
+    assert_no_pending_retry(dev, client, cancelled.id, "cancelled")
 
 
 # ------------------------------------------------------------- times (issue 25, 5)

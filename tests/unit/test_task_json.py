@@ -1,4 +1,4 @@
-"""How a Task reads as JSON: one time format."""
+"""How a Task reads as JSON: one time format, and no pending retry once final."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from stratoq.api.contract import KeyRecord, Schedule, Task
 from stratoq.core.clock import from_ms, rfc3339_ms, to_ms
+from stratoq.core.models import TaskStatus
 
 
 def task(**fields: Any) -> Task:
@@ -79,3 +80,16 @@ def test_schedules_and_keys_use_it_too() -> None:
         key_id="k", tenant="t", scopes=["admin"], name="", created_at=1_800_000_000, revoked=False
     )
     assert key.model_dump(mode="json")["created_at"] == "2027-01-15T08:00:00.000Z"
+
+
+@pytest.mark.parametrize("status", ["succeeded", "failed", "cancelled"])
+def test_a_final_task_from_an_older_api_shows_no_pending_retry(status: str) -> None:
+    # What an API from before the fix answers: the SDK still shows a final task without.
+    t = task(status=status, error="boom", next_attempt_at="2026-12-03T12:01:00Z")
+    assert (t.error, t.next_attempt_at) == (None, None)
+
+
+def test_a_retrying_task_shows_its_pending_retry() -> None:
+    t = task(status="retrying", error="boom", next_attempt_at="2026-12-03T12:01:00Z")
+    assert t.status is TaskStatus.RETRYING
+    assert t.error == "boom" and t.next_attempt_at is not None

@@ -154,7 +154,11 @@ class AttemptError(BaseModel):
 
 
 class Task(BaseModel):
-    """A task as stored and as the API shows it."""
+    """A task as stored and as the API shows it.
+
+    A final task (succeeded, failed, cancelled) has no `error` and no `next_attempt_at`:
+    those describe a retry still to come; every attempt's error stays in `errors`.
+    """
 
     id: str
     tenant: str = Field(default="default", exclude=True)
@@ -164,7 +168,11 @@ class Task(BaseModel):
     priority: Priority = Priority.DEFAULT
     payload: Any = None
     result: Any = None
-    error: str | None = None
+    error: str | None = Field(
+        default=None,
+        description="The last attempt's error while the task waits to run again; null once "
+        "it is final (every attempt's error is in `errors`).",
+    )
     errors: list[AttemptError] = Field(default_factory=list)
     attempts: int = 0
     max_attempts: int
@@ -176,7 +184,18 @@ class Task(BaseModel):
     scheduled_for: Timestamp | None = None
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
-    next_attempt_at: Timestamp | None = None
+    next_attempt_at: Timestamp | None = Field(
+        default=None, description="When a `retrying` task runs again; null once it is final."
+    )
+
+    @model_validator(mode="after")
+    def _final_waits_for_nothing(self) -> Task:
+        # Items that older code finished kept the last retry's error and time (complete,
+        # fail and cancel now remove them): read back, a final task still shows neither.
+        if self.status.final:
+            self.error = None
+            self.next_attempt_at = None
+        return self
 
 
 def payload_size(payload: Any) -> int:
