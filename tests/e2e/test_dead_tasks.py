@@ -92,8 +92,9 @@ def test_every_failed_task_is_listed_and_retried_in_bulk(
     seen: list[str] = []
     token = None
     while True:
-        page, token = client.list("failed", "fail_while", 5, token)
+        page = client.list("failed", "fail_while", 5, token)
         seen.extend(t.id for t in page)
+        token = page.next_token
         if not token:
             break
     assert {t.id for t in made} <= set(seen)

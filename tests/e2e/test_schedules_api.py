@@ -49,7 +49,7 @@ def test_rate_schedule_created_over_http_produces_tasks(fast: DevStack) -> None:
         "three scheduled tasks",
     )
     assert len(set(keys)) == len(keys)
-    first = client.list(name="echo", limit=1000)[0]
+    first = client.list(name="echo", limit=1000)
     done = [t for t in first if (t.idempotency_key or "").startswith("schedule:every-minute:")]
     assert all(t.payload == {"tick": True} for t in done)
     status, _ = fast.request("DELETE", "/v1/schedules/every-minute")

@@ -253,7 +253,7 @@ def test_fail_keeps_every_error(core: Enqueuer) -> None:
     got = fetch(core, task.id)
     assert got.status is TaskStatus.FAILED
     assert got.attempts == 3
-    assert got.error == "given up"
+    assert got.error is None  # final: the last error is in `errors`, no retry is pending
     assert [(e.attempt, e.kind, e.message) for e in got.errors] == [
         (1, "error", "e1"),
         (2, "error", "e2"),
@@ -263,15 +263,33 @@ def test_fail_keeps_every_error(core: Enqueuer) -> None:
     assert got.next_attempt_at is None
     item = raw(core, task.id)
     assert item is not None
-    assert "lease_token" not in item
+    assert not {"lease_token", "error", "next_attempt_at"} & set(item)
     assert [t.id for t in core.store.list_tasks("default", TaskStatus.FAILED)[0]] == [task.id]
+
+
+def test_success_after_retries_keeps_no_pending_retry(core: Enqueuer) -> None:
+    task = stored(core)
+    first = claimed(core, task.id)
+    assert core.store.schedule_retry(
+        task.id, "default", first.token, 1, "error", "boom", NOW + 10, NOW + 1
+    )
+    second = claimed(core, task.id, now_ms=NOW + 10)
+    assert core.store.complete(task.id, "default", second.token, "ok", NOW + 20)
+    got = fetch(core, task.id)
+    assert (got.status, got.error, got.next_attempt_at) == (TaskStatus.SUCCEEDED, None, None)
+    assert [(e.attempt, e.message) for e in got.errors] == [(1, "boom")]
+    item = raw(core, task.id)
+    assert item is not None
+    assert not {"error", "next_attempt_at"} & set(item)
 
 
 def test_long_error_messages_are_truncated(core: Enqueuer) -> None:
     task = stored(core)
     claim = claimed(core, task.id)
     message = "x" * (MAX_ERROR_CHARS + 500)
-    assert core.store.fail(task.id, "default", claim.token, 1, "error", message, NOW + 1)
+    assert core.store.schedule_retry(
+        task.id, "default", claim.token, 1, "error", message, NOW + 10, NOW + 1
+    )
     got = fetch(core, task.id)
     assert got.error == "x" * MAX_ERROR_CHARS
     assert got.errors[0].message == "x" * MAX_ERROR_CHARS

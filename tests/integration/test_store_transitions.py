@@ -33,6 +33,24 @@ def test_cancel_of_a_task_that_has_not_started(core: Enqueuer, delay: int | None
     assert refused.reason == "final"
 
 
+def test_cancel_of_a_retrying_task_drops_the_pending_retry(core: Enqueuer) -> None:
+    task = stored(core)
+    claim = claimed(core, task.id)
+    assert core.store.schedule_retry(
+        task.id, "default", claim.token, 1, "error", "boom", NOW + 60_000, NOW + 1
+    )
+    cancelled = core.store.cancel(task.id, "default", NOW + 2)
+    assert (cancelled.status, cancelled.error, cancelled.next_attempt_at) == (
+        TaskStatus.CANCELLED,
+        None,
+        None,
+    )
+    assert [e.message for e in cancelled.errors] == ["boom"]
+    item = raw(core, task.id)
+    assert item is not None
+    assert not {"error", "next_attempt_at"} & set(item)
+
+
 def test_cancel_of_a_running_task_is_refused(core: Enqueuer) -> None:
     task = stored(core)
     claim = claimed(core, task.id)

@@ -6,6 +6,10 @@ shape their answers with these models, Powertools generates the OpenAPI document
 with them. Task and schedule bodies are the core's own models (`Task`, `TaskRequest`,
 `Schedule`, `ScheduleSpec`), re-exported here.
 
+Every time in an answer is a `Timestamp` (`stratoq.core.clock`, where the core's models
+get it too): RFC 3339 in UTC with milliseconds and `Z`, e.g. `2026-12-03T12:00:00.123Z`,
+whatever precision the value had; the schema says `date-time`.
+
 The routes build their JSON themselves (`Response[str]`: the status depends on the
 outcome), so `responses(...)` declares each route's success answers and the errors it
 can give, all as the models below; the schemathesis run in CI
@@ -18,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stratoq.core.clock import Timestamp
 from stratoq.core.models import Priority, Task, TaskRequest
 from stratoq.core.schedules import Schedule, ScheduleSpec
 from stratoq.services import dlq
@@ -47,6 +52,7 @@ __all__ = [
     "TaskBatch",
     "TaskPage",
     "TaskRequest",
+    "Timestamp",
     "responses",
 ]
 
@@ -157,7 +163,8 @@ class KeyRecord(BaseModel):
     tenant: str
     scopes: list[str]
     name: str
-    created_at: int
+    # Stored as epoch seconds; validation turns them into a time, shown as every other.
+    created_at: Timestamp
     revoked: bool
 
 

@@ -165,14 +165,15 @@ class _Progress:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    tasks, token = client(args).list(args.status, args.name, args.limit, args.next_token)
+    page = client(args).list(args.status, args.name, args.limit, args.next_token)
     if args.json:
-        print_json({"tasks": [t.model_dump(mode="json") for t in tasks], "next_token": token})
+        tasks = [t.model_dump(mode="json") for t in page]
+        print_json({"tasks": tasks, "next_token": page.next_token})
         return 0
-    for t in tasks:
+    for t in page:
         print(f"{t.id}  {t.status.value:<9}  {t.attempts}/{t.max_attempts}  {t.name}")
-    if token:
-        print(f"more: --next-token {token}", file=sys.stderr)
+    if page.next_token:
+        print(f"more: --next-token {page.next_token}", file=sys.stderr)
     return 0
 
 

@@ -9,7 +9,6 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -17,6 +16,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from stratoq.core.clock import AwareTimestamp, Timestamp
 
 # SQS DelaySeconds tops out at 15 minutes; longer waits hop (see worker.py).
 MAX_SQS_DELAY = 900
@@ -84,7 +85,7 @@ class TaskRequest(BaseModel):
     queue: QueueName = "default"
     priority: Priority = Priority.DEFAULT
     delay_seconds: int | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS)
-    run_at: AwareDatetime | None = None
+    run_at: AwareTimestamp | None = None
     timeout_seconds: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_SECONDS)
     max_attempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS)
     backoff: Backoff | None = None
@@ -152,11 +153,15 @@ class AttemptError(BaseModel):
     attempt: int
     kind: str  # error | timeout | lost | unknown_task | fail
     message: str
-    at: datetime
+    at: Timestamp
 
 
 class Task(BaseModel):
-    """A task as stored and as the API shows it."""
+    """A task as stored and as the API shows it.
+
+    A final task (succeeded, failed, cancelled) has no `error` and no `next_attempt_at`:
+    those describe a retry still to come; every attempt's error stays in `errors`.
+    """
 
     id: str
     tenant: str = Field(default="default", exclude=True)
@@ -166,7 +171,11 @@ class Task(BaseModel):
     priority: Priority = Priority.DEFAULT
     payload: Any = None
     result: Any = None
-    error: str | None = None
+    error: str | None = Field(
+        default=None,
+        description="The last attempt's error while the task waits to run again; null once "
+        "it is final (every attempt's error is in `errors`).",
+    )
     errors: list[AttemptError] = Field(default_factory=list)
     attempts: int = 0
     max_attempts: int
@@ -174,11 +183,22 @@ class Task(BaseModel):
     backoff: Backoff = Field(default_factory=Backoff)
     idempotency_key: str | None = None
     lock_key: str | None = None
-    created_at: datetime
-    scheduled_for: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    next_attempt_at: datetime | None = None
+    created_at: Timestamp
+    scheduled_for: Timestamp | None = None
+    started_at: Timestamp | None = None
+    finished_at: Timestamp | None = None
+    next_attempt_at: Timestamp | None = Field(
+        default=None, description="When a `retrying` task runs again; null once it is final."
+    )
+
+    @model_validator(mode="after")
+    def _final_waits_for_nothing(self) -> Task:
+        # Items that older code finished kept the last retry's error and time (complete,
+        # fail and cancel now remove them): read back, a final task still shows neither.
+        if self.status.final:
+            self.error = None
+            self.next_attempt_at = None
+        return self
 
 
 def payload_size(payload: Any) -> int:

@@ -26,6 +26,7 @@ from typing import Any
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field
 
+from stratoq.core.clock import Timestamp
 from stratoq.core.errors import ExpressionError as ExpressionError  # importable from here
 from stratoq.core.errors import InvalidRequestError
 from stratoq.core.models import TaskRequest
@@ -273,7 +274,7 @@ class ScheduleSpec(BaseModel):
 
 class Schedule(ScheduleSpec):
     name: str
-    next_runs: list[datetime] = Field(default_factory=list)
+    next_runs: list[Timestamp] = Field(default_factory=list)
 
 
 def rule_name(prefix: str, tenant: str, name: str) -> str:

@@ -4,6 +4,8 @@ from stratoq import Client
 client = Client()                       # .stratoq/dev.json, or STRATOQ_API_URL/_KEY
 task = client.enqueue("echo", {"hi": 1}, delay_seconds=5)
 done = client.wait(task.id, timeout=60)
+for t in client.list(status="failed"):  # a Page of tasks; client.iter_tasks() walks all
+    print(t.id, t.errors)
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import builtins
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -55,12 +57,57 @@ __all__ = [
     "Conflict",
     "InvalidRequest",
     "NotFound",
+    "Page",
     "Submitted",
     "WaitTimeout",
     "dev_config",
 ]
 
 DEV_FILE = Path(".stratoq") / "dev.json"
+
+
+class Page:
+    """One page of `Client.list`: iterate it for its tasks, newest first.
+
+    `tasks` is the page's list, `next_token` the token of the next page (None on the
+    last); `next_page()` fetches that page, `pages()` walks this page and every one after
+    it. A page can hold fewer tasks than asked for (even none) while more follow: walk
+    `pages()` (or `Client.iter_tasks`) rather than stopping at a short page.
+    """
+
+    __slots__ = ("_fetch", "next_token", "tasks")
+
+    def __init__(
+        self,
+        tasks: builtins.list[Task],
+        next_token: str | None,
+        fetch: Callable[[str], Page] | None = None,
+    ) -> None:
+        self.tasks = tasks
+        self.next_token = next_token
+        self._fetch = fetch
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(self.tasks)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __repr__(self) -> str:
+        return f"Page({len(self.tasks)} tasks, next_token={self.next_token!r})"
+
+    def next_page(self) -> Page | None:
+        """The next page of the same query, or None after the last."""
+        if not self.next_token or self._fetch is None:
+            return None
+        return self._fetch(self.next_token)
+
+    def pages(self) -> Iterator[Page]:
+        """This page, then every following page of the same query."""
+        page: Page | None = self
+        while page is not None:
+            yield page
+            page = page.next_page()
 
 
 class Submitted(NamedTuple):
@@ -214,26 +261,27 @@ class Client:
         name: str | None = None,
         limit: int = 50,
         next_token: str | None = None,
-    ) -> tuple[builtins.list[Task], str | None]:
-        """One page of tasks, newest first, and the token of the next page (or None)."""
+    ) -> Page:
+        """One page of tasks (at most `limit`), newest first: a `Page`, which iterates
+        over its tasks and has `tasks`, `next_token`, `next_page()` and `pages()`."""
         answer = self._call(
             "GET",
             "/v1/tasks",
             query={"status": status, "name": name, "limit": limit, "next_token": next_token},
         )
         page = TaskPage.model_validate(answer)
-        return page.tasks, page.next_token
+        return Page(
+            page.tasks,
+            page.next_token,
+            lambda token: self.list(status, name, limit, token),
+        )
 
     def iter_tasks(
-        self, status: TaskStatus | str | None = None, name: str | None = None
+        self, status: TaskStatus | str | None = None, name: str | None = None, page_size: int = 100
     ) -> Iterator[Task]:
-        """Every matching task, page by page."""
-        token = None
-        while True:
-            tasks, token = self.list(status, name, 100, token)
-            yield from tasks
-            if not token:
-                return
+        """Every matching task, newest first, fetched `page_size` at a time."""
+        for page in self.list(status, name, page_size).pages():
+            yield from page
 
     def wait(self, task_id: str, timeout: float = 60.0, poll: float = 0.2) -> Task:
         """Poll until the task is final; raises WaitTimeout after `timeout` seconds."""

@@ -146,8 +146,9 @@ class TaskLeases(StoreBase):
         return self._fenced_update(
             task_id,
             token,
+            # A final task keeps no retry's error or time (they stay in `errors`).
             "SET #s = :st, #r = :res, finished_at = :now, expires_at = :ttl "
-            "REMOVE claim_after, lease_token",
+            "REMOVE claim_after, lease_token, next_attempt_at, #e",
             {
                 "st": "succeeded",
                 "res": encode_value(
@@ -156,7 +157,7 @@ class TaskLeases(StoreBase):
                 "now": now_ms,
                 "ttl": (now_ms + self._retention_ms) // 1000,
             },
-            {"#r": "result"},
+            {"#r": "result", "#e": "error"},
         )
 
     def schedule_retry(
@@ -198,13 +199,13 @@ class TaskLeases(StoreBase):
         return self._fenced_update(
             task_id,
             token,
-            "SET #s = :st, gsi1pk = :gsi, #e = :msg, finished_at = :now, expires_at = :ttl, "
+            # The last error goes to `errors` only: `error` is a pending retry's.
+            "SET #s = :st, gsi1pk = :gsi, finished_at = :now, expires_at = :ttl, "
             "attempts = :att, errors = list_append(if_not_exists(errors, :empty), :err) "
-            "REMOVE claim_after, next_attempt_at, lease_token",
+            "REMOVE claim_after, next_attempt_at, lease_token, #e",
             {
                 "st": "failed",
                 "gsi": gsi_key(tenant, TaskStatus.FAILED),
-                "msg": message[:MAX_ERROR_CHARS],
                 "now": now_ms,
                 "att": attempt,
                 "ttl": (now_ms + self._retention_ms) // 1000,

@@ -31,7 +31,7 @@ class TaskTransitions(StoreBase):
             allowed=RUNNABLE_STATUSES,
             expression=(
                 "SET #s = :st, finished_at = :now, expires_at = :ttl "
-                "REMOVE next_attempt_at, claim_after"
+                "REMOVE next_attempt_at, claim_after, #e"
             ),
             values={
                 "st": "cancelled",
@@ -39,6 +39,7 @@ class TaskTransitions(StoreBase):
                 "ttl": (now_ms + self._retention_ms) // 1000,
             },
             verb="cancel",
+            names={"#e": "error"},
         )
 
     def requeue(self, task_id: str, tenant: str, now_ms: int) -> Task:
