@@ -20,6 +20,7 @@ from importlib.metadata import entry_points
 from typing import NoReturn
 
 import urllib3
+from botocore.exceptions import NoCredentialsError, PartialCredentialsError
 from pydantic import ValidationError
 
 from stratoq.cli import backfill, bridge, keys, queues, schedules, tasks, top, worker
@@ -123,6 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.exit(1, f"stratoq: {exc}\n")
     except StratoqError as exc:
         p.exit(2, f"stratoq: {exc}\n")
+    except (NoCredentialsError, PartialCredentialsError) as exc:
+        # A command that reaches AWS itself (worker, backfill-listing) on a machine with
+        # no credentials: the first hour of a user who has not pointed it anywhere yet.
+        p.exit(
+            2,
+            f"stratoq: no AWS credentials ({exc}): set AWS_PROFILE or AWS_ACCESS_KEY_ID "
+            "and AWS_SECRET_ACCESS_KEY, or pass --aws-endpoint-url for an emulator\n",
+        )
     except (OSError, urllib3.exceptions.HTTPError) as exc:
         if isinstance(getattr(exc, "reason", exc), urllib3.exceptions.SSLError | ssl.SSLError):
             p.exit(
