@@ -78,7 +78,8 @@ def key_store_for(settings: Settings) -> TaskStore:
 
 
 def client(args: argparse.Namespace) -> Client:
-    """The API client named by --api-url/--api-key/--ca-bundle, the environment or dev.json."""
+    """The API client named by --api-url/--api-key/--ca-bundle, the environment or the
+    nearest .stratoq/dev.json (the SDK's search, so both find the same stack)."""
     from stratoq.sdk.client import Client
 
     return Client(args.api_url, args.api_key, ca_bundle=args.ca_bundle)
