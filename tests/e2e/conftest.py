@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -68,6 +69,32 @@ class DevStack:
             timeout=timeout,
             check=False,
         )
+
+
+def cli_in(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The CLI run from `cwd` as a user runs it there: the API only from the
+    .stratoq/dev.json it finds (no STRATOQ_DEV_FILE, no STRATOQ_API_URL/_KEY)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATOQ_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "functions")])
+    return subprocess.run(
+        [PYTHON, "-m", "stratoq", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def project_of(stack: DevStack, root: Path) -> Path:
+    """A project directory whose .stratoq/dev.json is the stack's (as `stratoq dev` run at
+    its top would leave it), and a subdirectory of it two levels down."""
+    (root / ".stratoq").mkdir(parents=True)
+    shutil.copy2(stack.state_file, root / ".stratoq" / "dev.json")
+    deep = root / "src" / "app"
+    deep.mkdir(parents=True)
+    return deep
 
 
 def start_dev(tmp: Path, *extra: str, env_extra: dict[str, str] | None = None) -> DevStack:

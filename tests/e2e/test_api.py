@@ -17,7 +17,7 @@ from stratoq import Client
 from stratoq.core.models import TaskStatus
 from stratoq.sdk.client import AuthError, Conflict, NotFound
 from tests.conftest import PYTHON
-from tests.e2e.conftest import DevStack, start_dev, stop_dev
+from tests.e2e.conftest import DevStack, cli_in, project_of, start_dev, stop_dev
 from tests.support.procs import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -254,6 +254,27 @@ def test_cli_bad_input_exits_2_with_a_sentence(dev: DevStack) -> None:
     missing = dev.cli("status", "0" * 32)
     assert missing.returncode == 1
     assert "no task" in missing.stderr
+
+
+def test_cli_finds_dev_json_from_a_subdirectory(dev: DevStack, tmp_path: Path) -> None:
+    deep = project_of(dev, tmp_path / "project")
+    out = cli_in(deep, "queues")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[0]["queue"] == "default"
+
+
+def test_cli_without_dev_json_says_where_it_looked(tmp_path: Path) -> None:
+    here = tmp_path / "elsewhere" / "deeper"
+    here.mkdir(parents=True)
+    above = [p for p in (here, *here.parents) if (p / ".stratoq" / "dev.json").exists()]
+    assert not above, f"a dev.json above the test's directory spoils it: {above}"
+    out = cli_in(here, "queues")
+    assert out.returncode == 2, out.stderr
+    assert out.stderr == (
+        "stratoq: no API configured: set STRATOQ_API_URL and STRATOQ_API_KEY, pass the URL "
+        "and key (--api-url/--api-key, or Client(api_url, api_key)), or start `stratoq dev`; "
+        f"looked for .stratoq/dev.json in {here} and its parents\n"
+    )
 
 
 def test_cli_keys(dev: DevStack) -> None:

@@ -29,7 +29,7 @@ import urllib3
 from stratoq import Client
 from stratoq.core.models import TaskStatus
 from tests.conftest import PYTHON, ROOT
-from tests.e2e.conftest import DevStack, start_dev, stop_dev
+from tests.e2e.conftest import DevStack, cli_in, project_of, start_dev, stop_dev
 from tests.support.procs import wait_for
 
 MARKER = "MARKER-5e1f-do-not-log"
@@ -110,6 +110,15 @@ def test_the_cli_trusts_the_dev_ca(stack: DevStack) -> None:
     )
     assert refused.returncode == 2
     assert "not trusted; pass --ca-bundle" in refused.stderr
+
+
+def test_the_cli_trusts_the_dev_ca_from_a_subdirectory(stack: DevStack, tmp_path: Path) -> None:
+    # dev.json names its CA file by an absolute path, so a project's subdirectory (and a
+    # copy of the file elsewhere) reaches the same file.
+    deep = project_of(stack, tmp_path / "project")
+    out = cli_in(deep, "queues")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[0]["queue"] == "default"
 
 
 # -------------------------------------------------------- authorization matrix

@@ -66,7 +66,7 @@ def test_dev_stays_when_the_plugin_cannot_be_imported(
             cli.main(argv)
         assert exit_.value.code == 2
         err = capsys.readouterr().err
-        assert err.startswith("stratoq: `stratoq dev` needs the dev stack's optional")
+        assert err.startswith("stratoq: `stratoq dev` needs the dev stack (the embedded AWS")
         assert INSTALL in err
 
 
@@ -98,3 +98,16 @@ def test_a_missing_local_extra_is_a_sentence(
     err = capsys.readouterr().err
     assert f"`stratoq {argv[0]}` needs" in err
     assert INSTALL in err
+
+
+def test_the_bridge_without_its_extra_is_a_sentence(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "pika", None)
+    monkeypatch.delitem(sys.modules, "stratoq.runtime.rabbitmq", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["bridge", "rabbitmq", "--queue", "tasks", "--url", "amqp://127.0.0.1:1/"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("stratoq: `stratoq bridge rabbitmq` needs the RabbitMQ client")
+    assert err.endswith("pip install 'stratoq[bridge]'\n")

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 
-from stratoq.cli.common import Subparsers, UsageError, positive, services_for, settings_from
+from stratoq.cli.common import (
+    Subparsers,
+    UsageError,
+    needs_extra,
+    positive,
+    services_for,
+    settings_from,
+)
 
 
 def register(sub: Subparsers) -> None:
@@ -47,7 +54,12 @@ def cmd_bridge_rabbitmq(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--linger must be more than 0 and at most 60 seconds, got {args.linger:g}"
         )
-    from stratoq.runtime.rabbitmq import RabbitBridge, RabbitOptions, check_url
+    try:
+        from stratoq.runtime.rabbitmq import RabbitBridge, RabbitOptions, check_url
+    except ImportError as exc:
+        if exc.name is None or not exc.name.startswith("pika"):
+            raise
+        raise needs_extra("bridge rabbitmq", "bridge", exc) from None
     from stratoq.services.bridge import Bridge
 
     settings = settings_from(args)

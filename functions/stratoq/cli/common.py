@@ -27,15 +27,24 @@ __all__ = ["UsageError"]  # commands raise it from here; it lives in core.errors
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 """What a command group's `register(subparsers)` adds its commands to."""
 
-LOCAL_EXTRA = "pip install 'stratoq[local]'"
+EXTRAS = {
+    "local": "the dev stack (the embedded AWS emulator and the SAM translator)",
+    "bridge": "the RabbitMQ client (pika)",
+}
+"""What each extra of the package (pyproject.toml) brings, as the error says it."""
+
+
+def needs_extra(command: str, extra: str, exc: ImportError) -> UsageError:
+    """The error for a command whose extra (its optional dependencies) is not installed."""
+    return UsageError(
+        f"`stratoq {command}` needs {EXTRAS[extra]}, which is not installed ({exc}): "
+        f"pip install 'stratoq[{extra}]'"
+    )
 
 
 def needs_local_extra(command: str, exc: ImportError) -> UsageError:
     """The error for a dev-stack command whose optional dependencies are missing."""
-    return UsageError(
-        f"`stratoq {command}` needs the dev stack's optional dependencies ({exc}); "
-        f"install them with: {LOCAL_EXTRA}"
-    )
+    return needs_extra(command, "local", exc)
 
 
 # ------------------------------------------------------- settings, client, services
@@ -69,7 +78,8 @@ def key_store_for(settings: Settings) -> TaskStore:
 
 
 def client(args: argparse.Namespace) -> Client:
-    """The API client named by --api-url/--api-key/--ca-bundle, the environment or dev.json."""
+    """The API client named by --api-url/--api-key/--ca-bundle, the environment or the
+    nearest .stratoq/dev.json (the SDK's search, so both find the same stack)."""
     from stratoq.sdk.client import Client
 
     return Client(args.api_url, args.api_key, ca_bundle=args.ca_bundle)

@@ -3,7 +3,8 @@
 Exit codes: 0 done; 1 the task(s) failed or were not found; 2 bad usage or
 configuration (with a sentence saying what to change); 3 the API refused the request.
 Task and API commands talk to the HTTP API named by --api-url/--api-key, by
-STRATOQ_API_URL/STRATOQ_API_KEY, or by the .stratoq/dev.json that `stratoq dev` writes.
+STRATOQ_API_URL/STRATOQ_API_KEY, or by the .stratoq/dev.json that `stratoq dev` writes,
+found in the current directory or the nearest parent that has one (stratoq.sdk.dev_file).
 
 Each command group is a module with a `register(subparsers)` that adds its commands.
 Groups that need the dev stack (stratoq.local, which nothing here imports) are plugins
@@ -20,6 +21,7 @@ from importlib.metadata import entry_points
 from typing import NoReturn
 
 import urllib3
+from botocore.exceptions import NoCredentialsError, PartialCredentialsError
 from pydantic import ValidationError
 
 from stratoq.cli import backfill, bridge, keys, queues, schedules, tasks, top, worker
@@ -82,8 +84,14 @@ def parser() -> argparse.ArgumentParser:
     """The whole `stratoq` parser: global options, then every command group's commands."""
     p = argparse.ArgumentParser(prog="stratoq", description="stratoq: a serverless task queue.")
     p.add_argument("--aws-endpoint-url", help="AWS endpoint (an emulator); default: env or AWS")
-    p.add_argument("--api-url", help="API URL (default: STRATOQ_API_URL or .stratoq/dev.json)")
-    p.add_argument("--api-key", help="API key (default: STRATOQ_API_KEY or .stratoq/dev.json)")
+    p.add_argument(
+        "--api-url",
+        help="API URL (default: STRATOQ_API_URL, else .stratoq/dev.json here or in a parent)",
+    )
+    p.add_argument(
+        "--api-key",
+        help="API key (default: STRATOQ_API_KEY, else .stratoq/dev.json here or in a parent)",
+    )
     p.add_argument(
         "--ca-bundle",
         help="CA certificate file to trust for HTTPS (default: STRATOQ_CA_BUNDLE, or the "
@@ -123,6 +131,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.exit(1, f"stratoq: {exc}\n")
     except StratoqError as exc:
         p.exit(2, f"stratoq: {exc}\n")
+    except (NoCredentialsError, PartialCredentialsError) as exc:
+        # A command that reaches AWS itself (worker, backfill-listing) on a machine with
+        # no credentials: the first hour of a user who has not pointed it anywhere yet.
+        p.exit(
+            2,
+            f"stratoq: no AWS credentials ({exc}): set AWS_PROFILE or AWS_ACCESS_KEY_ID "
+            "and AWS_SECRET_ACCESS_KEY, or pass --aws-endpoint-url for an emulator\n",
+        )
     except (OSError, urllib3.exceptions.HTTPError) as exc:
         if isinstance(getattr(exc, "reason", exc), urllib3.exceptions.SSLError | ssl.SSLError):
             p.exit(

@@ -1,7 +1,7 @@
 """Python SDK for the HTTP API.
 
 from stratoq import Client
-client = Client()                       # .stratoq/dev.json, or STRATOQ_API_URL/_KEY
+client = Client()    # STRATOQ_API_URL/_KEY, or .stratoq/dev.json here or in a parent
 task = client.enqueue("echo", {"hi": 1}, delay_seconds=5)
 done = client.wait(task.id, timeout=60)
 for t in client.list(status="failed"):  # a Page of tasks; client.iter_tasks() walks all
@@ -39,13 +39,13 @@ from stratoq.api.errors import error_class
 from stratoq.core.errors import (
     ApiError,
     AuthError,
-    ConfigError,
     Conflict,
     InvalidRequest,
     NotFound,
     WaitTimeout,
 )
 from stratoq.core.models import TaskStatus
+from stratoq.sdk import dev_file
 
 # The errors the client raises, importable from here as they always were; each is also
 # the core's class of its status (NotFound is a NotFoundError, Conflict an
@@ -62,8 +62,6 @@ __all__ = [
     "WaitTimeout",
     "dev_config",
 ]
-
-DEV_FILE = Path(".stratoq") / "dev.json"
 
 
 class Page:
@@ -119,13 +117,9 @@ class Submitted(NamedTuple):
 
 
 def dev_config(path: Path | None = None) -> dict[str, str]:
-    """The URLs and key `stratoq dev` wrote, or {} if it has not run here."""
-    p = path or Path(os.environ.get("STRATOQ_DEV_FILE", DEV_FILE))
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return {}
-    return {k: str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    """The URLs and key `stratoq dev` wrote: `path`, else STRATOQ_DEV_FILE, else the
+    `.stratoq/dev.json` of this directory or its nearest parent that has one; {} if none."""
+    return dev_file.load(path).facts
 
 
 class Client:
@@ -140,14 +134,14 @@ class Client:
         ca_bundle: str | None = None,
         retries: int = 3,
     ) -> None:
-        dev = dev_config() if api_url is None or api_key is None or ca_bundle is None else {}
+        found = dev_file.DevFile()
+        if api_url is None or api_key is None or ca_bundle is None:
+            found = dev_file.load()
+        dev = found.facts
         url = api_url or os.environ.get("STRATOQ_API_URL") or dev.get("api_url")
         key = api_key or os.environ.get("STRATOQ_API_KEY") or dev.get("api_key")
         if not url or not key:
-            raise ConfigError(
-                "no API URL or key: pass them, set STRATOQ_API_URL and STRATOQ_API_KEY, "
-                "or run `stratoq dev` here (it writes .stratoq/dev.json)"
-            )
+            raise found.no_api()
         self.api_url = url.rstrip("/")
         if ca_bundle is None:
             # The dev stack's own CA (`stratoq dev --tls`) is trusted for its URL only.
