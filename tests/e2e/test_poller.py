@@ -44,6 +44,31 @@ def test_poller_runs_tasks_and_stops_on_sigterm(
     assert queue_counts(core)["visible"] == 0
 
 
+def test_a_temp_dir_too_deep_for_the_fork_servers_socket_falls_back_to_spawn(
+    settings: Settings, core: Enqueuer, tmp_path: Path
+) -> None:
+    # The slots' fork server listens on a Unix socket in TMPDIR; past 108 bytes of path
+    # it cannot start (seen under pytest-xdist's deep temp dirs). Slots must still run,
+    # and restart after a timeout kills one.
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    with stratoq(settings, tmp_path, "worker", "-c", "2", env={"TMPDIR": str(deep)}) as poller:
+        cpu = core.enqueue(
+            TaskRequest(name="cpu", payload={"seconds": 30}, timeout_seconds=1, max_attempts=1)
+        ).task.id
+        wait_for(lambda: final(core, cpu), 60, "the cpu task to time out")
+        ids = [
+            r.task.id
+            for r in core.enqueue_many([TaskRequest(name="echo", payload=i) for i in range(4)])
+        ]
+        wait_for(lambda: all(final(core, i) for i in ids), 60, "4 echo tasks after it")
+        poller.signal(signal.SIGTERM)
+        assert poller.wait(30) == 0, poller.output()
+    assert core.store.get(cpu).errors[0].kind == "timeout"
+    assert all(core.store.get(i).status is TaskStatus.SUCCEEDED for i in ids)
+    assert "starting slots with spawn" in poller.output()
+
+
 def test_poller_killed_mid_task_is_taken_over_and_completed_once(
     settings: Settings, core: Enqueuer, tmp_path: Path
 ) -> None:

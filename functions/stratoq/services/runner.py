@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -30,6 +31,8 @@ from stratoq.core.errors import Fail, Retry, TaskTimeout
 from stratoq.core.policy import Outcome, OutcomeKind
 from stratoq.core.registry import TaskContext
 from stratoq.core.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 # Pure-Python work is interruptible at once; give C calls a moment before the kill.
 _POLL_SECONDS = 0.2
@@ -173,6 +176,8 @@ def _child_main(conn: Connection, settings: Settings) -> None:
 # The server is a clean single-threaded process, so forking it is safe where forking the
 # poller (threads, open connections) would not be.
 _forks = multiprocessing.get_context("forkserver")
+_spawn = multiprocessing.get_context("spawn")
+_contexts: list[Any] = [_forks]
 
 
 def _preload(settings: Settings) -> None:
@@ -180,6 +185,36 @@ def _preload(settings: Settings) -> None:
     # and shows up in the slot, which imports the module again and reports it.
     modules = [m.strip() for m in settings.tasks_module.split(",") if m.strip()]
     _forks.set_forkserver_preload(["stratoq.services.forkserver", __name__, *modules])
+
+
+def _launch(settings: Settings) -> tuple[Any, Connection]:
+    """A started slot process and our end of its pipe."""
+    while True:
+        ctx = _contexts[0]
+        if ctx is _forks:
+            _preload(settings)
+        parent, child = ctx.Pipe(duplex=True)
+        proc = ctx.Process(
+            target=_child_main, args=(child, settings), daemon=True, name="stratoq-slot"
+        )
+        try:
+            proc.start()
+        except OSError as exc:
+            parent.close()
+            child.close()
+            if ctx is not _forks:
+                raise
+            # The server's socket lives in the temp directory; a TMPDIR whose path is too
+            # long for a Unix socket (108 bytes) makes it fail to start. Slots still work,
+            # started the slow way.
+            logger.warning(
+                "cannot start the slot fork server; starting slots with spawn",
+                extra={"reason": str(exc)},
+            )
+            _contexts[0] = _spawn
+            continue
+        child.close()
+        return proc, parent
 
 
 class ProcessSlot:
@@ -192,14 +227,7 @@ class ProcessSlot:
         self._start()
 
     def _start(self) -> None:
-        _preload(self._settings)
-        parent, child = _forks.Pipe(duplex=True)
-        proc = _forks.Process(
-            target=_child_main, args=(child, self._settings), daemon=True, name="stratoq-slot"
-        )
-        proc.start()
-        child.close()
-        self._proc, self._conn = proc, parent
+        self._proc, self._conn = _launch(self._settings)
 
     def _restart(self) -> None:
         self._kill()
