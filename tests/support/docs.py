@@ -7,6 +7,8 @@ runs them. The conventions the documents follow:
 - `<!-- docs-test: skip (why) -->` just before a block: not run; the reason is required.
   `<!-- docs-test: skip `make prometheus` (why) -->`: only its commands starting so.
 - A command's trailing comment `# exit N ...` says it exits N (otherwise it exits 0).
+- Only commands of the programs in RUNNABLE, with URLs on this machine only, are run;
+  any other command must be in a skipped block (it is reported, never run).
 - Placeholders: `ID` and `<id>` stand for the task id printed last by an earlier command
   of the same document; `ID1 ID2 ...` for the last ones, oldest first; `KEY_ID` for the
   key id the last `stratoq keys create` printed.
@@ -37,6 +39,13 @@ if __name__ == "__main__":
     sys.exit(main())
 """
 
+# What a command may run here: the CLI, curl and python against the local stack, and the
+# shell's own assignments. Anything else (pip, docker, make, scripts/deploy-*) may change
+# the machine or reach the network, so it needs a skip marker instead.
+RUNNABLE = {"stratoq", "curl", "python3", "python", "eval", "export"}
+URL = re.compile(r"\b[a-z][a-z0-9+.-]*://(?:[^@/\s'\"]*@)?(?P<host>\[[^\]]*\]|[^:/\s'\"]+)")
+LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$")
+
 # Commands that run until stopped (Ctrl-C), as the docs say of each.
 SERVERS = re.compile(r"^stratoq\s+(?:.*\s)?(?:worker|dev|scheduler|bridge|top)\b")
 
@@ -58,6 +67,29 @@ class Command:
             return False
         # `stratoq top --once` / `--json` print one screen and exit.
         return not (re.search(r"\stop\b", bare) and re.search(r"\s--(once|json)\b", bare))
+
+    def refusal(self) -> str | None:
+        """Why this command must not run here (None: it may)."""
+        for url in URL.finditer(self.text):
+            if not LOOPBACK.match(url["host"]):
+                return f"it reaches {url['host']}, not this machine"
+        try:
+            lexer = shlex.shlex(self.text.replace("\\\n", " "), posix=True, punctuation_chars=True)
+            lexer.whitespace_split = True
+            tokens = list(lexer)
+        except ValueError as exc:
+            return f"it does not parse ({exc})"
+        starts = True  # the next word names a program
+        for token in tokens:
+            if token in (";", "&&", "||", "|", "(", "$(", "`"):
+                starts = True
+            elif token == ")" or token.endswith("=$"):  # VAR=$(...): the ( follows
+                continue
+            elif starts and not ASSIGNMENT.match(token + " "):
+                if token not in RUNNABLE:
+                    return f"this test does not run `{token}`"
+                starts = False
+        return None
 
 
 @dataclass(frozen=True)

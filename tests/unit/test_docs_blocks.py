@@ -125,3 +125,31 @@ def test_task_bodies_in_the_docs_name_example_tasks() -> None:
         for block in re.findall(r"```json\n(.*?)```", doc.read_text(), re.S):
             for name in re.findall(r'^\{"(?:id": "[^"]*", ")?name": "([^"]+)"', block, re.M):
                 assert name in examples, f"{doc.name}: task {name!r} is not in stratoq.examples"
+
+
+@pytest.mark.parametrize(
+    ("command", "refused"),
+    [
+        ('stratoq enqueue echo --payload \'{"a": "x # y"}\'', None),
+        ("KEY=$(python3 -c 'print(1)')", None),
+        ('curl -s -H "x-api-key: $KEY" http://127.0.0.1:8080/v1/tasks/<id>', None),
+        ("stratoq status ID ; stratoq wait ID1 ID2   # several", None),
+        ("eval \"$(stratoq --aws-endpoint-url $(python3 -c 'print(1)') provision)\"", None),
+        ("pip install aws-sam-cli", "this test does not run `pip`"),
+        ("stratoq dlq list ; docker compose up", "this test does not run `docker`"),
+        ("X=$(make run)", "this test does not run `make`"),
+        ("stratoq top --metrics-url http://10.0.0.5:9464/metrics", "it reaches 10.0.0.5"),
+        ("curl https://example.com/x", "it reaches example.com"),
+    ],
+)
+def test_only_local_commands_of_known_programs_run(
+    tmp_path: Path, command: str, refused: str | None
+) -> None:
+    path = tmp_path / "page.md"
+    path.write_text(f"```sh\n{command}\n```\n")
+    [cmd] = blocks(path)[0].commands()
+    why = cmd.refusal()
+    if refused is None:
+        assert why is None
+    else:
+        assert why is not None and why.startswith(refused)
