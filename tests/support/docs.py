@@ -88,6 +88,8 @@ class Command:
             elif starts and not ASSIGNMENT.match(token + " "):
                 if token not in RUNNABLE:
                     return f"this test does not run `{token}`"
+                if token == "curl" and not URL.search(self.text):
+                    return "curl without a literal URL on this machine"
                 starts = False
         return None
 

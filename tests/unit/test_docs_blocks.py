@@ -140,6 +140,7 @@ def test_task_bodies_in_the_docs_name_example_tasks() -> None:
         ("X=$(make run)", "this test does not run `make`"),
         ("stratoq top --metrics-url http://10.0.0.5:9464/metrics", "it reaches 10.0.0.5"),
         ("curl https://example.com/x", "it reaches example.com"),
+        ('curl -s "$API/v1/tasks"', "curl without a literal URL"),
     ],
 )
 def test_only_local_commands_of_known_programs_run(
