@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from stratoq.core.errors import Fail
@@ -48,6 +49,16 @@ def fail(payload: Any) -> dict[str, int]:
     if attempt <= times:
         raise RuntimeError(f"failing on purpose (attempt {attempt} of the first {times})")
     return {"attempt": attempt}
+
+
+@task("report")
+def report(payload: Any) -> dict[str, Any]:
+    """A stand-in for a periodic report: what it was asked for, and when it was made (UTC).
+
+    The docs' schedules and deduplication examples enqueue it (`{"day": "2030-01-01"}`).
+    """
+    made = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {"report": _obj(payload), "generated_at": made}
 
 
 @task("cpu")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 
 from stratoq.cli import main as cli
 from tests.conftest import ROOT
+from tests.support.docs import console_script
 
 COMMANDS = [
     "dev",
@@ -111,3 +114,32 @@ def test_the_bridge_without_its_extra_is_a_sentence(
     err = capsys.readouterr().err
     assert err.startswith("stratoq: `stratoq bridge rabbitmq` needs the RabbitMQ client")
     assert err.endswith("pip install 'stratoq[bridge]'\n")
+
+
+def test_a_tasks_module_of_the_current_directory_is_imported(tmp_path: Path) -> None:
+    # The installed script, not `python -m` (which would put the directory on sys.path).
+    script = console_script(tmp_path / "bin")
+    project = tmp_path / "project"
+    (project / "myapp").mkdir(parents=True)
+    (project / "myapp" / "tasks.py").write_text(
+        "import pathlib\npathlib.Path('imported').write_text('myapp.tasks')\n"
+    )
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(ROOT / "functions"),
+        # Nothing listens there: the worker stops once it has imported the module.
+        "STRATOQ_AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "STRATOQ_ALLOW_UNENCRYPTED": "1",
+        "STRATOQ_METRICS_PORT": "0",
+    }
+    proc = subprocess.run(
+        [str(script), "worker", "--tasks", "myapp.tasks"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert "cannot import tasks module" not in proc.stderr
+    assert (project / "imported").read_text() == "myapp.tasks"

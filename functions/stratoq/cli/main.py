@@ -14,6 +14,7 @@ found through the "stratoq.commands" entry points.
 from __future__ import annotations
 
 import argparse
+import os
 import ssl
 import sys
 from collections.abc import Callable, Sequence
@@ -109,12 +110,26 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def project_importable() -> None:
+    """Make the current directory importable, as `python -m` does.
+
+    The installed `stratoq` script puts only its own directory on sys.path, so without
+    this `stratoq worker --tasks myapp.tasks` could not import ./myapp/tasks.py of the
+    project it runs in. Appended: an installed module of the same name still comes first.
+    Processes the command spawns (pollers, task slots) inherit sys.path.
+    """
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.append(here)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; its exit code, or exit 1-3 with a sentence on stderr."""
     from stratoq.sdk.client import ApiError, NotFound, WaitTimeout
 
     p = parser()
     args = p.parse_args(argv)
+    project_importable()
     try:
         return int(args.func(args))
     except ValidationError as exc:
