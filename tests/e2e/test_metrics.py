@@ -201,8 +201,8 @@ def test_queue_and_worker_gauges(observed: Observed) -> None:
         30,
         "the queue to drain",
     )
-    # The cancelled tasks' messages. A hand-back of the unknown task delivered twice may
-    # leave a message that is dropped (as a duplicate) when it comes due, a second later.
+    # The cancelled tasks' messages. The unknown task's last hand-back was delayed too
+    # until it failed; the gauges are read from SQS at most every few seconds (cached).
     wait_for(
         lambda: gauge("stratoq_queue_messages_delayed") == 2,
         30,
