@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import urllib3
 
+from stratoq import Client
 from stratoq.adapters import aws
 from stratoq.core.settings import Settings
 from tests.conftest import PYTHON, ROOT
@@ -166,3 +167,16 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     finally:
         code = stop_dev(stack)
         assert code == 0, stack.log.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def client(dev: DevStack) -> Client:
+    """The SDK on the module's dev stack, with its admin key."""
+    return Client(dev.api_url, dev.api_key)
+
+
+def key_for(dev: DevStack, tenant: str, scopes: str) -> str:
+    """A new API key of `tenant` with `scopes` (space-separated), made over the API."""
+    status, body = dev.request("POST", "/v1/keys", {"tenant": tenant, "scopes": scopes.split()})
+    assert status == 201, body
+    return str(body["key"])

@@ -17,21 +17,10 @@ from stratoq import Client
 from stratoq.core.models import TaskStatus
 from stratoq.sdk.client import AuthError, Conflict, NotFound
 from tests.conftest import PYTHON
-from tests.e2e.conftest import DevStack, cli_in, project_of, start_dev, stop_dev
+from tests.e2e.conftest import DevStack, cli_in, key_for, project_of, start_dev, stop_dev
 from tests.support.procs import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def key_for(dev: DevStack, tenant: str, scopes: str) -> str:
-    status, body = dev.request("POST", "/v1/keys", {"tenant": tenant, "scopes": scopes.split()})
-    assert status == 201, body
-    return str(body["key"])
-
-
-@pytest.fixture(scope="module")
-def client(dev: DevStack) -> Client:
-    return Client(dev.api_url, dev.api_key)
 
 
 # ----------------------------------------------------------------- auth

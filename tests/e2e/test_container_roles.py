@@ -19,6 +19,7 @@ from stratoq.core.models import TaskRequest
 from stratoq.core.settings import Settings
 from stratoq.services.enqueue import Enqueuer
 from tests.conftest import PYTHON, ROOT, subprocess_env
+from tests.support.artifacts import copy_source
 from tests.support.procs import wait_for
 
 
@@ -144,15 +145,7 @@ def test_dockerfile_install_line_gives_a_working_slim_runtime(
     settings: Settings, tmp_path: Path
 ) -> None:
     python = python312() or PYTHON  # the image's Python where available
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, src / name)
-    shutil.copytree(
-        ROOT / "functions",
-        src / "functions",
-        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
-    )
+    src = copy_source(tmp_path / "src")
     venv = tmp_path / "venv"
     subprocess.run([python, "-m", "venv", venv], check=True, timeout=120)
     pip = [venv / "bin" / "python", "-m", "pip", "install", "--quiet"]

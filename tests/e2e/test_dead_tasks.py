@@ -10,18 +10,7 @@ import pytest
 from stratoq import Client
 from stratoq.core.models import TaskStatus
 from stratoq.sdk.client import ApiError
-from tests.e2e.conftest import DevStack
-
-
-@pytest.fixture(scope="module")
-def client(dev: DevStack) -> Client:
-    return Client(dev.api_url, dev.api_key)
-
-
-def key_for(dev: DevStack, tenant: str, scopes: str) -> str:
-    status, body = dev.request("POST", "/v1/keys", {"tenant": tenant, "scopes": scopes.split()})
-    assert status == 201, body
-    return str(body["key"])
+from tests.e2e.conftest import DevStack, key_for
 
 
 # ------------------------------------------------------------ deduplication

@@ -13,28 +13,20 @@ the first run.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PYTHON, ROOT
+from tests.conftest import PYTHON
+from tests.support.artifacts import copy_source
 
 
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with the stratoq wheel installed, no extra."""
     tmp = tmp_path_factory.mktemp("install")
-    src = tmp / "src"
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, src / name)
-    shutil.copytree(
-        ROOT / "functions",
-        src / "functions",
-        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
-    )
+    src = copy_source(tmp / "src")
     pip = [PYTHON, "-m", "pip", "--disable-pip-version-check", "--quiet"]
     built = subprocess.run(
         [*pip, "wheel", "--no-deps", "--wheel-dir", tmp / "dist", src],

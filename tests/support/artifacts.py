@@ -31,6 +31,20 @@ STACK_QUEUES = {
 }
 
 
+def copy_source(dest: Path) -> Path:
+    """What a wheel of stratoq is built from (pyproject.toml, README.md, functions/),
+    copied to `dest` so that a build leaves the checkout as it is."""
+    dest.mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, dest / name)
+    shutil.copytree(
+        ROOT / "functions",
+        dest / "functions",
+        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
+    )
+    return dest
+
+
 def tool(name: str) -> str | None:
     """An executable on PATH or beside this Python (the venv's bin)."""
     beside = Path(sys.executable).parent / name
