@@ -143,3 +143,34 @@ def test_a_tasks_module_of_the_current_directory_is_imported(tmp_path: Path) -> 
     )
     assert "cannot import tasks module" not in proc.stderr
     assert (project / "imported").read_text() == "myapp.tasks"
+
+
+def test_an_unreachable_aws_endpoint_is_a_sentence(tmp_path: Path) -> None:
+    # A worker pointed at an emulator that is not running (first hour: `stratoq dev` not
+    # started yet) used to end in botocore's EndpointConnectionError traceback.
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(ROOT / "functions"),
+        "HOME": str(tmp_path),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "STRATOQ_ALLOW_UNENCRYPTED": "1",
+        "STRATOQ_METRICS_PORT": "0",
+    }
+    argv = ["--aws-endpoint-url", "http://127.0.0.1:9", "worker", "-c", "1"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "stratoq", *argv],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith("stratoq: cannot reach AWS at http://127.0.0.1:9")
+    )

@@ -22,7 +22,11 @@ from importlib.metadata import entry_points
 from typing import NoReturn
 
 import urllib3
-from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+from botocore.exceptions import (
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
 from pydantic import ValidationError
 
 from stratoq.cli import backfill, bridge, keys, queues, schedules, tasks, top, worker
@@ -153,6 +157,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             2,
             f"stratoq: no AWS credentials ({exc}): set AWS_PROFILE or AWS_ACCESS_KEY_ID "
             "and AWS_SECRET_ACCESS_KEY, or pass --aws-endpoint-url for an emulator\n",
+        )
+    except EndpointConnectionError as exc:
+        # Before OSError's "the API": this is AWS (or the emulator) itself.
+        p.exit(
+            2,
+            f"stratoq: cannot reach AWS at {exc.kwargs.get('endpoint_url', '?')}: is the "
+            "emulator (stratoq dev) running, and are --aws-endpoint-url or "
+            "STRATOQ_AWS_ENDPOINT_URL and AWS_REGION right?\n",
         )
     except (OSError, urllib3.exceptions.HTTPError) as exc:
         if isinstance(getattr(exc, "reason", exc), urllib3.exceptions.SSLError | ssl.SSLError):
