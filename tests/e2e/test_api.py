@@ -341,14 +341,15 @@ def test_a_second_fleet_gets_its_tasks_the_dev_pollers_hand_back_unspent(
     # The README's commands for the extra poller, with the user's tasks module.
     out = dev.cli("--aws-endpoint-url", dev.aws_endpoint_url, "provision")
     assert out.returncode == 0, out.stderr
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "functions")]))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATOQ_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "functions")])
     for line in out.stdout.splitlines():
         key, _, value = line.removeprefix("export ").partition("=")
         env[key] = shlex.split(value)[0] if value else ""
-    # The dev pollers long-poll for 2 s; so does this one. (With the default 20 s an idle
-    # poller of three priority queues waits up to 7 s on one of them, and loses most
-    # races for a handed-back message to pollers that ask more often: issue 24.)
-    env["STRATOQ_POLL_WAIT_SECONDS"] = "2"
+    # `provision` gives it the dev pollers' short receive wait: with the default 20 s an
+    # idle poller of three priority queues waits up to 7 s on one of them, and loses most
+    # races for a handed-back message to pollers that ask more often (issue 24).
+    assert env["STRATOQ_POLL_WAIT_SECONDS"] == "2"
     log = tmp_path / "fleet.log"
     with log.open("wb") as sink:
         fleet = subprocess.Popen(

@@ -117,9 +117,15 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 def cmd_provision(args: argparse.Namespace) -> int:
     _require("provision", PROVISION_NEEDS)
-    from stratoq.local.provision import provision
+    from stratoq.local.provision import DEV_POLL_WAIT_SECONDS, provision
 
     settings = provision(settings_from(args), stack=args.stack)
+    if "STRATOQ_POLL_WAIT_SECONDS" not in os.environ:
+        # Pollers on an emulator wait as the dev stack's own do: an empty receive costs
+        # nothing there, and an idle poller of three priority queues long-polls one of
+        # them for a third of this wait, losing handed-back messages (another fleet's
+        # tasks, docs/deploy.md) to pollers that ask more often.
+        settings = settings.with_(poll_wait_seconds=DEV_POLL_WAIT_SECONDS)
     for key, value in settings.to_env().items():
         print(f"export {key}={shlex.quote(value)}")
     return 0

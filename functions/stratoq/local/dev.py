@@ -64,7 +64,7 @@ class DevStack:
         from stratoq.handlers.authorizer import Authorizer
         from stratoq.local.emulator import Emulator
         from stratoq.local.gateway import Gateway, GatewayServer
-        from stratoq.local.provision import provision
+        from stratoq.local.provision import DEV_POLL_WAIT_SECONDS, provision
         from stratoq.local.throttle import KeyThrottle
         from stratoq.services.app import Services
 
@@ -77,7 +77,9 @@ class DevStack:
             # Before anything is created: provisioning finds the restored stack as it is.
             self.restored = snapshot.load(o.emulator_state)
             self._stops.append(self._save_state)
-        base = Settings.from_env().with_(aws_endpoint_url=emulator.url, poll_wait_seconds=2)
+        base = Settings.from_env().with_(
+            aws_endpoint_url=emulator.url, poll_wait_seconds=DEV_POLL_WAIT_SECONDS
+        )
         if "STRATOQ_CHECK_TASK_NAMES" not in os.environ:
             # The dev stack runs the workers' code, so its API knows their task names: a
             # typo is a 400 now rather than a failed task later.

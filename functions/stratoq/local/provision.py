@@ -49,6 +49,9 @@ def _with_function_arns(node: Any, functions: set[str], region: str) -> Any:
     return node
 
 
+# Receive wait of the dev stack's pollers and of those `stratoq provision` sets up:
+# short, as an empty receive on an emulator costs nothing.
+DEV_POLL_WAIT_SECONDS = 2
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[3] / "template.yaml"
 _SUB_REF = re.compile(r"\$\{([A-Za-z0-9]+)(?:\.[A-Za-z0-9.]+)?\}")
 
