@@ -116,6 +116,29 @@ def test_the_bridge_without_its_extra_is_a_sentence(
     assert err.endswith("pip install 'stratoq[bridge]'\n")
 
 
+def against_no_aws(command: list[str], cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI with its AWS endpoint a closed port: a worker stops at its first call."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(ROOT / "functions"),
+        "HOME": str(cwd),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "STRATOQ_AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "STRATOQ_ALLOW_UNENCRYPTED": "1",
+        "STRATOQ_METRICS_PORT": "0",
+    }
+    return subprocess.run(
+        [*command, *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def test_a_tasks_module_of_the_current_directory_is_imported(tmp_path: Path) -> None:
     # The installed script, not `python -m` (which would put the directory on sys.path).
     script = console_script(tmp_path / "bin")
@@ -124,23 +147,7 @@ def test_a_tasks_module_of_the_current_directory_is_imported(tmp_path: Path) -> 
     (project / "myapp" / "tasks.py").write_text(
         "import pathlib\npathlib.Path('imported').write_text('myapp.tasks')\n"
     )
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(ROOT / "functions"),
-        # Nothing listens there: the worker stops once it has imported the module.
-        "STRATOQ_AWS_ENDPOINT_URL": "http://127.0.0.1:9",
-        "STRATOQ_ALLOW_UNENCRYPTED": "1",
-        "STRATOQ_METRICS_PORT": "0",
-    }
-    proc = subprocess.run(
-        [str(script), "worker", "--tasks", "myapp.tasks"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = against_no_aws([str(script)], project, "worker", "--tasks", "myapp.tasks")
     assert "cannot import tasks module" not in proc.stderr
     assert (project / "imported").read_text() == "myapp.tasks"
 
@@ -148,25 +155,8 @@ def test_a_tasks_module_of_the_current_directory_is_imported(tmp_path: Path) -> 
 def test_an_unreachable_aws_endpoint_is_a_sentence(tmp_path: Path) -> None:
     # A worker pointed at an emulator that is not running (first hour: `stratoq dev` not
     # started yet) used to end in botocore's EndpointConnectionError traceback.
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "PYTHONPATH": str(ROOT / "functions"),
-        "HOME": str(tmp_path),
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "STRATOQ_ALLOW_UNENCRYPTED": "1",
-        "STRATOQ_METRICS_PORT": "0",
-    }
     argv = ["--aws-endpoint-url", "http://127.0.0.1:9", "worker", "-c", "1"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "stratoq", *argv],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = against_no_aws([sys.executable, "-m", "stratoq"], tmp_path, *argv)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert (

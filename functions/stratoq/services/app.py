@@ -136,10 +136,11 @@ class Services:
 
     def known_task_names(self) -> frozenset[str] | None:
         """The task names the API accepts: the tasks module's when the deployment checks
-        names (`check_task_names`), else None (any name)."""
+        names (`check_task_names`), else None (any name). Read once: every enqueue (each
+        entry of a batch) asks."""
         if not self.settings.check_task_names:
             return None
-        return frozenset(self.load_tasks())
+        return self._once("known_task_names", lambda: frozenset(self.load_tasks()))
 
     def worker(
         self,

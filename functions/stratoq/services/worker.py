@@ -216,8 +216,8 @@ class Worker:
             # name. Give the claim back and hand the task on as a newer worker would.
             if not self.store.unclaim(claim):
                 return Disposition(Action.LEAVE, status="lost")
-            named = replace(msg, name=task.name)
-            handed = self._hand_back(delivery, named, task.name, self._clock())
+            # First hand-back and a grace period over 0: never None.
+            handed = self._hand_back(delivery, msg, task.name, self._clock())
             return handed or Disposition(Action.RELEASE, delay=1, status="handed_back")
         # Known here: the next message (retry, lock wait) starts a fresh grace period
         # wherever it lands.
