@@ -4,22 +4,53 @@ Define tasks with `@task("name")`; raise `Retry(delay)` or `Fail(reason)` inside
 hold a distributed lock with `with stratoq.lock("name"):`.
 """
 
-from stratoq.adapters.locks import lock
-from stratoq.core.errors import (
-    AccessDeniedError,
-    ApiError,
-    Fail,
-    InvalidRequestError,
-    InvalidStateError,
-    LockUnavailable,
-    NotFoundError,
-    Retry,
-    StratoqError,
-)
-from stratoq.core.models import Task, TaskRequest, TaskStatus
-from stratoq.core.registry import TaskContext, context, task
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from stratoq.core.version import __version__
-from stratoq.sdk.client import Client
+
+if TYPE_CHECKING:
+    from stratoq.adapters.locks import lock
+    from stratoq.core.errors import (
+        AccessDeniedError,
+        ApiError,
+        Fail,
+        InvalidRequestError,
+        InvalidStateError,
+        LockUnavailable,
+        NotFoundError,
+        Retry,
+        StratoqError,
+    )
+    from stratoq.core.models import Task, TaskRequest, TaskStatus
+    from stratoq.core.registry import TaskContext, context, task
+    from stratoq.sdk.client import Client
+
+# Each public name and the module that defines it. They load on first use (PEP 562), so
+# that `import stratoq.<anything>` (every CLI command, every slot process) pays only for
+# what it touches: the locks' boto3 alone is 0.4 s of a command's start.
+_EXPORTS = {
+    "lock": "stratoq.adapters.locks",
+    **dict.fromkeys(
+        (
+            "AccessDeniedError",
+            "ApiError",
+            "Fail",
+            "InvalidRequestError",
+            "InvalidStateError",
+            "LockUnavailable",
+            "NotFoundError",
+            "Retry",
+            "StratoqError",
+        ),
+        "stratoq.core.errors",
+    ),
+    **dict.fromkeys(("Task", "TaskRequest", "TaskStatus"), "stratoq.core.models"),
+    **dict.fromkeys(("TaskContext", "context", "task"), "stratoq.core.registry"),
+    "Client": "stratoq.sdk.client",
+}
 
 __all__ = [
     "AccessDeniedError",
@@ -41,3 +72,16 @@ __all__ = [
     "lock",
     "task",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stratoq' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -23,9 +23,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from stratoq.core.clock import Timestamp
-from stratoq.core.models import Priority, Task, TaskRequest
+from stratoq.core.models import (
+    REDRIVE_DEFAULT_MESSAGES,
+    REDRIVE_MAX_MESSAGES,
+    Priority,
+    Task,
+    TaskRequest,
+)
 from stratoq.core.schedules import Schedule, ScheduleSpec
-from stratoq.services import dlq
 
 __all__ = [
     "MAX_BATCH",
@@ -67,7 +72,7 @@ class BatchRequest(BaseModel):
 
 class RedriveRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    max_messages: int = Field(default=dlq.DEFAULT_MAX_MESSAGES, ge=1, le=dlq.MAX_MESSAGES)
+    max_messages: int = Field(default=REDRIVE_DEFAULT_MESSAGES, ge=1, le=REDRIVE_MAX_MESSAGES)
 
 
 class RetryFailedRequest(BaseModel):

@@ -34,6 +34,9 @@ MIN_IDEMPOTENCY_WINDOW = 1
 MAX_IDEMPOTENCY_WINDOW = 7 * 24 * 3600
 # Prefix of the idempotency keys `unique: true` derives (see TaskRequest.unique_key).
 UNIQUE_KEY_PREFIX = "unique:"
+# Messages one dead-letter redrive moves: by default, and at most (services/dlq.py).
+REDRIVE_DEFAULT_MESSAGES = 1000
+REDRIVE_MAX_MESSAGES = 10_000
 
 TaskName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")]
 QUEUE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"

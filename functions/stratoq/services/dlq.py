@@ -30,14 +30,18 @@ from stratoq.core.errors import (
     NoDeadLetterQueueError,
     TaskNotFoundError,
 )
-from stratoq.core.models import FINAL_STATUSES, Task, TaskStatus, utcnow
+from stratoq.core.models import (
+    FINAL_STATUSES,
+    REDRIVE_DEFAULT_MESSAGES,
+    Task,
+    TaskStatus,
+    utcnow,
+)
 from stratoq.core.priority import expand
 from stratoq.services.enqueue import Enqueuer
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_MESSAGES = 1000
-MAX_MESSAGES = 10_000
 # The API runs in a Lambda with a 29 s timeout: stop taking new batches after this long
 # and say there may be more (`more`), rather than be cut off mid-batch.
 TIME_BUDGET_SECONDS = 20.0
@@ -64,7 +68,7 @@ class RedriveReport:
 def redrive(
     core: Enqueuer,
     queue: str,
-    max_messages: int = DEFAULT_MAX_MESSAGES,
+    max_messages: int = REDRIVE_DEFAULT_MESSAGES,
     *,
     budget_seconds: float = TIME_BUDGET_SECONDS,
     clock: Callable[[], float] = time.monotonic,
