@@ -180,3 +180,27 @@ def key_for(dev: DevStack, tenant: str, scopes: str) -> str:
     status, body = dev.request("POST", "/v1/keys", {"tenant": tenant, "scopes": scopes.split()})
     assert status == 201, body
     return str(body["key"])
+
+
+@pytest.fixture(scope="session")
+def stratoq_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The stratoq wheel built from a copy of the sources, once per session."""
+    from tests.support.install import session_dir, wheel
+
+    return wheel(session_dir(tmp_path_factory))
+
+
+@pytest.fixture(scope="session")
+def bare_venv(tmp_path_factory: pytest.TempPathFactory, stratoq_wheel: Path) -> Path:
+    """A fresh venv with the stratoq wheel installed, no extra (`pip install stratoq`)."""
+    from tests.support.install import session_dir, venv
+
+    return venv(session_dir(tmp_path_factory), "venv-bare", "{wheel}")
+
+
+@pytest.fixture(scope="session")
+def local_venv(tmp_path_factory: pytest.TempPathFactory, stratoq_wheel: Path) -> Path:
+    """A fresh venv with `stratoq[local]` and pytest, as a project's developer has."""
+    from tests.support.install import session_dir, venv
+
+    return venv(session_dir(tmp_path_factory), "venv-local", "{wheel}[local]", "pytest>=8")

@@ -4,67 +4,32 @@ The commands that need an extra ([local]: the embedded emulator and the SAM tran
 [bridge]: the RabbitMQ client) exit 2 with one sentence naming the extra to install,
 never a traceback; the package itself imports and the CLI helps without any.
 
-The wheel is built from a copy of the sources (the checkout stays clean) and installed
-with the test run's own pip into a venv that has none (`--without-pip` saves the
-seconds of ensurepip); the dependencies come from the index, through pip's cache after
-the first run.
+The wheel and the venv are the session's (tests/support/install.py, the `bare_venv`
+fixture of tests/e2e/conftest.py), shared with the other tests of the installed package.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PYTHON
-from tests.support.artifacts import copy_source
+from tests.conftest import ROOT
+from tests.support.install import user_env
 
 
 @pytest.fixture(scope="module")
-def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv with the stratoq wheel installed, no extra."""
-    tmp = tmp_path_factory.mktemp("install")
-    src = copy_source(tmp / "src")
-    pip = [PYTHON, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-    built = subprocess.run(
-        [*pip, "wheel", "--no-deps", "--wheel-dir", tmp / "dist", src],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert built.returncode == 0, built.stderr[-3000:]
-    [wheel] = (tmp / "dist").glob("stratoq-*.whl")
-    env = tmp / "venv"
-    subprocess.run([PYTHON, "-m", "venv", "--without-pip", env], check=True, timeout=120)
-    installed = subprocess.run(
-        [*pip, "--python", env / "bin" / "python", "install", wheel],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert installed.returncode == 0, installed.stderr[-3000:]
-    return env
+def venv(bare_venv: Path) -> Path:
+    return bare_venv
 
 
 def run(venv: Path, *argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """A command of the venv as a user runs it: no checkout on the path, no stratoq or
-    AWS settings, no credentials, and a home of its own (no ~/.aws)."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("STRATOQ_", "AWS_", "PYTHON", "VIRTUAL_ENV"))
-    }
-    home = venv.parent / "home"
-    home.mkdir(exist_ok=True)
-    # The instance metadata service would be asked for credentials otherwise.
-    env |= {"HOME": str(home), "AWS_EC2_METADATA_DISABLED": "true"}
+    """A command of the venv as a user runs it (tests.support.install.user_env)."""
+    env = user_env(venv)
     return subprocess.run(
         [str(venv / "bin" / argv[0]), *argv[1:]],
-        cwd=cwd or home,
+        cwd=cwd or env["HOME"],
         env=env,
         capture_output=True,
         text=True,
@@ -127,3 +92,19 @@ def test_commands_without_configuration_say_what_is_missing(
     assert "Traceback" not in out.stderr
     [sentence] = out.stderr.splitlines()
     assert says in sentence
+
+
+def test_the_wheel_ships_the_template_that_stratoq_dev_provisions(venv: Path) -> None:
+    # Outside any project (the venv's home has no pyproject.toml): the packaged copy.
+    out = run(
+        venv,
+        "python",
+        "-c",
+        "from pathlib import Path; from stratoq.project import template_path; "
+        "print(template_path(Path.cwd()))",
+    )
+    assert out.returncode == 0, out.stderr
+    packaged = Path(out.stdout.strip())
+    assert packaged.is_relative_to(venv)
+    assert not packaged.is_symlink()  # the build copied the checkout's symlink's target
+    assert packaged.read_text() == (ROOT / "template.yaml").read_text()

@@ -102,7 +102,9 @@ def test_the_artifact_has_the_handlers_and_no_dev_stack(arm64_build: Path) -> No
         code = arm64_build / function
         module = handler.rsplit(".", 1)[0]
         assert (code / (module.replace(".", "/") + ".py")).is_file(), function
-        assert not (code / "stratoq" / "local").exists(), function
+        # Nor the dev-only packages: the dev stack, the packaged template and scaffold.
+        for dev_only in ("local", "project"):
+            assert not (code / "stratoq" / dev_only).exists(), f"{function} ships {dev_only}"
         # Not moto, nor the rest of the dev stack's dependencies (the `local` extra).
         for absent in ("moto", "samtranslator", "yaml", "werkzeug", "flask"):
             assert not (code / absent).exists(), f"{function} ships {absent}"
@@ -113,7 +115,7 @@ def test_the_artifact_has_the_handlers_and_no_dev_stack(arm64_build: Path) -> No
         expected = {
             p.relative_to(ROOT / "functions" / "stratoq")
             for p in package
-            if p.relative_to(ROOT / "functions" / "stratoq").parts[0] != "local"
+            if p.relative_to(ROOT / "functions" / "stratoq").parts[0] not in {"local", "project"}
         }
         assert shipped == expected, function
 

@@ -16,6 +16,7 @@ from tests.conftest import ROOT
 from tests.support.docs import console_script
 
 COMMANDS = [
+    "init",
     "dev",
     "worker",
     "provision",

@@ -29,7 +29,7 @@ from botocore.exceptions import (
 )
 from pydantic import ValidationError
 
-from stratoq.cli import backfill, bridge, keys, queues, schedules, tasks, top, worker
+from stratoq.cli import backfill, bridge, init, keys, queues, schedules, tasks, top, worker
 from stratoq.cli.common import Subparsers, needs_local_extra
 from stratoq.core.errors import StratoqError
 
@@ -43,6 +43,7 @@ PLUGINS = "stratoq.commands"
 # [local] extra is missing), a stand-in that says how to install it. Plugins not named
 # here follow the built-in groups.
 GROUPS: tuple[Register | str, ...] = (
+    init.register,
     "dev",
     worker.register,
     "provision",
@@ -115,16 +116,28 @@ def parser() -> argparse.ArgumentParser:
 
 
 def project_importable() -> None:
-    """Make the current directory importable, as `python -m` does.
+    """Make the current directory and its project's root importable, as `python -m`
+    does for the current directory.
 
     The installed `stratoq` script puts only its own directory on sys.path, so without
     this `stratoq worker --tasks myapp.tasks` could not import ./myapp/tasks.py of the
-    project it runs in. Appended: an installed module of the same name still comes first.
-    Processes the command spawns (pollers, task slots) inherit sys.path.
+    project it runs in, nor `stratoq dev` run in a subdirectory the tasks module that
+    the project's pyproject.toml names. Appended: an installed module of the same name
+    still comes first. Processes the command starts (pollers; task slots, from the fork
+    server or spawned) are given this sys.path.
     """
+    from pathlib import Path
+
+    from stratoq.project import project_root
+
     here = os.getcwd()
-    if here not in sys.path and "" not in sys.path:
-        sys.path.append(here)
+    wanted = [] if "" in sys.path else [here]
+    root = project_root(Path(here))
+    if root is not None:
+        wanted.append(str(root))
+    for path in wanted:
+        if path not in sys.path:
+            sys.path.append(path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,7 +46,11 @@ def register(sub: Subparsers) -> None:
         help="messages a poller may hold beyond its free slots, at most (it holds about a "
         "second's worth); 0 never (default env STRATOQ_PREFETCH or 10)",
     )
-    w.add_argument("--tasks", help="module(s) defining task handlers")
+    w.add_argument(
+        "--tasks",
+        help="module(s) defining task handlers (default: env STRATOQ_TASKS_MODULE, else "
+        "[tool.stratoq] tasks of the nearest pyproject.toml, else stratoq.examples)",
+    )
     w.add_argument(
         "--shutdown-grace",
         type=float,
@@ -69,9 +73,13 @@ def register(sub: Subparsers) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from stratoq.core.priority import expand, parse_mode, parse_weights
+    from stratoq.project import tasks_module
     from stratoq.runtime.supervisor import serve
 
+    args.tasks = tasks_module(args.tasks, Path.cwd())
     settings = settings_from(args)
     if args.priority_mode is not None:
         settings = settings.with_(priority_mode=parse_mode(args.priority_mode, "--priority-mode"))

@@ -16,6 +16,7 @@ import os
 import shlex
 from pathlib import Path
 
+from stratoq import project
 from stratoq.cli.common import (
     Subparsers,
     count,
@@ -56,7 +57,11 @@ def register_dev(sub: Subparsers) -> None:
         dest="bootstrap_key",
         help="fix the bootstrap admin key (default: env STRATOQ_API_KEY, else a new one)",
     )
-    d.add_argument("--tasks", help="module(s) defining task handlers (default stratoq.examples)")
+    d.add_argument(
+        "--tasks",
+        help="module(s) defining task handlers (default: env STRATOQ_TASKS_MODULE, else "
+        "[tool.stratoq] tasks of the nearest pyproject.toml, else stratoq.examples)",
+    )
     d.add_argument("--state-file", default=".stratoq/dev.json")
     d.add_argument(
         "--clock-speed",
@@ -106,7 +111,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             workers=args.workers,
             lambda_workers=args.lambda_workers,
             api_key=args.bootstrap_key or os.environ.get("STRATOQ_API_KEY") or None,
-            tasks=args.tasks,
+            tasks=project.tasks_module(args.tasks, Path.cwd()),
             state_file=Path(args.state_file),
             clock_speed=args.clock_speed,
             tls=args.tls,

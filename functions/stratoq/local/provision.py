@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from stratoq import project
 from stratoq.core.errors import ConfigError
 from stratoq.core.priority import queue_key, split_key
 from stratoq.core.settings import Settings
@@ -52,7 +53,6 @@ def _with_function_arns(node: Any, functions: set[str], region: str) -> Any:
 # Receive wait of the dev stack's pollers and of those `stratoq provision` sets up:
 # short, as an empty receive on an emulator costs nothing.
 DEV_POLL_WAIT_SECONDS = 2
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[3] / "template.yaml"
 _SUB_REF = re.compile(r"\$\{([A-Za-z0-9]+)(?:\.[A-Za-z0-9.]+)?\}")
 
 
@@ -64,10 +64,9 @@ class _NoManagedPolicies:
 
 
 def template_path() -> Path:
-    path = Path(os.environ.get("STRATOQ_TEMPLATE", DEFAULT_TEMPLATE))
-    if not path.is_file():
-        raise ConfigError(f"template not found at {path}; set STRATOQ_TEMPLATE to its path")
-    return path
+    """STRATOQ_TEMPLATE, else the project's template.yaml, else the packaged one
+    (stratoq.project.template_path, from the current directory)."""
+    return project.template_path(Path.cwd())
 
 
 def translate(path: Path | None = None) -> dict[str, Any]:

@@ -1,0 +1,220 @@
+"""A project of one's own, as a user makes it: `pip install 'stratoq[local]'` (the wheel,
+in a fresh venv: the session's `local_venv`), `stratoq init demo`, then the project's own
+commands: `make test` (green, and red when a task breaks), `stratoq dev` (`make run`)
+running its tasks over HTTP, its template.yaml (translated offline and linted: the
+functions get the project's code and tasks module) and its Lambda build (the Makefile's
+recipe for the host's platform, the handler imported from the built directory).
+
+The arm64 build that `make deploy` runs is not repeated here: it is the same recipe with
+other wheels, and tests/e2e/test_lambda_artifact.py builds stratoq's own for arm64.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import urllib3
+
+from tests.conftest import PYTHON
+from tests.support.artifacts import run as run_tool
+from tests.support.artifacts import tool
+from tests.support.install import user_env
+from tests.support.procs import wait_for
+
+pytestmark = pytest.mark.timeout(300)
+
+NAME = "demo"
+
+
+def sh(venv: Path, cwd: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """A command in the user's shell: the venv's bin first on PATH."""
+    return subprocess.run(
+        list(argv),
+        cwd=cwd,
+        env=user_env(venv) | env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def project(local_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`stratoq init demo` in an empty directory."""
+    where = tmp_path_factory.mktemp("projects")
+    out = sh(local_venv, where, "stratoq", "init", NAME)
+    assert out.returncode == 0, out.stderr
+    assert f"Created {NAME}/" in out.stdout
+    return where / NAME
+
+
+def test_make_test_passes_and_fails_when_a_task_breaks(
+    local_venv: Path, project: Path, tmp_path: Path
+) -> None:
+    green = sh(local_venv, project, "make", "test")
+    assert green.returncode == 0, green.stdout[-3000:] + green.stderr[-3000:]
+    assert "3 passed" in green.stdout
+    broken = shutil.copytree(project, tmp_path / NAME)
+    tasks = broken / NAME / "tasks.py"
+    text = tasks.read_text()
+    assert text.count('_number(payload, "a") + _number') == 1
+    tasks.write_text(
+        text.replace('_number(payload, "a") + _number', '_number(payload, "a") - _number')
+    )
+    red = sh(local_venv, broken, "make", "test")
+    assert red.returncode != 0
+    assert "FAILED tests/test_tasks.py::test_add_adds" in red.stdout
+
+
+def test_stratoq_dev_in_the_project_runs_its_tasks(local_venv: Path, project: Path) -> None:
+    # No --tasks: `stratoq dev` finds demo.tasks in the project's pyproject.toml, imports
+    # it from the project directory (in the API and in the pollers' task processes) and
+    # provisions the project's template.yaml.
+    log = project.parent / "dev.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            ["stratoq", "dev", "--port", "0", "--metrics-port", "0"],
+            cwd=project,
+            env=user_env(local_venv) | {"PYTHONUNBUFFERED": "1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    state = project / ".stratoq" / "dev.json"
+    try:
+
+        def ready() -> dict[str, str] | None:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            return json.loads(state.read_text()) if state.exists() else None
+
+        facts = wait_for(ready, 90, "stratoq dev to write .stratoq/dev.json")
+        http = urllib3.PoolManager(timeout=30, retries=False)
+        headers = {"content-type": "application/json", "x-api-key": facts["api_key"]}
+
+        def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+            data = None if body is None else json.dumps(body).encode()
+            resp = http.request(method, facts["api_url"] + path, body=data, headers=headers)
+            return resp.status, json.loads(resp.data)
+
+        status, created = call(
+            "POST", "/v1/tasks", {"name": f"{NAME}.add", "payload": {"a": 2, "b": 3}}
+        )
+        assert status in (200, 201, 202), created
+
+        def final() -> dict[str, Any] | None:
+            _, task = call("GET", f"/v1/tasks/{created['id']}")
+            return task if task["status"] in ("succeeded", "failed", "cancelled") else None
+
+        done = wait_for(final, 60, "the project's task to finish")
+        assert done["status"] == "succeeded", done
+        assert done["result"] == {"sum": 5}
+        # The project's module replaced stratoq's examples: their names are unknown here.
+        status, refused = call("POST", "/v1/tasks", {"name": "echo"})
+        assert status == 400, refused
+        # The README's command, from a subdirectory (the CLI finds .stratoq/dev.json).
+        cli = sh(
+            local_venv,
+            project / "tests",
+            "stratoq",
+            "enqueue",
+            f"{NAME}.greet",
+            "--payload",
+            '{"name": "Ada"}',
+            "--wait",
+            "30",
+        )
+        assert cli.returncode == 0, cli.stderr
+        assert "Hello, Ada!" in cli.stdout
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    assert code == 0, log.read_text()[-3000:]
+
+
+def test_the_template_deploys_the_projects_code_and_tasks_module(project: Path) -> None:
+    from samtranslator.yaml_helper import yaml_parse
+
+    from stratoq.local.provision import translate
+
+    sam = yaml_parse((project / "template.yaml").read_text())
+    # SAM builds each function from CodeUri (the project) with the project's Makefile.
+    assert (project / sam["Globals"]["Function"]["CodeUri"]).resolve() == project.resolve()
+    functions = {
+        k: v for k, v in sam["Resources"].items() if v["Type"] == "AWS::Serverless::Function"
+    }
+    for name, function in functions.items():
+        assert "CodeUri" not in function["Properties"], name
+        assert function["Metadata"]["BuildMethod"] == "makefile", name
+        # `sam build` runs make build-<LogicalId>: the Makefile has it (a dry run).
+        dry = run_tool("make", "-n", f"build-{name}", "ARTIFACTS_DIR=/nowhere", cwd=project)
+        assert dry.returncode == 0, f"{name}: {dry.stderr}"
+    cfn = translate(project / "template.yaml")
+    assert cfn["Parameters"]["TasksModule"]["Default"] == f"{NAME}.tasks"
+    worker = cfn["Resources"]["WorkerFunction"]["Properties"]
+    assert worker["Environment"]["Variables"]["STRATOQ_TASKS_MODULE"] == {"Ref": "TasksModule"}
+    for name in functions:
+        variables = cfn["Resources"][name]["Properties"]["Environment"]["Variables"]
+        assert variables["STRATOQ_TASKS_MODULE"] == {"Ref": "TasksModule"}, name
+    lint = tool("cfn-lint")
+    if lint is None:
+        pytest.skip("cfn-lint is not installed (dev extras)")
+    linted = run_tool(lint, project / "template.yaml")
+    assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+PROBE = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+import stratoq.handlers.worker
+from stratoq.core import registry
+registry.load(os.environ["STRATOQ_TASKS_MODULE"])
+print(json.dumps({
+    "names": registry.names(),
+    "sum": registry.get("demo.add")({"a": 1, "b": 2}),
+    "stratoq": stratoq.__file__,
+}))
+"""
+
+
+def test_the_lambda_build_has_the_project_and_stratoq_without_dev_packages(
+    local_venv: Path, project: Path, stratoq_wheel: Path, tmp_path: Path
+) -> None:
+    code = tmp_path / "WorkerFunction"
+    # The recipe `sam build` runs, for the host's Python (LAMBDA_PLATFORM= empty); stratoq
+    # from the session's wheel, as a user without an index that has it would.
+    built = sh(
+        local_venv,
+        project,
+        "make",
+        "build-WorkerFunction",
+        f"ARTIFACTS_DIR={code}",
+        "LAMBDA_PLATFORM=",
+        f"PYTHON={PYTHON}",
+        PIP_FIND_LINKS=str(stratoq_wheel.parent),
+    )
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    for absent in ("stratoq/local", "stratoq/project", "moto", "samtranslator", "yaml", "bin"):
+        assert not (code / absent).exists(), absent
+    assert (code / NAME / "tasks.py").is_file()
+    out = subprocess.run(
+        [PYTHON, "-I", "-S", "-c", PROBE, str(code)],
+        cwd=code,
+        env={"AWS_DEFAULT_REGION": "us-east-1", "STRATOQ_TASKS_MODULE": f"{NAME}.tasks"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout)
+    assert {f"{NAME}.add", f"{NAME}.greet"} <= set(seen["names"])
+    assert seen["sum"] == {"sum": 3}
+    assert Path(seen["stratoq"]).is_relative_to(code)
