@@ -3,9 +3,9 @@ shared by the xdist workers (a file lock: the first worker builds, the others wa
 reuse it).
 
 The wheel is built from a copy of the sources (the checkout stays clean) and installed
-with the test run's own pip into venvs that have none (`--without-pip` saves the seconds
-of ensurepip); the dependencies come from the index, through pip's cache after the first
-run.
+with the test run's own uv (or pip) into venvs that have no pip (`--without-pip` saves the
+seconds of ensurepip); the dependencies come from the index, through the installer's cache
+after the first run.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from tests.conftest import PYTHON
 from tests.support.artifacts import copy_source
 
 PIP = [PYTHON, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+# uv (make installs it beside the test run's python) installs the same wheel with the same
+# metadata in a fraction of pip's time; without it, pip does.
+UV = Path(PYTHON).parent / "uv"
 READY = ".ready"
 
 
@@ -76,7 +79,11 @@ def venv(shared: Path, name: str, *requirements: str) -> Path:
         if not (env / READY).exists():
             _run([PYTHON, "-m", "venv", "--without-pip", "--clear", env], 120)
             wanted = [r.format(wheel=built) for r in requirements]
-            _run([*PIP, "--python", env / "bin" / "python", "install", *wanted], 600)
+            python = env / "bin" / "python"
+            if UV.exists():
+                _run([UV, "pip", "install", "--quiet", "--python", python, *wanted], 600)
+            else:
+                _run([*PIP, "--python", python, "install", *wanted], 600)
             (env / READY).touch()
     return env
 
