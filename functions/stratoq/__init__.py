@@ -1,7 +1,8 @@
 """stratoq: a serverless, distributed task queue on AWS.
 
-Define tasks with `@task("name")`; raise `Retry(delay)` or `Fail(reason)` inside them;
-hold a distributed lock with `with stratoq.lock("name"):`.
+Define tasks with `@task("name", queue=..., max_attempts=...)`; raise `Retry(delay)` or
+`Fail(reason)` inside them; enqueue one with `add.enqueue(a=1, b=2)` and wait with
+`.result(timeout=...)`; hold a distributed lock with `with stratoq.lock("name"):`.
 """
 
 from stratoq.adapters.locks import lock
@@ -15,11 +16,13 @@ from stratoq.core.errors import (
     NotFoundError,
     Retry,
     StratoqError,
+    TaskFailed,
 )
 from stratoq.core.models import Task, TaskRequest, TaskStatus
-from stratoq.core.registry import TaskContext, context, task
+from stratoq.core.registry import TaskContext, TaskOptions, context
 from stratoq.core.version import __version__
 from stratoq.sdk.client import Client
+from stratoq.sdk.tasks import TaskFunction, TaskHandle, task
 
 __all__ = [
     "AccessDeniedError",
@@ -34,6 +37,10 @@ __all__ = [
     "StratoqError",
     "Task",
     "TaskContext",
+    "TaskFailed",
+    "TaskFunction",
+    "TaskHandle",
+    "TaskOptions",
     "TaskRequest",
     "TaskStatus",
     "__version__",
