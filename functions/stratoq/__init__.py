@@ -1,7 +1,8 @@
 """stratoq: a serverless, distributed task queue on AWS.
 
-Define tasks with `@task("name")`; raise `Retry(delay)` or `Fail(reason)` inside them;
-hold a distributed lock with `with stratoq.lock("name"):`.
+Define tasks with `@task("name", queue=..., max_attempts=...)`; raise `Retry(delay)` or
+`Fail(reason)` inside them; enqueue one with `add.enqueue(a=1, b=2)` and wait with
+`.result(timeout=...)`; hold a distributed lock with `with stratoq.lock("name"):`.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ if TYPE_CHECKING:
         NotFoundError,
         Retry,
         StratoqError,
+        TaskFailed,
     )
     from stratoq.core.models import Task, TaskRequest, TaskStatus
-    from stratoq.core.registry import TaskContext, context, task
+    from stratoq.core.registry import TaskContext, TaskOptions, context
     from stratoq.sdk.client import Client
+    from stratoq.sdk.tasks import TaskFunction, TaskHandle, task
 
 # Each public name and the module that defines it. They load on first use (PEP 562), so
 # that `import stratoq.<anything>` (every CLI command, every slot process) pays only for
@@ -44,12 +47,14 @@ _EXPORTS = {
             "NotFoundError",
             "Retry",
             "StratoqError",
+            "TaskFailed",
         ),
         "stratoq.core.errors",
     ),
     **dict.fromkeys(("Task", "TaskRequest", "TaskStatus"), "stratoq.core.models"),
-    **dict.fromkeys(("TaskContext", "context", "task"), "stratoq.core.registry"),
+    **dict.fromkeys(("TaskContext", "TaskOptions", "context"), "stratoq.core.registry"),
     "Client": "stratoq.sdk.client",
+    **dict.fromkeys(("TaskFunction", "TaskHandle", "task"), "stratoq.sdk.tasks"),
 }
 
 __all__ = [
@@ -65,6 +70,10 @@ __all__ = [
     "StratoqError",
     "Task",
     "TaskContext",
+    "TaskFailed",
+    "TaskFunction",
+    "TaskHandle",
+    "TaskOptions",
     "TaskRequest",
     "TaskStatus",
     "__version__",

@@ -6,8 +6,11 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel
+
 from stratoq.core.errors import Fail
 from stratoq.core.registry import context, task
+from stratoq.sdk import tasks
 
 
 def _obj(payload: Any) -> dict[str, Any]:
@@ -70,3 +73,23 @@ def cpu(payload: Any) -> dict[str, int]:
     while time.monotonic() < end:
         loops += 1
     return {"loops": loops}
+
+
+class Numbers(BaseModel):
+    """The payload of `add_numbers`."""
+
+    a: float
+    b: float
+
+
+class Total(BaseModel):
+    """The result of `add_numbers`."""
+
+    total: float
+
+
+@tasks.task("add_numbers", priority="high", max_attempts=3, timeout_seconds=30)
+def add_numbers(numbers: Numbers) -> Total:
+    """Add `a` and `b`: a typed task (the payload is validated into `Numbers`) with
+    options (high priority, 3 attempts, 30 s) that a request's own fields override."""
+    return Total(total=numbers.a + numbers.b)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import stratoq
 
 
@@ -20,12 +22,8 @@ def test_every_public_name_resolves_to_its_definition() -> None:
 
 
 def test_an_unknown_name_is_an_attribute_error() -> None:
-    try:
+    with pytest.raises(AttributeError, match="NoSuchThing"):
         _ = stratoq.NoSuchThing  # type: ignore[attr-defined]
-    except AttributeError as exc:
-        assert "NoSuchThing" in str(exc)
-    else:
-        raise AssertionError("stratoq.NoSuchThing resolved")
 
 
 def test_the_cli_and_the_sdk_start_without_the_aws_sdk() -> None:

@@ -9,6 +9,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from pydantic import BaseModel
 
 from stratoq.adapters.keys import manages_every_tenant
+from stratoq.core import registry
 from stratoq.core.errors import (
     ForbiddenError,
     PayloadTooLargeError,
@@ -79,3 +80,15 @@ def check_name(request: TaskRequest, services: Services, field: str = "name") ->
         "after this producer, send allow_unknown_name: true",
         field=field,
     )
+
+
+def with_task_defaults(
+    request: TaskRequest, services: Services, field: str = "payload"
+) -> TaskRequest:
+    """`request` checked and completed by its task's definition, where this process has
+    loaded the tasks module: a typed task's payload must fit its model (400 naming each
+    field under `field`), and the task's options fill the fields the request left out."""
+    if services.loaded_task_names() is None:
+        return request
+    registry.argument(request.name, request.payload, field)
+    return registry.apply_options(request, registry.options(request.name))

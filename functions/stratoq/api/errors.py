@@ -19,6 +19,7 @@ from stratoq.core.errors import (
     EnqueueError,
     ExpressionError,
     ForbiddenError,
+    InvalidPayloadError,
     InvalidRequest,
     InvalidRequestError,
     InvalidStateError,
@@ -81,6 +82,8 @@ def http_error(error: StratoqError) -> tuple[int, dict[str, Any]] | None:
     text = str(error)
     field = error.field or answer.field
     details = [ErrorDetail(field=field, message=error.detail or text)] if field else []
+    if isinstance(error, InvalidPayloadError):
+        details = [ErrorDetail(field=f, message=m) for f, m in error.problems]
     return answer.status, error_body(answer.message.format(text), details)
 
 

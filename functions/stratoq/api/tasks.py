@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 
-from stratoq.api.common import Caller, answer, check_name, check_payload
+from stratoq.api.common import Caller, answer, check_name, check_payload, with_task_defaults
 from stratoq.api.contract import (
     BatchRequest,
     RetryFailedRequest,
@@ -40,10 +40,14 @@ def register(app: APIGatewayRestResolver, services: Services, caller: Caller) ->
         ),
     )
     def enqueue(request: TaskRequest) -> Response[str]:
-        """Enqueue a task. A repeated idempotency key answers 200 with the first task."""
+        """Enqueue a task. A repeated idempotency key answers 200 with the first task.
+
+        Fields left out take the task's options (`@task(queue=..., ...)`), then the
+        deployment's defaults, where the API has loaded the tasks module."""
         tenant = caller("tasks:write")
         check_payload(request)
         check_name(request, services)
+        request = with_task_defaults(request, services)
         result = services.enqueuer.enqueue(request, tenant)
         return answer(202 if result.created else 200, result.task)
 
@@ -51,10 +55,12 @@ def register(app: APIGatewayRestResolver, services: Services, caller: Caller) ->
     def enqueue_batch(batch: BatchRequest) -> Response[str]:
         """Enqueue up to 100 tasks at once."""
         tenant = caller("tasks:write")
+        requests = []
         for i, request in enumerate(batch.tasks):
             check_payload(request, f"tasks[{i}].payload")
             check_name(request, services, f"tasks[{i}].name")
-        results = services.enqueuer.enqueue_many(batch.tasks, tenant)
+            requests.append(with_task_defaults(request, services, f"tasks[{i}].payload"))
+        results = services.enqueuer.enqueue_many(requests, tenant)
         return answer(
             202, TaskBatch(tasks=[r.task for r in results], created=[r.created for r in results])
         )

@@ -9,7 +9,11 @@ missing.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stratoq.core.models import Task
 
 
 class StratoqError(Exception):
@@ -78,6 +82,19 @@ class UnknownTaskNameError(InvalidRequestError):
     """A task names no handler this deployment's workers register (where it checks)."""
 
 
+class InvalidPayloadError(InvalidRequestError):
+    """A typed task's payload does not fit the model its handler takes.
+
+    `problems` lists each `(field, message)`, fields spelled from the request's root
+    (`payload.b`, or `tasks[0].payload.b` in a batch); `field` is the first of them.
+    """
+
+    def __init__(self, message: str, problems: Sequence[tuple[str, str]]) -> None:
+        first = problems[0] if problems else ("payload", message)
+        super().__init__(message, field=first[0], detail=first[1])
+        self.problems = list(problems) or [first]
+
+
 class UnknownQueueError(InvalidRequestError):
     """A task names a queue this deployment does not have."""
 
@@ -127,6 +144,16 @@ class InvalidRequest(ApiError, InvalidRequestError):
 
 class WaitTimeout(StratoqError, TimeoutError):
     """`wait` gave up before the task finished."""
+
+
+class TaskFailed(StratoqError):
+    """`TaskHandle.result()` found the task failed or cancelled; `task` is the final task."""
+
+    def __init__(self, task: Task) -> None:
+        last = task.errors[-1] if task.errors else None
+        why = f": {last.kind}: {last.message}" if last is not None else ""
+        super().__init__(f"task {task.id} ({task.name}) {task.status}{why}")
+        self.task = task
 
 
 # ------------------------------------------------------------ task handlers

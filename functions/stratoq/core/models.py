@@ -154,7 +154,7 @@ class AttemptError(BaseModel):
     """What went wrong in one attempt."""
 
     attempt: int
-    kind: str  # error | timeout | lost | unknown_task | fail
+    kind: str  # error | timeout | lost | unknown_task | fail | retry | invalid_payload
     message: str
     at: Timestamp
 

@@ -26,10 +26,12 @@ class OutcomeKind(StrEnum):
     TIMEOUT = "timeout"  # stopped after timeout_seconds
     LOST = "lost"  # the worker died or lost its lease during the attempt
     UNKNOWN_TASK = "unknown_task"  # no handler registered under the task's name
+    # The payload does not fit the model the handler takes (the handler never ran).
+    INVALID_PAYLOAD = "invalid_payload"
 
 
-# Outcomes that never deserve another attempt.
-PERMANENT = frozenset({OutcomeKind.FAIL, OutcomeKind.UNKNOWN_TASK})
+# Outcomes that never deserve another attempt: the same input fails the same way.
+PERMANENT = frozenset({OutcomeKind.FAIL, OutcomeKind.UNKNOWN_TASK, OutcomeKind.INVALID_PAYLOAD})
 
 
 @dataclass(frozen=True)

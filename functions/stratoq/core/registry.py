@@ -1,4 +1,9 @@
-"""Task handlers by name: `@task("name")` registers, `load(module)` imports user code."""
+"""Task handlers by name: `@task("name")` registers, `load(module)` imports user code.
+
+Each task also has its options (`TaskOptions`: queue, priority, attempts, timeout,
+backoff), defaults that a request's own fields override (`apply_options`), and, where its
+handler takes a pydantic model, the model its payload is validated into (`argument`).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,68 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from stratoq.core import payloads
 from stratoq.core.errors import ConfigError
+from stratoq.core.models import (
+    MAX_ATTEMPTS,
+    MAX_TIMEOUT_SECONDS,
+    Backoff,
+    Priority,
+    QueueName,
+    TaskRequest,
+)
+from stratoq.core.settings import Settings
 
 Handler = Callable[[Any], Any]
 F = TypeVar("F", bound=Handler)
 
 _handlers: dict[str, Handler] = {}
+_options: dict[str, TaskOptions] = {}
+# Resolved on first use, not at registration: a model may be defined below its handler.
+_models: dict[str, type[BaseModel] | None] = {}
 _loaded: set[str] = set()
+
+
+class TaskOptions(BaseModel):
+    """A task's defaults for the request fields of the same names (None: no default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    queue: QueueName | None = None
+    priority: Priority | None = None
+    max_attempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS)
+    timeout_seconds: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_SECONDS)
+    backoff: Backoff | None = None
+
+
+OPTION_FIELDS = tuple(TaskOptions.model_fields)
+NO_OPTIONS = TaskOptions()
+
+
+def deployment_defaults(settings: Settings) -> TaskOptions:
+    """The deployment's own defaults, the last layer under every task's options."""
+    return TaskOptions(
+        max_attempts=settings.default_max_attempts,
+        timeout_seconds=settings.default_timeout_seconds,
+    )
+
+
+def apply_options(request: TaskRequest, *layers: TaskOptions) -> TaskRequest:
+    """`request` with its option fields filled: a field the caller set (to a value, not
+    null) wins, then the first layer that has the option (the task's options, then the
+    deployment's defaults). The fields filled count as set in the copy, so applying the
+    same layers again, here or in another process, changes nothing."""
+    given = {f for f in request.model_fields_set if getattr(request, f) is not None}
+    updates: dict[str, Any] = {}
+    for field in OPTION_FIELDS:
+        if field in given:
+            continue
+        value = next((v for v in (getattr(o, field) for o in layers) if v is not None), None)
+        if value is not None:
+            updates[field] = value
+    return request.model_copy(update=updates) if updates else request
 
 
 @dataclass(frozen=True)
@@ -41,24 +101,53 @@ _current: ContextVar[TaskContext | None] = ContextVar("stratoq_task", default=No
 
 
 def task(name: str) -> Callable[[F], F]:
-    """Register a function as the handler of tasks named `name`.
+    """Register a function as the handler of tasks named `name` (no options; the
+    `stratoq.task` decorator takes them and returns a `TaskFunction`).
 
-    The handler receives the task's payload (any JSON value) and returns a JSON value,
-    the task's result. Raise `stratoq.Retry(delay)` to retry, `stratoq.Fail` to stop.
+    The handler receives the task's payload (any JSON value, or the pydantic model its
+    first parameter is annotated with) and returns a JSON value (or a model), the task's
+    result. Raise `stratoq.Retry(delay)` to retry, `stratoq.Fail` to stop.
     """
 
-    def register(fn: F) -> F:
-        existing = _handlers.get(name)
-        if existing is not None and existing is not fn:
-            raise ConfigError(f"task {name!r} is registered twice ({existing!r} and {fn!r})")
-        _handlers[name] = fn
+    def decorate(fn: F) -> F:
+        register(name, fn)
         return fn
 
-    return register
+    return decorate
+
+
+def register(name: str, fn: Handler, options: TaskOptions = NO_OPTIONS) -> None:
+    """Make `fn` the handler of tasks named `name`, with `options` as their defaults."""
+    existing = _handlers.get(name)
+    if existing is not None and existing is not fn:
+        raise ConfigError(f"task {name!r} is registered twice ({existing!r} and {fn!r})")
+    _handlers[name] = fn
+    _options[name] = options
+    _models.pop(name, None)
 
 
 def get(name: str) -> Handler | None:
     return _handlers.get(name)
+
+
+def options(name: str) -> TaskOptions:
+    """The options task `name` was registered with (none for an unknown name)."""
+    return _options.get(name, NO_OPTIONS)
+
+
+def payload_model(name: str) -> type[BaseModel] | None:
+    """The model task `name`'s payload is validated into (None: untyped or unknown)."""
+    if name not in _models:
+        fn = _handlers.get(name)
+        _models[name] = None if fn is None else payloads.payload_model(fn)
+    return _models[name]
+
+
+def argument(name: str, payload: Any, field: str = "payload") -> Any:
+    """What task `name`'s handler is called with: the payload, validated into the
+    handler's model if it takes one (`InvalidPayloadError` naming the fields if not)."""
+    model = payload_model(name)
+    return payload if model is None else payloads.validate_payload(model, payload, field)
 
 
 def names() -> list[str]:
@@ -86,8 +175,10 @@ def context() -> TaskContext:
 
 
 def run_handler(handler: Handler, payload: Any, ctx: TaskContext) -> Any:
+    """Call `handler` (with the argument `argument` made) as the task of `ctx`; a model
+    it returns comes back as its JSON dump."""
     reset = _current.set(ctx)
     try:
-        return handler(payload)
+        return payloads.result_value(handler(payload))
     finally:
         _current.reset(reset)

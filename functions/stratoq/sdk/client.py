@@ -192,8 +192,14 @@ class Client:
         `allow_unknown_name=True` where the API checks task names and this one's workers
         are not deployed yet.
 
-        Repeating a key within its window returns the first task, even a finished one."""
-        request = TaskRequest(name=name, payload=payload, **options)
+        Repeating a key within its window returns the first task, even a finished one.
+        Options left out take the task's own (`@task(queue=...)`) where the API knows it,
+        then the deployment's defaults."""
+        return self.enqueue_request(TaskRequest(name=name, payload=payload, **options))
+
+    def enqueue_request(self, request: TaskRequest) -> Task:
+        """Enqueue the task `request` describes (what `TaskFunction.enqueue` calls). Only
+        the fields set on it are sent: the API fills the others from the task's options."""
         return Task.model_validate(self._call("POST", "/v1/tasks", _body(request)))
 
     def enqueue_many(self, requests: Iterable[TaskRequest | dict[str, Any]]) -> builtins.list[Task]:
@@ -339,7 +345,8 @@ def _dump(answer: BaseModel) -> dict[str, Any]:
 
 
 def _body(request: TaskRequest) -> dict[str, Any]:
-    body = request.model_dump(mode="json", exclude_none=True)
+    # Fields the caller left unset stay out, so the API can tell them from explicit ones.
+    body = request.model_dump(mode="json", exclude_none=True, exclude_unset=True)
     if not body.get("unique"):
         body.pop("unique", None)  # only when asked for: older APIs do not know the field
     return body

@@ -9,6 +9,7 @@ lock, because the dev stack's gateway serves requests from many threads.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -21,6 +22,7 @@ from stratoq.adapters.rules import ScheduleStore
 from stratoq.adapters.store import TaskStore
 from stratoq.adapters.transport import SqsTransport
 from stratoq.core import registry
+from stratoq.core.errors import ConfigError
 from stratoq.core.settings import Settings
 from stratoq.observability.metrics import Metrics
 from stratoq.services.enqueue import Enqueuer
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_events.client import EventBridgeClient
     from mypy_boto3_sqs.client import SQSClient
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _UNSET: Any = object()
@@ -134,13 +138,35 @@ class Services:
         registry.load(self.settings.tasks_module)
         return registry.names()
 
+    def loaded_task_names(self) -> frozenset[str] | None:
+        """The tasks module's task names, imported once per process for the API (their
+        options and payload models); None when it cannot be imported and the deployment
+        does not check names: an API deployed without the workers' code still enqueues,
+        without the tasks' defaults (warned once). Where names are checked the import
+        error stands (ConfigError), retried on the next call."""
+
+        def load() -> frozenset[str] | None:
+            try:
+                return frozenset(self.load_tasks())
+            except ConfigError as exc:
+                if self.settings.check_task_names:
+                    raise
+                logger.warning(
+                    "cannot import the tasks module; enqueuing without the tasks' options "
+                    "and payload checks",
+                    extra={"tasks_module": self.settings.tasks_module, "reason": str(exc)},
+                )
+                return None
+
+        return self._once("loaded_task_names", load)
+
     def known_task_names(self) -> frozenset[str] | None:
         """The task names the API accepts: the tasks module's when the deployment checks
         names (`check_task_names`), else None (any name). Read once: every enqueue (each
         entry of a batch) asks."""
         if not self.settings.check_task_names:
             return None
-        return self._once("known_task_names", lambda: frozenset(self.load_tasks()))
+        return self.loaded_task_names()
 
     def worker(
         self,

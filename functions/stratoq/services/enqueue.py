@@ -20,6 +20,7 @@ from stratoq.core.models import (
     payload_size,
     utcnow,
 )
+from stratoq.core.registry import apply_options, deployment_defaults
 from stratoq.core.settings import Settings
 from stratoq.observability.metrics import Metrics
 
@@ -45,10 +46,18 @@ class Enqueuer:
         self.store = store
         self.transport = transport
         self.settings = settings
+        self.defaults = deployment_defaults(settings)
         self.metrics = metrics if metrics is not None else Metrics()
 
     def build(self, request: TaskRequest, tenant: str = "default") -> Task:
-        """The Task a request describes (validated, defaults filled, nothing stored)."""
+        """The Task a request describes (validated, defaults filled, nothing stored).
+
+        The deployment's defaults fill what the request leaves open; a task's own
+        options are the caller's to apply first (the API and the SDK do).
+        """
+        request = apply_options(request, self.defaults)
+        # Filled: the deployment's defaults have both.
+        assert request.max_attempts is not None and request.timeout_seconds is not None
         if request.queue not in self.transport.queue_names:
             known = ", ".join(sorted(self.transport.queue_names))
             raise UnknownQueueError(
@@ -75,8 +84,8 @@ class Enqueuer:
             queue=request.queue,
             priority=request.priority,
             payload=request.payload,
-            max_attempts=request.max_attempts or self.settings.default_max_attempts,
-            timeout_seconds=request.timeout_seconds or self.settings.default_timeout_seconds,
+            max_attempts=request.max_attempts,
+            timeout_seconds=request.timeout_seconds,
             backoff=request.backoff
             or Task.model_fields["backoff"].get_default(call_default_factory=True),
             # `unique` derives the key from name and payload (TaskRequest.unique_key).

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from stratoq.adapters import aws
 from stratoq.adapters.locks import LockStore, bound
 from stratoq.core import registry
-from stratoq.core.errors import Fail, Retry, TaskTimeout
+from stratoq.core.errors import Fail, InvalidPayloadError, Retry, TaskTimeout
 from stratoq.core.policy import Outcome, OutcomeKind
 from stratoq.core.registry import TaskContext
 from stratoq.core.settings import Settings
@@ -61,7 +61,13 @@ def execute(job: Job) -> Outcome:
     if handler is None:
         return unknown_task(job.name)
     try:
-        result = registry.run_handler(handler, job.payload, job.context)
+        # Apart from the handler's own errors: an InvalidPayloadError the handler raises
+        # (a bad enqueue of another task, say) is its error, not this task's payload.
+        argument = registry.argument(job.name, job.payload)
+    except InvalidPayloadError as exc:
+        return Outcome(OutcomeKind.INVALID_PAYLOAD, message=str(exc))
+    try:
+        result = registry.run_handler(handler, argument, job.context)
     except Retry as exc:
         return Outcome(OutcomeKind.RETRY, message=exc.reason, retry_delay=exc.delay)
     except Fail as exc:
