@@ -103,6 +103,7 @@ def test_the_artifact_has_the_handlers_and_no_dev_stack(arm64_build: Path) -> No
         module = handler.rsplit(".", 1)[0]
         assert (code / (module.replace(".", "/") + ".py")).is_file(), function
         assert not (code / "stratoq" / "local").exists(), function
+        assert not (code / "stratoq" / "testing").exists(), function
         # Not moto, nor the rest of the dev stack's dependencies (the `local` extra).
         for absent in ("moto", "samtranslator", "yaml", "werkzeug", "flask"):
             assert not (code / absent).exists(), f"{function} ships {absent}"
@@ -113,7 +114,7 @@ def test_the_artifact_has_the_handlers_and_no_dev_stack(arm64_build: Path) -> No
         expected = {
             p.relative_to(ROOT / "functions" / "stratoq")
             for p in package
-            if p.relative_to(ROOT / "functions" / "stratoq").parts[0] != "local"
+            if p.relative_to(ROOT / "functions" / "stratoq").parts[0] not in ("local", "testing")
         }
         assert shipped == expected, function
 
@@ -127,7 +128,9 @@ print(json.dumps({
     "handler": callable(getattr(module, "lambda_handler", None)),
     "stratoq": stratoq.__file__,
     "path": sys.path,
-    "local": sorted(m for m in sys.modules if m.startswith("stratoq.local")),
+    "local": sorted(
+        m for m in sys.modules if m.startswith(("stratoq.local", "stratoq.testing"))
+    ),
     "moto": importlib.util.find_spec("moto") is not None,
 }))
 """
