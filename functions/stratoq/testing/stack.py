@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
+import subprocess  # nosec B404 - starts `stratoq dev` with this interpreter
 import sys
 import time
 import urllib.error
@@ -80,7 +80,8 @@ class DevProcess:
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         env["PYTHONUNBUFFERED"] = "1"
         self._log = self.log_file.open("wb")
-        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+        # Our own interpreter and arguments, no shell.
+        self.proc = subprocess.Popen(  # noqa: S603  # nosec B603
             self.command(),
             cwd=self.cwd,
             env=env,
