@@ -1,8 +1,8 @@
 """stratoq.testing as a project uses it: a small project of its own (a tasks module, its
 pyproject.toml naming it, tests using the fixtures), its test suite run by pytest in a
-child process, the plugin loaded as pytest loads it (`-p`, what the pytest11 entry point
-does once installed). The suite passes with the project's tasks, fails with broken ones,
-and its session stack leaves no process behind."""
+child process that finds the plugin as an installed stratoq offers it (the `pytest11`
+entry point of pyproject.toml). The suite passes with the project's tasks, fails with
+broken ones, and its session stack leaves no process behind."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -165,6 +166,22 @@ def test_the_stack_runs_the_projects_tasks(stratoq_stack, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def entry_points(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory that, on sys.path, gives pytest the pytest11 entry points that
+    pyproject.toml declares, as installing stratoq does (without a wheel and a venv)."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
+    site = tmp_path_factory.mktemp("site")
+    info = site / "stratoq_plugin_probe-0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: stratoq-plugin-probe\nVersion: 0\n"
+    )
+    lines = [f"{name} = {target}" for name, target in declared["pytest11"].items()]
+    (info / "entry_points.txt").write_text("[pytest11]\n" + "\n".join(lines) + "\n")
+    return site
+
+
+@pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A user's project: package `shop` with its tasks, named in its pyproject.toml."""
     root = tmp_path_factory.mktemp("userproject")
@@ -191,14 +208,17 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def run_suite(project: Path, tmp: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def run_suite(
+    project: Path, site: Path, tmp: Path, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`python -m pytest` in `project`, with stratoq and its entry points (`site`)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("STRATOQ_", "PYTEST_"))}
-    clean["PYTHONPATH"] = os.pathsep.join([str(ROOT / "functions"), str(project)])
+    clean["PYTHONPATH"] = os.pathsep.join([str(ROOT / "functions"), str(site), str(project)])
     clean.update(env)
     return subprocess.run(
         [
             *(PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider"),
-            *("-p", "stratoq.testing.plugin", f"--basetemp={tmp / 'basetemp'}", *args),
+            *(f"--basetemp={tmp / 'basetemp'}", *args),
         ],
         cwd=project,
         env=clean,
@@ -210,10 +230,10 @@ def run_suite(project: Path, tmp: Path, *args: str, **env: str) -> subprocess.Co
 
 
 def test_the_projects_suite_passes_with_eager_mode_and_the_session_stack(
-    project: Path, tmp_path: Path
+    project: Path, entry_points: Path, tmp_path: Path
 ) -> None:
     pgid_file = tmp_path / "stack.pgid"
-    out = run_suite(project, tmp_path, STACK_PGID_FILE=str(pgid_file))
+    out = run_suite(project, entry_points, tmp_path, STACK_PGID_FILE=str(pgid_file))
     assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-3000:]
     assert "10 passed" in out.stdout
     # The stack and every process of its session are gone with the test run.
@@ -222,26 +242,31 @@ def test_the_projects_suite_passes_with_eager_mode_and_the_session_stack(
         os.killpg(pgid, signal.SIGCONT)
 
 
-def test_the_projects_suite_fails_when_a_task_is_broken(project: Path, tmp_path: Path) -> None:
+def test_the_projects_suite_fails_when_a_task_is_broken(
+    project: Path, entry_points: Path, tmp_path: Path
+) -> None:
     # STRATOQ_TASKS_MODULE overrides the pyproject.toml's module, as for `stratoq worker`.
     out = run_suite(
-        project, tmp_path, "tests/test_eager.py", STRATOQ_TASKS_MODULE="shop.broken_tasks"
+        project,
+        entry_points,
+        tmp_path,
+        "tests/test_eager.py",
+        STRATOQ_TASKS_MODULE="shop.broken_tasks",
     )
     assert out.returncode == 1, out.stdout[-5000:]
     assert "FAILED tests/test_eager.py::test_add" in out.stdout
     assert "assert -1 == 5" in out.stdout
     assert "FAILED tests/test_eager.py::test_flaky_task_succeeds_on_its_third_attempt" in out.stdout
     # Only the tasks are broken: the fixture itself still works.
-    assert "PASSED" not in out.stdout
     assert "tests/test_eager.py::test_every_test_starts_empty" not in out.stdout
 
 
-def test_no_tasks_module_is_a_sentence_not_a_traceback(project: Path, tmp_path: Path) -> None:
+def test_no_tasks_module_is_a_sentence_not_a_traceback(entry_points: Path, tmp_path: Path) -> None:
     bare = tmp_path / "bare"
     bare.mkdir()
     (bare / "pyproject.toml").write_text('[project]\nname = "bare"\n')
     (bare / "test_it.py").write_text("def test_it(stratoq_eager):\n    pass\n")
-    out = run_suite(bare, tmp_path, "-rE")
+    out = run_suite(bare, entry_points, tmp_path, "-rE")
     assert out.returncode == 1, out.stdout[-5000:]
     assert "no tasks module for stratoq's test fixtures" in out.stdout
     assert "Traceback" not in out.stdout

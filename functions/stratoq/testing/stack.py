@@ -145,11 +145,22 @@ class DevProcess:
                         os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(STOP_TIMEOUT)
             # Slot processes and the fork server share the stack's session and group.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            _end_group(proc.pid)
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def _end_group(pgid: int, timeout: float = STOP_TIMEOUT) -> None:
+    """Kill what is left of a process group and return once it is gone: a killed process
+    lingers until its new parent reaps it, and the caller promises no leftovers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
 
 
 def _answers(url: str) -> bool:
