@@ -209,11 +209,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_suite(
-    project: Path, site: Path, tmp: Path, *args: str, **env: str
+    project: Path, site: Path, tmp: Path, *args: str, first: Path | None = None, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m pytest` in `project`, with stratoq and its entry points (`site`)."""
+    """`python -m pytest` in `project`, with stratoq and its entry points (`site`), and
+    `first` ahead of everything on the path."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("STRATOQ_", "PYTEST_"))}
-    clean["PYTHONPATH"] = os.pathsep.join([str(ROOT / "functions"), str(site), str(project)])
+    path = [str(ROOT / "functions"), str(site), str(project)]
+    clean["PYTHONPATH"] = os.pathsep.join([str(first), *path] if first else path)
     clean.update(env)
     return subprocess.run(
         [
@@ -261,12 +263,26 @@ def test_the_projects_suite_fails_when_a_task_is_broken(
     assert "tests/test_eager.py::test_every_test_starts_empty" not in out.stdout
 
 
-def test_no_tasks_module_is_a_sentence_not_a_traceback(entry_points: Path, tmp_path: Path) -> None:
+def test_set_up_problems_are_sentences_not_tracebacks(entry_points: Path, tmp_path: Path) -> None:
     bare = tmp_path / "bare"
-    bare.mkdir()
+    (bare / "extra").mkdir(parents=True)
     (bare / "pyproject.toml").write_text('[project]\nname = "bare"\n')
-    (bare / "test_it.py").write_text("def test_it(stratoq_eager):\n    pass\n")
-    out = run_suite(bare, entry_points, tmp_path, "-rE")
+    (bare / "test_module.py").write_text("def test_it(stratoq_eager):\n    pass\n")
+    # Here a module is named, but the `local` extra is missing: moto cannot be imported.
+    (bare / "extra" / "conftest.py").write_text(
+        "import pytest\n\n\n@pytest.fixture(scope='session')\n"
+        "def stratoq_tasks_module():\n    return 'json'\n"
+    )
+    (bare / "extra" / "test_extra.py").write_text("def test_it(stratoq_eager):\n    pass\n")
+    no_moto = tmp_path / "no_moto"
+    (no_moto / "moto").mkdir(parents=True)
+    (no_moto / "moto" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'moto'\", name='moto')\n"
+    )
+    out = run_suite(bare, entry_points, tmp_path, "-rE", first=no_moto)
     assert out.returncode == 1, out.stdout[-5000:]
+    assert "2 errors" in out.stdout
     assert "no tasks module for stratoq's test fixtures" in out.stdout
+    assert "pip install 'stratoq[local]'" in out.stdout
     assert "Traceback" not in out.stdout
+    assert "During handling" not in out.stdout

@@ -22,8 +22,9 @@ if TYPE_CHECKING:
 
 
 def _fail(exc: Exception) -> NoReturn:
-    # A sentence for the user, not a traceback through the plugin.
-    pytest.fail(str(exc), pytrace=False)
+    # A sentence for the user, not a traceback through the plugin (nor the error it
+    # was raised while handling).
+    raise pytest.fail.Exception(str(exc), pytrace=False) from None
 
 
 @pytest.fixture(scope="session")
