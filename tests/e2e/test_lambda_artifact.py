@@ -102,8 +102,9 @@ def test_the_artifact_has_the_handlers_and_no_dev_stack(arm64_build: Path) -> No
         code = arm64_build / function
         module = handler.rsplit(".", 1)[0]
         assert (code / (module.replace(".", "/") + ".py")).is_file(), function
-        # Nor the dev-only packages: the dev stack, the packaged template and scaffold.
-        for dev_only in ("local", "project"):
+        # Nor the dev-only packages: the dev stack, the packaged template and scaffold, the
+        # test fixtures.
+        for dev_only in ("local", "project", "testing"):
             assert not (code / "stratoq" / dev_only).exists(), f"{function} ships {dev_only}"
         # Not moto, nor the rest of the dev stack's dependencies (the `local` extra).
         for absent in ("moto", "samtranslator", "yaml", "werkzeug", "flask"):
@@ -115,7 +116,8 @@ def test_the_artifact_has_the_handlers_and_no_dev_stack(arm64_build: Path) -> No
         expected = {
             p.relative_to(ROOT / "functions" / "stratoq")
             for p in package
-            if p.relative_to(ROOT / "functions" / "stratoq").parts[0] not in {"local", "project"}
+            if p.relative_to(ROOT / "functions" / "stratoq").parts[0]
+            not in {"local", "project", "testing"}
         }
         assert shipped == expected, function
 
@@ -129,7 +131,9 @@ print(json.dumps({
     "handler": callable(getattr(module, "lambda_handler", None)),
     "stratoq": stratoq.__file__,
     "path": sys.path,
-    "local": sorted(m for m in sys.modules if m.startswith("stratoq.local")),
+    "local": sorted(
+        m for m in sys.modules if m.startswith(("stratoq.local", "stratoq.testing"))
+    ),
     "moto": importlib.util.find_spec("moto") is not None,
 }))
 """

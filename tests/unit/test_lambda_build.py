@@ -1,5 +1,6 @@
 """The Lambda artifact's build wiring, offline: every function of template.yaml builds
-with functions/Makefile, which ships the package without its dev stack (stratoq/local).
+with functions/Makefile, which ships the package without its dev stack (stratoq/local)
+and its test fixtures (stratoq/testing).
 tests/e2e/test_lambda_artifact.py runs the real `sam build`."""
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def test_makefile_target_copies_the_package_without_the_dev_stack(
     )
     assert out.returncode == 0, out.stderr
     assert "--exclude=stratoq/local" in out.stdout
+    assert "--exclude=stratoq/testing" in out.stdout
     # The functions' runtime: python3.12 on arm64 (template.yaml Globals).
     assert "--platform manylinux2014_aarch64" in out.stdout
     assert "--python-version 3.12" in out.stdout

@@ -8,6 +8,7 @@ so it comes back when that worker's lease would have run out, not at once.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -20,6 +21,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from stratoq.adapters.transport import Delivery
+from stratoq.core.clock import now_ms
 from stratoq.core.priority import split_key
 from stratoq.handlers.edge import entry
 from stratoq.observability.logging import stream_handler
@@ -41,9 +43,11 @@ class NotAcknowledged(Exception):
 class WorkerFunction:
     """The worker function: `(event, context)` for an SQS batch of this process's queues."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, *, clock: Callable[[], int] = now_ms) -> None:
         self.services = services
-        self.worker = services.worker(InlineRunner(), time_left_ms=self._time_left_ms)
+        # `clock`: the wall clock, except in eager tests (stratoq.testing), which run
+        # this very function with a clock that jumps over retry delays.
+        self.worker = services.worker(InlineRunner(), time_left_ms=self._time_left_ms, clock=clock)
         # The invocation being handled, per thread (a local consumer may call from many).
         self._local = threading.local()
 

@@ -45,11 +45,13 @@ def project_tasks_module(start: Path) -> str | None:
         return None
     path = root / PYPROJECT
     try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     stratoq = data.get("tool", {}).get("stratoq", {})
-    tasks = stratoq.get("tasks") if isinstance(stratoq, dict) else None
+    if not isinstance(stratoq, dict):
+        raise ConfigError(f"{path}: [tool.stratoq] must be a table")
+    tasks = stratoq.get("tasks")
     if tasks is None:
         return None
     if not isinstance(tasks, str) or not tasks.strip():

@@ -22,6 +22,7 @@ from stratoq.adapters.rules import ScheduleStore
 from stratoq.adapters.store import TaskStore
 from stratoq.adapters.transport import SqsTransport
 from stratoq.core import registry
+from stratoq.core.clock import now_ms
 from stratoq.core.errors import ConfigError
 from stratoq.core.settings import Settings
 from stratoq.observability.metrics import Metrics
@@ -174,8 +175,11 @@ class Services:
         *,
         keeper: LeaseKeeper | None = None,
         time_left_ms: Callable[[], int] | None = None,
+        clock: Callable[[], int] = now_ms,
     ) -> Worker:
-        """A worker over this process's store, transport, locks and metrics."""
+        """A worker over this process's store, transport, locks and metrics. `clock`
+        (epoch ms) is the wall clock except in eager tests, which skip waits by running
+        it ahead (stratoq.testing)."""
         self.load_tasks()
         return Worker(
             self.store,
@@ -183,6 +187,7 @@ class Services:
             runner,
             keeper=keeper,
             time_left_ms=time_left_ms,
+            clock=clock,
             locks=self.locks,
             metrics=self.metrics,
             unknown_task_grace_seconds=self.settings.unknown_task_grace_seconds,
