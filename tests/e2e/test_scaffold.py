@@ -60,17 +60,17 @@ def test_make_test_passes_and_fails_when_a_task_breaks(
 ) -> None:
     green = sh(local_venv, project, "make", "test")
     assert green.returncode == 0, green.stdout[-3000:] + green.stderr[-3000:]
-    assert "3 passed" in green.stdout
+    # Two plain calls, and two through stratoq_eager (the plugin, from stratoq[local]).
+    assert "4 passed" in green.stdout
     broken = shutil.copytree(project, tmp_path / NAME)
     tasks = broken / NAME / "tasks.py"
     text = tasks.read_text()
-    assert text.count('_number(payload, "a") + _number') == 1
-    tasks.write_text(
-        text.replace('_number(payload, "a") + _number', '_number(payload, "a") - _number')
-    )
+    assert text.count("numbers.a + numbers.b") == 1
+    tasks.write_text(text.replace("numbers.a + numbers.b", "numbers.a - numbers.b"))
     red = sh(local_venv, broken, "make", "test")
     assert red.returncode != 0
     assert "FAILED tests/test_tasks.py::test_add_adds" in red.stdout
+    assert "FAILED tests/test_tasks.py::test_add_runs_as_a_task" in red.stdout
 
 
 def test_stratoq_dev_in_the_project_runs_its_tasks(local_venv: Path, project: Path) -> None:
@@ -114,7 +114,12 @@ def test_stratoq_dev_in_the_project_runs_its_tasks(local_venv: Path, project: Pa
 
         done = wait_for(final, 60, "the project's task to finish")
         assert done["status"] == "succeeded", done
-        assert done["result"] == {"sum": 5}
+        assert done["result"] == {"sum": 5.0}
+        assert done["max_attempts"] == 5  # the task's @task option, applied by the API
+        # The payload model, checked by the API at enqueue: a 400 naming the field.
+        status, refused = call("POST", "/v1/tasks", {"name": f"{NAME}.add", "payload": {"a": 2}})
+        assert status == 400, refused
+        assert "payload.b" in json.dumps(refused)
         # The project's module replaced stratoq's examples: their names are unknown here.
         status, refused = call("POST", "/v1/tasks", {"name": "echo"})
         assert status == 400, refused
@@ -178,7 +183,7 @@ from stratoq.core import registry
 registry.load(os.environ["STRATOQ_TASKS_MODULE"])
 print(json.dumps({
     "names": registry.names(),
-    "sum": registry.get("demo.add")({"a": 1, "b": 2}),
+    "greeting": registry.get("demo.greet")({"name": "Ada"}),
     "stratoq": stratoq.__file__,
 }))
 """
@@ -216,5 +221,5 @@ def test_the_lambda_build_has_the_project_and_stratoq_without_dev_packages(
     assert out.returncode == 0, out.stderr[-3000:]
     seen = json.loads(out.stdout)
     assert {f"{NAME}.add", f"{NAME}.greet"} <= set(seen["names"])
-    assert seen["sum"] == {"sum": 3}
+    assert seen["greeting"] == "Hello, Ada!"
     assert Path(seen["stratoq"]).is_relative_to(code)

@@ -150,7 +150,7 @@ def test_the_scaffold_is_complete_and_names_its_package_everywhere() -> None:
     assert any(
         d.startswith("stratoq[local]") for d in meta["project"]["optional-dependencies"]["dev"]
     )
-    assert 'task("shop.add")' in made["shop/tasks.py"]
+    assert '@task("shop.add", ' in made["shop/tasks.py"]
     assert "STRATOQ_TASKS_MODULE=shop.tasks" in made["Dockerfile"]
 
 
