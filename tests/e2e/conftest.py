@@ -200,7 +200,10 @@ def bare_venv(tmp_path_factory: pytest.TempPathFactory, stratoq_wheel: Path) -> 
 
 @pytest.fixture(scope="session")
 def local_venv(tmp_path_factory: pytest.TempPathFactory, stratoq_wheel: Path) -> Path:
-    """A fresh venv with `stratoq[local]` and pytest, as a project's developer has."""
+    """A fresh venv with `stratoq[local]` and pytest, as a project's developer has (and
+    pip, which a project's `make install` runs)."""
     from tests.support.install import session_dir, venv
 
-    return venv(session_dir(tmp_path_factory), "venv-local", "{wheel}[local]", "pytest>=8")
+    return venv(
+        session_dir(tmp_path_factory), "venv-local", "{wheel}[local]", "pytest>=8", with_pip=True
+    )

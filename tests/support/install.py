@@ -70,14 +70,16 @@ def wheel(shared: Path) -> Path:
     return built
 
 
-def venv(shared: Path, name: str, *requirements: str) -> Path:
+def venv(shared: Path, name: str, *requirements: str, with_pip: bool = False) -> Path:
     """A fresh venv (made once) with `requirements` installed; "{wheel}" in one stands
-    for the wheel's path, as in "{wheel}[local]"."""
+    for the wheel's path, as in "{wheel}[local]". `with_pip`: the venv keeps its own pip,
+    as `python3 -m venv` makes it, for commands that run `python3 -m pip`."""
     built = wheel(shared)
     env = shared / name
     with _locked(env):
         if not (env / READY).exists():
-            _run([PYTHON, "-m", "venv", "--without-pip", "--clear", env], 120)
+            seed = [] if with_pip else ["--without-pip"]
+            _run([PYTHON, "-m", "venv", *seed, "--clear", env], 120)
             wanted = [r.format(wheel=built) for r in requirements]
             python = env / "bin" / "python"
             if UV.exists():
