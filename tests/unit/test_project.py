@@ -154,6 +154,14 @@ def test_the_scaffold_is_complete_and_names_its_package_everywhere() -> None:
     assert "STRATOQ_TASKS_MODULE=shop.tasks" in made["Dockerfile"]
 
 
+def test_the_projects_readme_says_how_to_get_the_first_key_after_deploying() -> None:
+    readme = files("shop")["README.md"]
+    deploy = readme[readme.index("## Deploy") :]
+    # The stack `make deploy` creates is named after the project.
+    assert "stratoq keys bootstrap --stack shop --region REGION" in deploy
+    assert "scripts/bootstrap-key" not in readme  # no checkout of stratoq here
+
+
 def test_the_projects_template_is_the_packaged_one_with_its_code_and_module() -> None:
     from samtranslator.yaml_helper import yaml_parse
 

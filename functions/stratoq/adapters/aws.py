@@ -6,11 +6,14 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
+from stratoq.core.errors import ConfigError
 from stratoq.core.settings import Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_apigateway.client import APIGatewayClient
+    from mypy_boto3_cloudformation.client import CloudFormationClient
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_events.client import EventBridgeClient
     from mypy_boto3_sqs.client import SQSClient
@@ -50,3 +53,32 @@ def events(settings: Settings) -> EventBridgeClient:
 
 def apigateway(settings: Settings) -> APIGatewayClient:
     return client("apigateway", settings)  # type: ignore[no-any-return]
+
+
+def cloudformation(settings: Settings) -> CloudFormationClient:
+    return client("cloudformation", settings)  # type: ignore[no-any-return]
+
+
+def profile_region(profile: str | None = None) -> str | None:
+    """The region of an AWS profile (AWS_PROFILE's or the default one), if it names one."""
+    return boto3.session.Session(profile_name=profile).region_name
+
+
+def stack_outputs(settings: Settings, stack: str) -> dict[str, str]:
+    """A CloudFormation stack's outputs by key; ConfigError if there is no such stack."""
+    try:
+        described = cloudformation(settings).describe_stacks(StackName=stack)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        if error.get("Code") == "ValidationError" and "does not exist" in error.get("Message", ""):
+            where = f" at {settings.aws_endpoint_url}" if settings.aws_endpoint_url else ""
+            raise ConfigError(
+                f"there is no stack {stack!r} in region {settings.region}{where}: "
+                "pass the name it was deployed with (--stack) and its --region"
+            ) from None
+        raise
+    return {
+        o["OutputKey"]: o["OutputValue"]
+        for o in described["Stacks"][0].get("Outputs", [])
+        if "OutputKey" in o and "OutputValue" in o
+    }

@@ -302,6 +302,55 @@ def key_store(settings: Settings) -> KeyStore:
     return KeyStore(aws.dynamodb(settings), settings.keys_table, usage)
 
 
+@dataclass(frozen=True)
+class Bootstrapped:
+    """A key stored by `bootstrap`: the key itself (shown once), its record, its table."""
+
+    key: str
+    record: ApiKey
+    table: str
+
+
+def bootstrap(
+    settings: Settings,
+    stack: str,
+    tenant: str,
+    scopes: list[str],
+    name: str = "bootstrap",
+    key: str | None = None,
+) -> Bootstrapped:
+    """Store a key straight in a deployed stack's keys table (its KeysTableName output),
+    with its usage plan twin where the stack has one (UsagePlanId, on AWS).
+
+    This is how the first admin key exists: it needs AWS credentials that may write the
+    table, not an API key. With `key`, that key is stored instead of a new one, and
+    storing it again is harmless. The tenant and scopes are checked before AWS is asked.
+    """
+    from stratoq.adapters import aws
+
+    if not TENANT_PATTERN.match(tenant):
+        raise InvalidRequestError(f"tenant {tenant!r} must match {TENANT_PATTERN.pattern}")
+    validate_scopes(scopes)
+    outputs = aws.stack_outputs(settings, stack)
+    table = outputs.get("KeysTableName")
+    if not table:
+        raise ConfigError(
+            f"stack {stack} has no KeysTableName output: is it a stratoq stack, "
+            "deployed from stratoq's template.yaml?"
+        )
+    usage = None
+    plan_id = outputs.get("UsagePlanId")
+    if plan_id:
+        # On AWS each key needs its twin in the per-key usage plan (docs/security.md).
+        gateway = aws.apigateway(settings)
+        plan_name = gateway.get_usage_plan(usagePlanId=plan_id)["name"]
+        usage = UsagePlanKeys(gateway, plan_name, plan_id=plan_id)
+    stored, record = KeyStore(aws.dynamodb(settings), table, usage).create(
+        tenant, scopes, name, key=key
+    )
+    return Bootstrapped(stored, record, table)
+
+
 def _record(item: dict[str, Any]) -> ApiKey:
     return ApiKey(
         key_id=item["key_id"]["S"],

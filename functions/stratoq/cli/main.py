@@ -23,6 +23,8 @@ from typing import NoReturn
 
 import urllib3
 from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
     EndpointConnectionError,
     NoCredentialsError,
     PartialCredentialsError,
@@ -179,6 +181,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             "emulator (stratoq dev) running, and are --aws-endpoint-url or "
             "STRATOQ_AWS_ENDPOINT_URL and AWS_REGION right?\n",
         )
+    except ClientError as exc:
+        # AWS answered no (access denied, a table that is not there): its own sentence.
+        error = exc.response.get("Error", {})
+        p.exit(
+            2,
+            f"stratoq: AWS refused {exc.operation_name}: "
+            f"{error.get('Code', '?')}: {error.get('Message', exc)}\n",
+        )
+    except BotoCoreError as exc:
+        # The AWS configuration itself (an unknown profile, an unreadable config file).
+        p.exit(2, f"stratoq: AWS: {exc}\n")
     except (OSError, urllib3.exceptions.HTTPError) as exc:
         if isinstance(getattr(exc, "reason", exc), urllib3.exceptions.SSLError | ssl.SSLError):
             p.exit(
