@@ -1,31 +1,28 @@
 """A project of one's own, as a user makes it: `pip install 'stratoq[local]'` (the wheel,
 in a fresh venv: the session's `local_venv`), `stratoq init demo`, then the project's own
-commands: `make test` (green, and red when a task breaks), `stratoq dev` (`make run`)
-running its tasks over HTTP, its template.yaml (translated offline and linted: the
-functions get the project's code and tasks module) and its Lambda build (the Makefile's
-recipe for the host's platform, the handler imported from the built directory).
+commands: `make test` (green, and red when a task breaks), its template.yaml (translated
+offline and linted: the functions get the project's code and tasks module) and its Lambda
+build (the Makefile's recipe for the host's platform, the handler imported from the
+built directory).
 
-The arm64 build that `make deploy` runs is not repeated here: it is the same recipe with
-other wheels, and tests/e2e/test_lambda_artifact.py builds stratoq's own for arm64.
+`make run` in a project (its tasks over HTTP and the CLI, the API applying the tasks'
+options and payload models) and `sam build` for arm64 run in tests/e2e/test_tutorial.py,
+which follows docs/tutorial.md.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
-import urllib3
 
 from tests.conftest import PYTHON
 from tests.support.artifacts import run as run_tool
 from tests.support.artifacts import tool
 from tests.support.install import user_env
-from tests.support.procs import wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -71,77 +68,6 @@ def test_make_test_passes_and_fails_when_a_task_breaks(
     assert red.returncode != 0
     assert "FAILED tests/test_tasks.py::test_add_adds" in red.stdout
     assert "FAILED tests/test_tasks.py::test_add_runs_as_a_task" in red.stdout
-
-
-def test_stratoq_dev_in_the_project_runs_its_tasks(local_venv: Path, project: Path) -> None:
-    # No --tasks: `stratoq dev` finds demo.tasks in the project's pyproject.toml, imports
-    # it from the project directory (in the API and in the pollers' task processes) and
-    # provisions the project's template.yaml.
-    log = project.parent / "dev.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            ["stratoq", "dev", "--port", "0", "--metrics-port", "0"],
-            cwd=project,
-            env=user_env(local_venv) | {"PYTHONUNBUFFERED": "1"},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    state = project / ".stratoq" / "dev.json"
-    try:
-
-        def ready() -> dict[str, str] | None:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            return json.loads(state.read_text()) if state.exists() else None
-
-        facts = wait_for(ready, 90, "stratoq dev to write .stratoq/dev.json")
-        http = urllib3.PoolManager(timeout=30, retries=False)
-        headers = {"content-type": "application/json", "x-api-key": facts["api_key"]}
-
-        def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
-            data = None if body is None else json.dumps(body).encode()
-            resp = http.request(method, facts["api_url"] + path, body=data, headers=headers)
-            return resp.status, json.loads(resp.data)
-
-        status, created = call(
-            "POST", "/v1/tasks", {"name": f"{NAME}.add", "payload": {"a": 2, "b": 3}}
-        )
-        assert status in (200, 201, 202), created
-
-        def final() -> dict[str, Any] | None:
-            _, task = call("GET", f"/v1/tasks/{created['id']}")
-            return task if task["status"] in ("succeeded", "failed", "cancelled") else None
-
-        done = wait_for(final, 60, "the project's task to finish")
-        assert done["status"] == "succeeded", done
-        assert done["result"] == {"sum": 5.0}
-        assert done["max_attempts"] == 5  # the task's @task option, applied by the API
-        # The payload model, checked by the API at enqueue: a 400 naming the field.
-        status, refused = call("POST", "/v1/tasks", {"name": f"{NAME}.add", "payload": {"a": 2}})
-        assert status == 400, refused
-        assert "payload.b" in json.dumps(refused)
-        # The project's module replaced stratoq's examples: their names are unknown here.
-        status, refused = call("POST", "/v1/tasks", {"name": "echo"})
-        assert status == 400, refused
-        # The README's command, from a subdirectory (the CLI finds .stratoq/dev.json).
-        cli = sh(
-            local_venv,
-            project / "tests",
-            "stratoq",
-            "enqueue",
-            f"{NAME}.greet",
-            "--payload",
-            '{"name": "Ada"}',
-            "--wait",
-            "30",
-        )
-        assert cli.returncode == 0, cli.stderr
-        assert "Hello, Ada!" in cli.stdout
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        code = proc.wait(60)
-    assert code == 0, log.read_text()[-3000:]
 
 
 def test_the_template_deploys_the_projects_code_and_tasks_module(project: Path) -> None:
