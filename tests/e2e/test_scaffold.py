@@ -1,6 +1,6 @@
 """A project of one's own, as a user makes it: `pip install 'stratoq[local]'` (the wheel,
 in a fresh venv: the session's `local_venv`), `stratoq init demo`, then the project's own
-commands: `make test` (green, and red when a task breaks), its template.yaml (translated
+commands: `make test` (red when a task breaks), its template.yaml (translated
 offline and linted: the functions get the project's code and tasks module) and its Lambda
 build (the Makefile's recipe for the host's platform, the handler imported from the
 built directory).
@@ -52,13 +52,12 @@ def project(local_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return where / NAME
 
 
-def test_make_test_passes_and_fails_when_a_task_breaks(
+def test_make_test_fails_when_a_task_breaks(
     local_venv: Path, project: Path, tmp_path: Path
 ) -> None:
-    green = sh(local_venv, project, "make", "test")
-    assert green.returncode == 0, green.stdout[-3000:] + green.stderr[-3000:]
-    # Two plain calls, and two through stratoq_eager (the plugin, from stratoq[local]).
-    assert "4 passed" in green.stdout
+    # Green as made (4 passed: two plain calls, two through stratoq_eager) is the
+    # tutorial's first `make test` (tests/e2e/test_tutorial.py); here, the same tests
+    # catch a broken task, in a plain call and run as a task.
     broken = shutil.copytree(project, tmp_path / NAME)
     tasks = broken / NAME / "tasks.py"
     text = tasks.read_text()
