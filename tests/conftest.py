@@ -27,19 +27,11 @@ TIERS = ("unit", "integration", "e2e")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test with its tier, the directory it lives in (`pytest -m unit`), and
-    under xdist order them so that every worker stays busy (tests/support/schedule.py)."""
-    from tests.support.schedule import balanced
-
-    path_of: dict[int, str] = {}
+    """Mark every test with its tier, the directory it lives in (`pytest -m unit`)."""
     for item in items:
         parts = item.path.relative_to(ROOT).parts
-        path_of[id(item)] = "/".join(parts)
         if len(parts) > 1 and parts[0] == "tests" and parts[1] in TIERS:
             item.add_marker(parts[1])
-    # Every worker collects and must come to the same order: the count is the same in all.
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    items[:] = balanced(items, workers, path_of)
 
 
 @pytest.fixture(scope="session", autouse=True)
