@@ -38,6 +38,9 @@ class TaskMessage:
     name: str | None = None
     # When a worker first handed the task back for not knowing its name (epoch ms).
     unknown_since_ms: int | None = None
+    # When a worker first handed the task back unspent because it had to wait (its
+    # queue or name paused; epoch ms): the hand-back delay grows with the wait.
+    waiting_since_ms: int | None = None
 
     def encode(self) -> str:
         body: dict[str, Any] = {"id": self.task_id, "t": self.tenant}
@@ -47,6 +50,8 @@ class TaskMessage:
             body["n"] = self.name
         if self.unknown_since_ms is not None:
             body["u"] = self.unknown_since_ms
+        if self.waiting_since_ms is not None:
+            body["w"] = self.waiting_since_ms
         return json.dumps(body, separators=(",", ":"))
 
     @classmethod
@@ -55,7 +60,7 @@ class TaskMessage:
         data = json.loads(body)
         if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
             raise ValueError("message body has no task id")
-        for key in ("nb", "u"):
+        for key in ("nb", "u", "w"):
             value = data.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValueError(f"message field {key} is not epoch milliseconds")
@@ -68,6 +73,7 @@ class TaskMessage:
             not_before_ms=data.get("nb"),
             name=name,
             unknown_since_ms=data.get("u"),
+            waiting_since_ms=data.get("w"),
         )
 
 

@@ -18,7 +18,7 @@ can give, all as the models below; the schemathesis run in CI
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,6 +44,7 @@ __all__ = [
     "KeyRecord",
     "KeyRequest",
     "OpenApiDocument",
+    "PauseResult",
     "QueueCounts",
     "QueueList",
     "RedriveRequest",
@@ -157,10 +158,29 @@ class QueueCounts(BaseModel):
     in_flight: int
     delayed: int
     dead_letter: int | None
+    paused: bool = Field(
+        default=False,
+        description="the logical queue is paused: workers hand its tasks back unrun "
+        "(every priority row of the queue says so)",
+    )
 
 
 class QueueList(BaseModel):
     queues: list[QueueCounts]
+    paused_task_names: list[str] = Field(
+        default_factory=list,
+        description="task names paused on every queue, sorted",
+    )
+
+
+class PauseResult(BaseModel):
+    """What a pause or resume did (`POST /v1/queues/{queue}/pause`, `.../resume`,
+    `POST /v1/tasks/names/{name}/pause`, `.../resume`)."""
+
+    kind: Literal["queue", "task_name"]
+    name: str
+    paused: bool = Field(description="whether it is paused now")
+    changed: bool = Field(description="false: it already was (pausing twice is pausing once)")
 
 
 class KeyRecord(BaseModel):

@@ -1,4 +1,4 @@
-"""Routes of `/v1/queues`: message counts, and the dead-letter redrive."""
+"""Routes of `/v1/queues`: message counts and pauses, and the dead-letter redrive."""
 
 from __future__ import annotations
 
@@ -23,9 +23,16 @@ def register(app: APIGatewayRestResolver, services: Services, caller: Caller) ->
 
     @app.get("/v1/queues", responses=responses({200: ("message counts", QueueList)}))
     def queues() -> Response[str]:
-        """Per queue and priority: visible, in flight, delayed and dead-letter message counts."""
+        """Per queue and priority: visible, in flight, delayed and dead-letter message
+        counts, and whether the queue is paused; and the paused task names."""
         caller("tasks:read")
-        return answer(200, QueueList.model_validate({"queues": queue_stats(services.transport)}))
+        paused = services.pause_store.read(consistent=True)
+        rows = [
+            {**row, "paused": row["queue"] in paused.queues}
+            for row in queue_stats(services.transport)
+        ]
+        listed = {"queues": rows, "paused_task_names": sorted(paused.task_names)}
+        return answer(200, QueueList.model_validate(listed))
 
     @app.post(
         "/v1/queues/<queue>/redrive",

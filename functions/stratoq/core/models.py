@@ -38,7 +38,8 @@ UNIQUE_KEY_PREFIX = "unique:"
 REDRIVE_DEFAULT_MESSAGES = 1000
 REDRIVE_MAX_MESSAGES = 10_000
 
-TaskName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$")]
+TASK_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$"
+TaskName = Annotated[str, Field(pattern=TASK_NAME_PATTERN)]
 QUEUE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 QueueName = Annotated[str, Field(pattern=QUEUE_PATTERN)]
 

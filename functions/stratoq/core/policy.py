@@ -165,6 +165,41 @@ def unknown_task_delay(
     waited = now_ms - first_seen_ms
     if waited >= grace_ms:
         return None
-    base = min(MAX_UNKNOWN_DELAY, 1 + waited // 60_000)
-    delay = base + (rng or random).randint(0, base)
+    delay = waiting_delay(waited, MAX_UNKNOWN_DELAY, rng)
     return max(1, min(delay, math.ceil((grace_ms - waited) / 1000)))
+
+
+def waiting_delay(waited_ms: int, cap: int, rng: random.Random | None = None) -> int:
+    """Seconds until a task handed back unspent (no claim, no attempt) is offered again,
+    given how long it has been handed back so far.
+
+    The pause grows by a second per minute waited, up to `cap`, plus full jitter of as
+    much again (1-2 s in the first minute, 2-4 s in the second, up to `cap`-2*`cap`):
+    short waits end soon after their cause does, long ones cost few messages, and a
+    flood handed back at once does not come back in one wave. Every unspent wait
+    (unknown name, paused; later no concurrency slot, no rate token) backs off so.
+    """
+    base = max(1, min(cap, 1 + max(0, waited_ms) // 60_000))
+    return base + (rng or random).randint(0, base)
+
+
+class WaitReason(StrEnum):
+    """Why a task is handed back unspent (no claim, no attempt) to wait. Each reason
+    has its own cap on the hand-back delay (`wait_delay`)."""
+
+    PAUSED = "paused"  # its queue or task name is paused
+
+
+# Longest pause (before jitter, which at most doubles it) between two hand-backs, per
+# reason. Paused: after a resume, work continues within the pause cache's TTL plus at
+# most twice this; long enough that a paused backlog costs few messages (one per task
+# every 10-20 s once paused ten minutes), short enough that a resume acts within 30 s.
+WAIT_CAPS: dict[WaitReason, int] = {WaitReason.PAUSED: 10}
+
+
+def wait_delay(
+    reason: WaitReason, waiting_since_ms: int, now_ms: int, rng: random.Random | None = None
+) -> int:
+    """Seconds until a task handed back to wait for `reason` is offered again, given
+    when it was first handed back for it (1-2 s at first, growing to its cap)."""
+    return waiting_delay(now_ms - waiting_since_ms, WAIT_CAPS[reason], rng)

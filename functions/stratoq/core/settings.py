@@ -111,6 +111,10 @@ class Settings:
     # (counted from the first hand-back) so that a worker that knows it can take it
     # (another fleet on the queue, a rolling deploy); then it fails as `unknown_task`.
     unknown_task_grace_seconds: int = 300
+    # Workers read which queues and task names are paused at most this often (one
+    # GetItem per process per period): a task may start up to this long after a pause,
+    # and a resume reaches workers this long later (stratoq.core.pauses). 0: every message.
+    pause_cache_seconds: int = 5
     # The API refuses (400) a task whose name the tasks module does not register, unless
     # the request says `allow_unknown_name`. On where the API runs the workers' code.
     check_task_names: bool = False
@@ -162,6 +166,7 @@ class Settings:
                 e, "STRATOQ_UNKNOWN_TASK_GRACE_SECONDS", cls.unknown_task_grace_seconds, 0
             ),
             check_task_names=_flag(e, "STRATOQ_CHECK_TASK_NAMES"),
+            pause_cache_seconds=_int(e, "STRATOQ_PAUSE_CACHE_SECONDS", cls.pause_cache_seconds, 0),
         )
 
     def with_(self, **changes: Any) -> Settings:
@@ -197,4 +202,5 @@ class Settings:
             "STRATOQ_BRIDGE_TENANT": self.bridge_tenant,
             "STRATOQ_UNKNOWN_TASK_GRACE_SECONDS": str(self.unknown_task_grace_seconds),
             "STRATOQ_CHECK_TASK_NAMES": "1" if self.check_task_names else "0",
+            "STRATOQ_PAUSE_CACHE_SECONDS": str(self.pause_cache_seconds),
         }

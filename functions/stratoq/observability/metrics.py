@@ -26,6 +26,7 @@ from stratoq.observability.specs import (
     CANCELLED,
     ENQUEUED,
     FINISHED,
+    HANDED_BACK,
     MESSAGES,
     QUEUE_WAIT,
     RUN_SECONDS,
@@ -172,6 +173,12 @@ class Metrics:
     def task_unknown(self, queue: str, task_name: str, outcome: str) -> None:
         """A worker met a task name it has no handler for: `handed_back` or `failed`."""
         self._count(UNKNOWN, {"queue": queue, "task_name": task_name, "outcome": outcome})
+
+    @_hook
+    def task_handed_back(self, queue: str, task_name: str, reason: str) -> None:
+        """A task was handed back unclaimed and unspent to wait (`reason`: paused)."""
+        labels = {"queue": queue, "task_name": task_name, "reason": reason}
+        self._count(HANDED_BACK, labels)
 
     @_hook
     def message_handled(self, queue: str, outcome: str) -> None:

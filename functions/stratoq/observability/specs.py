@@ -99,7 +99,7 @@ MESSAGES = MetricSpec(
     "counter",
     "Messages handled by workers, by queue and what became of them (succeeded, retrying, "
     "failed, duplicate, busy, hop, early, lost, released, malformed, locked, "
-    "handed_back).",
+    "handed_back, paused).",
     ("queue", "outcome"),
     emf=True,
 )
@@ -110,6 +110,14 @@ UNKNOWN = MetricSpec(
     "has one (outcome=handed_back), or failed as unknown_task once the grace period "
     "(STRATOQ_UNKNOWN_TASK_GRACE_SECONDS) is over (outcome=failed).",
     ("queue", "task_name", "outcome"),
+    emf=True,
+)
+HANDED_BACK = MetricSpec(
+    "stratoq_tasks_handed_back_total",
+    "counter",
+    "Messages handed back to their queue unclaimed, no attempt spent, because the task "
+    "must wait: its queue or task name is paused (reason=paused).",
+    ("queue", "task_name", "reason"),
     emf=True,
 )
 SLOTS_BUSY = MetricSpec("stratoq_worker_slots_busy", "gauge", "Poller slots running a task.")
@@ -164,6 +172,7 @@ SPECS: tuple[MetricSpec, ...] = (
     QUEUE_WAIT,
     MESSAGES,
     UNKNOWN,
+    HANDED_BACK,
     SLOTS_BUSY,
     SLOTS_IDLE,
     HEARTBEAT,

@@ -25,6 +25,7 @@ from stratoq.api.contract import (
     CreatedKey,
     KeyList,
     KeyRecord,
+    PauseResult,
     QueueList,
     RedriveResult,
     RetryResult,
@@ -295,8 +296,37 @@ class Client:
             time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
 
     def queues(self) -> builtins.list[dict[str, Any]]:
-        """Message counts per queue and priority (`QueueCounts` as dicts)."""
+        """Message counts per queue and priority, and whether the queue is paused
+        (`QueueCounts` as dicts)."""
         return [_dump(q) for q in QueueList.model_validate(self._call("GET", "/v1/queues")).queues]
+
+    # ------------------------------------------------------------------ pauses
+    def pause_queue(self, queue: str) -> dict[str, Any]:
+        """Pause a queue (operator's admin key only): workers hand its tasks back unrun,
+        no attempt spent, until `resume_queue`. `{"kind", "name", "paused", "changed"}`;
+        `changed` is False if it already was paused."""
+        return self._pause(f"/v1/queues/{queue}/pause")
+
+    def resume_queue(self, queue: str) -> dict[str, Any]:
+        """Resume a paused queue (operator's admin key only); as `pause_queue`."""
+        return self._pause(f"/v1/queues/{queue}/resume")
+
+    def pause_task_name(self, name: str) -> dict[str, Any]:
+        """Pause a task name on every queue (operator's admin key only); as `pause_queue`."""
+        return self._pause(f"/v1/tasks/names/{name}/pause")
+
+    def resume_task_name(self, name: str) -> dict[str, Any]:
+        """Resume a paused task name (operator's admin key only); as `pause_queue`."""
+        return self._pause(f"/v1/tasks/names/{name}/resume")
+
+    def paused(self) -> dict[str, builtins.list[str]]:
+        """What is paused: `{"queues": [...], "task_names": [...]}`, each sorted."""
+        listed = QueueList.model_validate(self._call("GET", "/v1/queues"))
+        queues = sorted({q.queue for q in listed.queues if q.paused})
+        return {"queues": queues, "task_names": listed.paused_task_names}
+
+    def _pause(self, path: str) -> dict[str, Any]:
+        return _dump(PauseResult.model_validate(self._call("POST", path)))
 
     # --------------------------------------------------------------- schedules
     def put_schedule(

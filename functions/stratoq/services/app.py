@@ -18,12 +18,14 @@ from stratoq.adapters import aws
 from stratoq.adapters.crypto import PayloadCipher, cipher_for
 from stratoq.adapters.keys import KeyStore, UsagePlanKeys
 from stratoq.adapters.locks import LockStore
+from stratoq.adapters.pauses import PauseStore
 from stratoq.adapters.rules import ScheduleStore
 from stratoq.adapters.store import TaskStore
 from stratoq.adapters.transport import SqsTransport
 from stratoq.core import registry
 from stratoq.core.clock import now_ms
 from stratoq.core.errors import ConfigError
+from stratoq.core.pauses import PauseCache
 from stratoq.core.settings import Settings
 from stratoq.observability.metrics import Metrics
 from stratoq.services.enqueue import Enqueuer
@@ -106,6 +108,18 @@ class Services:
     @property
     def locks(self) -> LockStore:
         return self._once("locks", lambda: LockStore(self.dynamodb, self.settings.tasks_table))
+
+    @property
+    def pause_store(self) -> PauseStore:
+        return self._once(
+            "pause_store", lambda: PauseStore(self.dynamodb, self.settings.tasks_table)
+        )
+
+    @property
+    def pauses(self) -> PauseCache:
+        """The pause state as this process's workers see it: one cache, one read per TTL."""
+        ttl_ms = self.settings.pause_cache_seconds * 1000
+        return self._once("pauses", lambda: PauseCache(self.pause_store.read, ttl_ms))
 
     @property
     def keys(self) -> KeyStore:
@@ -191,6 +205,7 @@ class Services:
             locks=self.locks,
             metrics=self.metrics,
             unknown_task_grace_seconds=self.settings.unknown_task_grace_seconds,
+            pauses=self.pauses,
         )
 
     def lease_keeper(self) -> LeaseKeeper:

@@ -1,5 +1,6 @@
 """`Worker.process(delivery)`: the one code path every worker runs for every message.
 
+paused queue or task name: hand the message back unclaimed, no attempt spent ->
 claim (conditional write, new fencing token) -> take the task's lock if it has a
 `lock_key` (held: undo the claim and re-delay, no attempt counted) -> run the handler
 with a hard timeout -> record success | schedule a retry | fail, each write fenced by
@@ -19,23 +20,27 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from stratoq.adapters.locks import Acquired, LockStore, bound
+from stratoq.adapters.pauses import PauseStore
 from stratoq.adapters.store import Claimed, TaskStore
 from stratoq.adapters.transport import Delivery, SqsTransport, TaskMessage, outgoing_for
 from stratoq.core import registry
 from stratoq.core.clock import now_ms
 from stratoq.core.models import Task
+from stratoq.core.pauses import PauseCache
 from stratoq.core.policy import (
     MAX_VISIBILITY_SECONDS,
     Complete,
     FailNow,
     OutcomeKind,
     RetryLater,
+    WaitReason,
     busy_release_delay,
     decide,
     hop_delay,
     is_due,
     locked_delay,
     unknown_task_delay,
+    wait_delay,
 )
 from stratoq.core.registry import TaskContext
 from stratoq.observability.metrics import Metrics
@@ -80,6 +85,7 @@ class Worker:
         locks: LockStore | None = None,
         metrics: Metrics | None = None,
         unknown_task_grace_seconds: int = 300,
+        pauses: PauseCache | None = None,
     ) -> None:
         self.store = store
         self.transport = transport
@@ -91,6 +97,8 @@ class Worker:
         self._clock = clock
         self._rng = rng or random.Random()
         self._unknown_grace_s = unknown_task_grace_seconds
+        # Shared by a process's workers (Services.pauses): one read per TTL per process.
+        self.pauses = pauses or PauseCache(PauseStore(store.client, store.table).read)
         self.shutting_down = threading.Event()
 
     def _lease_ms(self) -> int:
@@ -115,6 +123,8 @@ class Worker:
         now = self._clock()
         if not is_due(msg.not_before_ms, now):
             return self._hop(delivery, msg, msg.not_before_ms, now)
+        if self.pauses.state().holds(self.queue_of(delivery), msg.name):
+            return self._wait(delivery, msg, msg.name, WaitReason.PAUSED, now)
         if msg.name is not None and registry.get(msg.name) is None:
             handed_back = self._hand_back(delivery, msg, msg.name, now)
             if handed_back is not None:
@@ -164,6 +174,24 @@ class Worker:
         )
         back = replace(msg, name=name, unknown_since_ms=first)
         return self._hop(delivery, back, now + delay * 1000, now, status="handed_back")
+
+    def _wait(
+        self, delivery: Delivery, msg: TaskMessage, name: str | None, why: WaitReason, now: int
+    ) -> Disposition:
+        """Hand the task back unclaimed and unspent to wait for `why` to pass (its queue
+        or task name paused): no attempt counted, status unchanged, a fresh message
+        (so waiting never reaches the DLQ's receive limit) that comes back after a delay
+        growing with the wait so far. Delayed tasks reach this only once due."""
+        since = msg.waiting_since_ms if msg.waiting_since_ms is not None else now
+        delay = wait_delay(why, since, now, self._rng)
+        queue = self.queue_of(delivery)
+        self.metrics.task_handed_back(queue, name or "", why.value)
+        logger.info(
+            "task handed back to wait",
+            extra={"task_id": msg.task_id, "task_name": name, "reason": why, "retry_in_s": delay},
+        )
+        back = replace(msg, name=name, waiting_since_ms=since)
+        return self._hop(delivery, back, now + delay * 1000, now, status=why.value)
 
     def queue_of(self, delivery: Delivery) -> str:
         """The key of the queue a delivery came from: hops and retries go back to the
@@ -219,9 +247,14 @@ class Worker:
             # First hand-back and a grace period over 0: never None.
             handed = self._hand_back(delivery, msg, task.name, self._clock())
             return handed or Disposition(Action.RELEASE, delay=1, status="handed_back")
-        # Known here: the next message (retry, lock wait) starts a fresh grace period
-        # wherever it lands.
-        msg = replace(msg, name=task.name, unknown_since_ms=None)
+        if msg.name is None and self.pauses.state().holds(self.queue_of(delivery), task.name):
+            # A message without a name (see above), of a paused name: give it back alike.
+            if not self.store.unclaim(claim):
+                return Disposition(Action.LEAVE, status="lost")
+            return self._wait(delivery, msg, task.name, WaitReason.PAUSED, self._clock())
+        # Known and running here: the next message (retry, lock wait) starts a fresh
+        # grace period and a fresh wait wherever it lands.
+        msg = replace(msg, name=task.name, unknown_since_ms=None, waiting_since_ms=None)
         held: Acquired | None = None
         if task.lock_key is not None:
             now = self._clock()
