@@ -77,7 +77,7 @@ class PauseStore:
                     ":now": {"N": str(now)},
                     ":by": {"S": by},
                 },
-                ReturnValues="UPDATED_OLD",
+                ReturnValues="ALL_OLD",  # the set before: did this change it?
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
@@ -102,7 +102,7 @@ class PauseStore:
                 ":now": {"N": str(now)},
                 ":by": {"S": by},
             },
-            ReturnValues="UPDATED_OLD",
+            ReturnValues="ALL_OLD",  # the set before: did this change it?
         )
         before = out.get("Attributes", {}).get(attr, {}).get("SS", [])
         return name in before

@@ -33,8 +33,7 @@ _OK: dict[int, tuple[str, type[BaseModel]]] = {
 def register(app: APIGatewayRestResolver, services: Services, caller: Caller) -> None:
     """Add the pause and resume routes to `app`, answering from `services`."""
 
-    def operator() -> str:
-        tenant = caller("admin")
+    def operator(tenant: str) -> str:
         if not caller.is_operator(tenant):
             raise ForbiddenError("only the operator tenant's admin keys may pause or resume")
         return tenant
@@ -51,26 +50,29 @@ def register(app: APIGatewayRestResolver, services: Services, caller: Caller) ->
             raise NotFoundError(f"no queue {queue!r}")
         return queue
 
-    @app.post("/v1/queues/<queue>/pause", responses=responses(_OK, 404))
+    @app.post("/v1/queues/<queue>/pause", responses=responses(_OK, 400, 404))
     def pause_queue(queue: Annotated[str, Path(pattern=QUEUE_PATTERN)]) -> Response[str]:
         """Pause a queue: workers hand its tasks back unrun, every tenant's, until resumed."""
-        by = operator()  # before the 404: other keys learn nothing of queue names
+        # The 403 before the 404: other keys learn nothing of queue names.
+        by = operator(caller("admin"))
         return change("queue", known_queue(queue), True, by)
 
-    @app.post("/v1/queues/<queue>/resume", responses=responses(_OK, 404))
+    @app.post("/v1/queues/<queue>/resume", responses=responses(_OK, 400, 404))
     def resume_queue(queue: Annotated[str, Path(pattern=QUEUE_PATTERN)]) -> Response[str]:
         """Resume a paused queue: its tasks run again within a few seconds."""
-        by = operator()
+        by = operator(caller("admin"))
         return change("queue", known_queue(queue), False, by)
 
     # Any well-formed name, registered or not: a name may belong to another fleet's
     # workers, or to tasks not deployed yet that must not start when they are.
-    @app.post("/v1/tasks/names/<name>/pause", responses=responses(_OK))
+    @app.post("/v1/tasks/names/<name>/pause", responses=responses(_OK, 400))
     def pause_name(name: Annotated[str, Path(pattern=TASK_NAME_PATTERN)]) -> Response[str]:
         """Pause a task name on every queue: workers hand its tasks back unrun."""
-        return change("task_name", name, True, operator())
+        by = operator(caller("admin"))
+        return change("task_name", name, True, by)
 
-    @app.post("/v1/tasks/names/<name>/resume", responses=responses(_OK))
+    @app.post("/v1/tasks/names/<name>/resume", responses=responses(_OK, 400))
     def resume_name(name: Annotated[str, Path(pattern=TASK_NAME_PATTERN)]) -> Response[str]:
         """Resume a paused task name."""
-        return change("task_name", name, False, operator())
+        by = operator(caller("admin"))
+        return change("task_name", name, False, by)
