@@ -2,6 +2,7 @@
 
     python -m loadtests.bench                    # N=2000, both peers, scaling table
     python -m loadtests.bench --n 20000 --skip-scaling
+    python -m loadtests.bench --rate 10 --n 300  # paced: latency at light load (paced.py)
 
 What it prints, per peer: enqueue tasks/s, end-to-end tasks/s (first enqueue to last
 completion), p50/p99 enqueue-to-finish latency, the deepest queue seen, AWS requests per
@@ -46,6 +47,7 @@ PRICES = {
 # left in the table (`_create_wru`): a task item, its `listing` index entry if it has
 # one, and the listing pages of batches with theirs.
 WRU_PER_UPDATE = 1
+_PEERS = ("stratoq", "stratoq-lambda", "celery", "celery-dynamodb")  # loadtests/paced.py
 # --repeat applies up to this N; larger runs take minutes each and drift less.
 REPEAT_MAX_N = 5000
 
@@ -400,7 +402,8 @@ def _measure_celery(
         time.sleep(1.0)  # each probe scans the queue in moto: probe rarely
     counts = emu.counts()
     result.cpu_ms_per_task = cpu.per_task(n)
-    rows = [tuple(map(float, line.split())) for line in lines]
+    # Lines are "sent started done id" (loadtests/celery_app.py): sent and done here.
+    rows = [(float(p[0]), float(p[2])) for p in (line.split() for line in lines)]
     result.e2e_per_s = n / (max(done for _, done in rows) - start)
     latencies = [(done - sent) * 1000 for sent, done in rows]
     result.p50_ms = _percentile(latencies, 0.5)
@@ -433,7 +436,27 @@ def _print(results: list[Result]) -> None:
         print(f"  CPU ms per task: {r.cpu_ms_per_task}")
 
 
-def main() -> None:
+def _positive_rate(text: str) -> float:
+    from loadtests.paced import positive_rate
+
+    return positive_rate(text)
+
+
+def _main_paced(emu: Emulator, args: argparse.Namespace) -> None:
+    from loadtests.paced import print_paced, run
+
+    try:
+        results = run(emu, args)
+    finally:
+        emu.stop()
+    print("\n== summary (paced) ==")
+    print_paced(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"paced": [asdict(r) for r in results]}, indent=2))
+    print(f"\nmachine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+
+
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, nargs="+", default=[2000])
     p.add_argument("--processes", type=int, default=2)
@@ -449,12 +472,22 @@ def main() -> None:
     p.add_argument("--skip-scaling", action="store_true")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--stock", action="store_true", help="stock moto (no local.moto_patches)")
-    args = p.parse_args()
+    p.add_argument(
+        "--rate",
+        type=_positive_rate,
+        help="paced mode (loadtests/paced.py): one task per request, this many per second, "
+        "for the first --n tasks; latency per peer instead of throughput",
+    )
+    p.add_argument("--peers", help=f"paced mode: only these, comma-separated ({', '.join(_PEERS)})")
+    args = p.parse_args(argv)
     for key, value in _env().items():
         if key.startswith("AWS_"):
             os.environ.setdefault(key, value)
 
     emu = Emulator(stock=args.stock)
+    if args.rate:
+        _main_paced(emu, args)
+        return
     results: list[Result] = []
     try:
         ratios: dict[int, list[float]] = {}

@@ -70,6 +70,34 @@ def test_weighted_mode_runs_high_tasks_well_ahead_of_the_backlogs_end(
     assert low_before < LOW_BACKLOG
 
 
+def test_an_idle_poller_takes_a_task_on_any_of_its_queues_promptly(
+    settings: Settings, core: Enqueuer, tmp_path: Path
+) -> None:
+    # With the longest long poll SQS allows, a poller that waited on one priority queue
+    # at a time (then 7 s each) left a task on another waiting that long; waiting on all
+    # three at once, it takes each as soon as it is sent. The bound is generous for a
+    # shared machine and still well under one such wait; the figures are the benchmark's.
+    env = {"STRATOQ_POLL_WAIT_SECONDS": "20"}
+    # Not stopped with SIGTERM: an idle poller's stop waits out its long polls (20 s).
+    with stratoq(settings, tmp_path, "worker", "--concurrency", "2", env=env) as poller:
+        warm = core.enqueue(TaskRequest(name="echo", payload="warm")).task.id
+        wait_for(lambda: finished(core, warm), 60, "the first task (slots start)")
+        for round_ in range(2):
+            for priority in ("low", "default", "high"):
+                tid = core.enqueue(TaskRequest(name="echo", payload=round_, priority=priority))
+                wait_for(
+                    lambda: finished(core, tid.task.id),  # noqa: B023
+                    4.5,
+                    f"the {priority} task of an idle poller",
+                )
+        assert poller.popen.poll() is None, poller.output()
+
+
+def finished(core: Enqueuer, task_id: str) -> bool:
+    task = core.store.get(task_id)
+    return task is not None and task.status is TaskStatus.SUCCEEDED
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

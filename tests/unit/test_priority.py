@@ -13,6 +13,7 @@ from stratoq.core.priority import (
     PriorityMode,
     check_keys,
     expand,
+    idle_counts,
     logical_queues,
     parse_mode,
     parse_weights,
@@ -193,3 +194,21 @@ def test_strict_logical_queues_of_one_priority_take_turns() -> None:
 def test_a_chooser_needs_a_queue() -> None:
     with pytest.raises(ValueError, match="at least one queue"):
         PriorityChooser([])
+
+
+def test_idle_long_polls_prefetch_only_on_the_highest_priority() -> None:
+    keys = ["default:high", "default", "default:low"]
+    assert idle_counts(keys, want=10, free=4) == {
+        "default:high": 10,
+        "default": 4,
+        "default:low": 4,
+    }
+    assert idle_counts(keys, want=3, free=4) == {"default:high": 3, "default": 3, "default:low": 3}
+
+
+def test_idle_long_polls_without_a_high_queue_let_default_prefetch() -> None:
+    assert idle_counts(["default", "default:low"], want=10, free=2) == {
+        "default": 10,
+        "default:low": 2,
+    }
+    assert idle_counts([], want=10, free=2) == {}

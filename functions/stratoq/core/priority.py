@@ -170,3 +170,17 @@ class PriorityChooser:
                 shift = self._turn % len(tier)
                 out += tier[shift:] + tier[:shift]
         return out
+
+
+def idle_counts(keys: Sequence[str], want: int, free: int) -> dict[str, int]:
+    """How many messages an idle poller's long poll on each key asks for.
+
+    All of a poller's queues are long-polled at once when all were found empty, so
+    several may answer together. Only the highest priority present may bring `want`
+    (prefetch included); a lower one brings at most `free`, what idle slots start now,
+    so a batch of low tasks is never held as prefetch ahead of high ones arriving next.
+    """
+    if not keys:
+        return {}
+    top = min(PRIORITIES.index(split_key(k)[1]) for k in keys)
+    return {k: want if PRIORITIES.index(split_key(k)[1]) == top else min(want, free) for k in keys}

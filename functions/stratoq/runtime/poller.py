@@ -19,8 +19,16 @@ import threading
 import time
 
 from stratoq.adapters.transport import Delivery
-from stratoq.core.priority import PRIORITIES, PriorityChooser, expand, logical_queues, split_key
+from stratoq.core.priority import (
+    PRIORITIES,
+    PriorityChooser,
+    expand,
+    idle_counts,
+    logical_queues,
+    split_key,
+)
 from stratoq.runtime.batcher import Batcher
+from stratoq.runtime.listeners import Listeners
 from stratoq.services.app import Services
 from stratoq.services.runner import ProcessRunner, Runner
 from stratoq.services.worker import Action, Disposition
@@ -67,6 +75,8 @@ class Poller:
         self.queues = logical_queues(self.keys)
         self.chooser = PriorityChooser(self.keys, settings.priority_mode, settings.priority_weights)
         self._empty_until: dict[str, float] = {}
+        # Several queues: an idle poller long-polls them all at once (see _receive).
+        self._listeners = Listeners(self._long_poll, self._arrived)
         self.shutdown_grace = shutdown_grace
         self.task_names = services.load_tasks()
         self.transport = services.transport
@@ -95,6 +105,7 @@ class Poller:
     def stop(self) -> None:
         """Stop receiving; running tasks finish (see `run`)."""
         self._stopping.set()
+        self._listeners.wake()
         with self._cond:
             self._cond.notify_all()
 
@@ -134,6 +145,9 @@ class Poller:
                 self.keeper.abort_all()
                 for t in slots:
                     t.join(30)
+            # Idle long polls still in flight end within their wait, as the one queue's
+            # long poll does; what they bring now goes straight back (`_arrived`).
+            self._listeners.join(self.settings.poll_wait_seconds + 10)
             self._drained.set()
             self._acks.close()
             self.runner.close()
@@ -224,16 +238,18 @@ class Poller:
         With one queue this is the plain long poll. With several, a long poll on one
         would leave a high-priority message waiting up to poll_wait_seconds behind it,
         so the queues are asked without waiting (WaitTimeSeconds=0), in the chooser's
-        order, skipping those found empty within EMPTY_RECHECK_SECONDS. Only when none
-        has anything does the poller wait: it long-polls the queue the chooser put first
-        (strict: high) for poll_wait_seconds / n (at least 1 s), then asks all again. A
-        message arriving on any queue of an idle poller so waits at most about that long,
-        for n + 1 requests per such idle cycle.
+        order, skipping those found empty within EMPTY_RECHECK_SECONDS and those a long
+        poll is already waiting on. Only when none has anything does the poller wait,
+        on all of them at once: one long poll per queue, in parallel (`Listeners`),
+        until any brings messages (handed on by `_arrived`, so this returns none) or
+        ends. A message arriving on any queue of an idle poller is so received as soon
+        as SQS hands it out, for one request per queue per poll_wait_seconds.
 
         Prefetch (`want` beyond the `free` slots) is only taken from a queue whose higher
         priorities were just found empty: otherwise a weighted turn of the low queue
         would bring a batch of low tasks that then run before the high ones behind them.
         A queue that may only prefetch while no slot is free is asked after the others.
+        The idle long polls follow the same rule (`idle_counts`).
         """
         lease = self.settings.lease_seconds
         wait = self.settings.poll_wait_seconds
@@ -250,7 +266,7 @@ class Poller:
         order = self.chooser.order()
         later: list[str] = []
         for key in order:
-            if self._empty_until.get(key, 0.0) > now:
+            if self._empty_until.get(key, 0.0) > now or self._listeners.busy(key):
                 continue
             count = want if self._higher_found_empty(key, now) else min(want, free)
             if count == 0:
@@ -261,10 +277,32 @@ class Poller:
         for key in sorted(later, key=_priority_rank):
             if got := ask(key, want):
                 return got
-        got = self.transport.receive(order[0], want, _idle_wait(wait, len(self.keys)), lease)
-        if got:
-            self._empty_until.pop(order[0], None)
-        return got
+        self._listeners.wait(idle_counts(self.keys, want, free), timeout=wait + 10)
+        return []
+
+    def _long_poll(self, key: str, count: int) -> list[Delivery]:
+        wait = self.settings.poll_wait_seconds
+        return self.transport.receive(key, count, wait, self.settings.lease_seconds)
+
+    def _arrived(self, key: str, asked: int, got: list[Delivery]) -> None:
+        """A long poll of `_receive`'s ended: its messages join the prefetched ones."""
+        if len(got) < asked:
+            # It had no more when SQS answered: the next wait on it is a long poll
+            # again, not a short receive first (one request per task at light load).
+            self._empty_until[key] = time.monotonic() + EMPTY_RECHECK_SECONDS
+        else:
+            self._empty_until.pop(key, None)
+        if not got:
+            return
+        if self._stopping.is_set():
+            # Received during shutdown: hand them straight back to other workers.
+            self.transport.change_visibility((d, 0) for d in got)
+            return
+        with self._cond:
+            self._held += len(got)
+            self._cond.notify()
+        for d in got:
+            self._enqueue_work(d)
 
     def _slot(self) -> None:
         while True:
@@ -320,10 +358,3 @@ class Poller:
 
 def _priority_rank(key: str) -> int:
     return PRIORITIES.index(split_key(key)[1])
-
-
-def _idle_wait(poll_wait: int, queues: int) -> int:
-    """Long-poll wait per queue when all are empty: poll_wait shared out, at least 1 s."""
-    if poll_wait <= 0:
-        return 0
-    return max(1, -(-poll_wait // queues))
