@@ -203,3 +203,25 @@ def wait_delay(
     """Seconds until a task handed back to wait for `reason` is offered again, given
     when it was first handed back for it (1-2 s at first, growing to its cap)."""
     return waiting_delay(now_ms - waiting_since_ms, WAIT_CAPS[reason], rng)
+
+
+# Re-reads of a task while `GET /v1/tasks/{id}?wait=` waits for it to end: the first
+# come fast (a short task is answered within ~50 ms of ending), later ones slow down to
+# a fixed pace, so a 20 s wait costs about 50 reads rather than 400.
+RECHECK_MIN_SECONDS = 0.05
+RECHECK_MAX_SECONDS = 0.5
+
+
+def recheck_delay(started: float, now: float, deadline: float) -> float | None:
+    """Seconds to sleep before reading a waited-for task again, or None when the wait
+    is over (`now` at or past `deadline`). Times are one clock's readings (monotonic
+    seconds), passed in so tests drive the schedule without sleeping.
+
+    The pause is a quarter of the time waited so far, within 50-500 ms, and never
+    beyond the deadline: the answer comes when the time is up, not a pause later.
+    """
+    left = deadline - now
+    if left <= 0:
+        return None
+    pause = min(RECHECK_MAX_SECONDS, max(RECHECK_MIN_SECONDS, (now - started) / 4))
+    return min(pause, left)
