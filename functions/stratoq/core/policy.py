@@ -225,3 +225,18 @@ def recheck_delay(started: float, now: float, deadline: float) -> float | None:
         return None
     pause = min(RECHECK_MAX_SECONDS, max(RECHECK_MIN_SECONDS, (now - started) / 4))
     return min(pause, left)
+
+
+# Progress reports of a running task reach the store at most once per this interval.
+PROGRESS_INTERVAL_MS = 1000
+
+
+def progress_due(last_write_ms: int | None, now_ms: int) -> bool:
+    """Whether a progress report made at `now_ms` is written now (else it is held back,
+    a newer report replacing it, until the interval since the last write is over).
+
+    The first report of an attempt is written at once; after that at most one write per
+    `PROGRESS_INTERVAL_MS`, so a handler reporting in a tight loop costs about one write
+    a second, not one per report.
+    """
+    return last_write_ms is None or now_ms - last_write_ms >= PROGRESS_INTERVAL_MS
