@@ -120,3 +120,17 @@ def interval(payload: dict[str, Any]) -> int:
 def lock_token(payload: Any) -> int | None:
     """The fencing token of the task's lock_key lock (None without one)."""
     return context().lock_token
+
+
+@task("progress")
+def progress(payload: dict[str, Any]) -> str:
+    """Report progress: 0.25 at once, then `chatty` reports in a burst, then wait for the
+    file `gate` to exist (the test opens it) and report 1.0 just before returning."""
+    ctx = context()
+    ctx.progress(0.25, "started")
+    for i in range(payload.get("chatty", 0)):
+        ctx.progress(0.5, f"step {i}")
+    while not os.path.exists(payload["gate"]):
+        time.sleep(0.05)
+    ctx.progress(1.0, "done")
+    return "ok"

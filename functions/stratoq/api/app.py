@@ -16,7 +16,6 @@ import base64
 import binascii
 import json
 import logging
-import threading
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -24,7 +23,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
 
 from stratoq.api import keys, pauses, queues, schedules, tasks
-from stratoq.api.common import Caller, answer
+from stratoq.api.common import RESOLVING, Caller, answer
 from stratoq.api.contract import ErrorDetail, Health, OpenApiDocument, responses
 from stratoq.api.errors import error_body, http_error
 from stratoq.core.errors import StratoqError
@@ -97,9 +96,6 @@ def _answer_errors(app: APIGatewayRestResolver) -> None:
         return answer(404, error_body(f"no route {event.http_method} {event.path}"))
 
 
-_RESOLVING = threading.Lock()
-
-
 class ApiFunction:
     """The API function: API Gateway proxy events in, proxy answers out."""
 
@@ -124,11 +120,8 @@ class ApiFunction:
             event["headers"]["content-type"] = "application/json"
         if event.get("multiValueHeaders") is not None:
             event["multiValueHeaders"]["content-type"] = ["application/json"]
-        # Powertools keeps the request being resolved in class attributes shared by every
-        # resolver of the process (BaseRouter.current_event): two requests resolved at once
-        # (the dev stack's threaded gateway) would be validated and scope-checked against
-        # each other's body and tenant. On Lambda one instance serves one request anyway.
-        with _RESOLVING:
+        # One request at a time: Powertools' request state is shared (`OneAtATime`).
+        with RESOLVING.held():
             return self.resolver.resolve(event, context)
 
 

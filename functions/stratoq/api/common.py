@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 from pydantic import BaseModel
 
 from stratoq.adapters.keys import manages_every_tenant
@@ -20,6 +24,53 @@ from stratoq.core.models import MAX_PAYLOAD_BYTES, TaskRequest, payload_size
 
 if TYPE_CHECKING:
     from stratoq.services.app import Services
+
+
+class OneAtATime:
+    """Resolves one request at a time per process, and lets a long wait step aside.
+
+    Powertools keeps the request being resolved in class attributes shared by every
+    resolver of the process (`BaseRouter.current_event`) and in the resolver's own
+    `context` dict: two requests resolved at once (the dev stack's threaded gateway)
+    would be validated and scope-checked against each other's body and tenant. On
+    Lambda one instance serves one request anyway, and the lock is never contended.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Around one whole resolution."""
+        with self._lock:
+            self._local.held = True
+            try:
+                yield
+            finally:
+                self._local.held = False
+
+    @contextmanager
+    def stepped_aside(self, app: APIGatewayRestResolver) -> Iterator[None]:
+        """Around a wait that reads no request state (`?wait=`): other requests are
+        resolved meanwhile, and this one's state is put back before it goes on."""
+        if not getattr(self._local, "held", False):
+            yield
+            return
+        event, context, saved = BaseRouter.current_event, BaseRouter.lambda_context, {**app.context}
+        self._local.held = False
+        self._lock.release()
+        try:
+            yield
+        finally:
+            self._lock.acquire()
+            self._local.held = True
+            BaseRouter.current_event, BaseRouter.lambda_context = event, context
+            app.context.clear()
+            app.context.update(saved)
+
+
+RESOLVING = OneAtATime()
 
 
 class Caller:

@@ -34,6 +34,8 @@ from stratoq.core.schedules import Schedule, ScheduleSpec
 
 __all__ = [
     "MAX_BATCH",
+    "MAX_WAIT_SECONDS",
+    "WAIT_QUERY",
     "BatchRequest",
     "CreatedKey",
     "Deleted",
@@ -63,6 +65,22 @@ __all__ = [
 ]
 
 MAX_BATCH = 100
+
+# The longest `GET /v1/tasks/{id}?wait=`: well within the API function's 29 s (API
+# Gateway's own limit on an integration), with room for the reads around the wait.
+MAX_WAIT_SECONDS = 20
+
+# `?wait=` of `GET /v1/tasks/{id}` (a float), defined once: the route declares it with
+# these (422 naming `wait` outside 0-20), so the OpenAPI document shows them; the SDK
+# caps its slices by MAX_WAIT_SECONDS. Plain values: the SDK imports this module, and
+# Powertools stays out of it.
+WAIT_QUERY: dict[str, Any] = {
+    "ge": 0,
+    "le": MAX_WAIT_SECONDS,
+    "description": "Seconds to wait for the task to end (0-20): the answer comes as soon "
+    "as it is final, or when the time is up with the task as it is then (200 either way: "
+    "its `status` tells them apart).",
+}
 
 
 # -------------------------------------------------------------------- requests

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Annotated
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 
-from stratoq.api.common import Caller, answer, check_name, check_payload, with_task_defaults
+from stratoq.api.common import (
+    RESOLVING,
+    Caller,
+    answer,
+    check_name,
+    check_payload,
+    with_task_defaults,
+)
 from stratoq.api.contract import (
+    WAIT_QUERY,
     BatchRequest,
     RetryFailedRequest,
     RetryResult,
@@ -21,6 +30,7 @@ from stratoq.api.contract import (
 from stratoq.core.clock import to_ms
 from stratoq.core.errors import InvalidRequestError, TaskNotFoundError
 from stratoq.core.models import TaskStatus, utcnow
+from stratoq.core.policy import recheck_delay
 from stratoq.services import dlq
 
 if TYPE_CHECKING:
@@ -90,12 +100,36 @@ def register(app: APIGatewayRestResolver, services: Services, caller: Caller) ->
         return answer(200, TaskPage(tasks=tasks, next_token=token))
 
     @app.get("/v1/tasks/<task_id>", responses=responses({200: ("the task", Task)}, 404))
-    def get_task(task_id: Annotated[str, Path(max_length=64)]) -> Response[str]:
+    def get_task(
+        task_id: Annotated[str, Path(max_length=64)],
+        wait: Annotated[float, Query(**WAIT_QUERY)] = 0,
+    ) -> Response[str]:
+        """A task. With `wait`, the answer waits up to that many seconds for the task to
+        end (see `WaitSeconds`); another tenant's task is a 404 at once."""
         tenant = caller("tasks:read")
+        task = _read(task_id, tenant)
+        if wait > 0 and not task.status.final:
+            # The wait reads no request state: other requests go on meanwhile.
+            with RESOLVING.stepped_aside(app):
+                task = _wait(task, tenant, wait)
+        return answer(200, task)
+
+    def _read(task_id: str, tenant: str) -> Task:
         task = services.store.get(task_id, tenant)
         if task is None:
             raise TaskNotFoundError(f"no task {task_id}")
-        return answer(200, task)
+        return task
+
+    def _wait(task: Task, tenant: str, seconds: float) -> Task:
+        started = time.monotonic()
+        deadline = started + seconds
+        while not task.status.final:
+            pause = recheck_delay(started, time.monotonic(), deadline)
+            if pause is None:
+                break
+            time.sleep(pause)
+            task = _read(task.id, tenant)
+        return task
 
     @app.post(
         "/v1/tasks/<task_id>/cancel", responses=responses({200: ("cancelled", Task)}, 404, 409)

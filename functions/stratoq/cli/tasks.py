@@ -117,18 +117,24 @@ def cmd_wait(args: argparse.Namespace) -> int:
     finished: dict[str, Any] = {}
     bar = _Progress(len(ids), enabled=(len(ids) > 1 and sys.stderr.isatty()) or args.progress)
     while len(finished) < len(ids):
-        for tid in ids:
-            if tid not in finished:
-                task = api.get(tid)
-                if task.status.final:
-                    finished[tid] = task
-                    bar.update(finished.values())
+        started = time.monotonic()
+        # Each round waits (server side, up to 20 s) on the first unfinished task and
+        # then looks at the others without waiting: every task must end anyway, and the
+        # bar moves at least once a round.
+        pending = [tid for tid in ids if tid not in finished]
+        for i, tid in enumerate(pending):
+            wait = max(0.0, deadline - time.monotonic()) if i == 0 else 0.0
+            task = api.get(tid, wait=wait)
+            if task.status.final:
+                finished[tid] = task
+                bar.update(finished.values())
         if len(finished) < len(ids):
-            if time.monotonic() > deadline:
+            if time.monotonic() >= deadline:
                 bar.close()
                 left = len(ids) - len(finished)
                 raise WaitTimeout(f"{left} task(s) not finished after {args.timeout:g} s")
-            time.sleep(0.2)
+            if time.monotonic() - started < 0.2:
+                time.sleep(0.2)  # an API that answers without waiting (older than ?wait=)
     bar.close()
     tasks = [finished[i] for i in ids]
     if len(tasks) == 1:

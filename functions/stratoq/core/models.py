@@ -160,6 +160,18 @@ class AttemptError(BaseModel):
     at: Timestamp
 
 
+# A progress report's message, at most (`stratoq.context().progress(value, message)`).
+PROGRESS_MESSAGE_MAX = 256
+
+
+class Progress(BaseModel):
+    """A running task's latest progress report, as its handler made it."""
+
+    value: float = Field(ge=0, le=1, description="the fraction done, 0 to 1")
+    message: str | None = Field(default=None, max_length=PROGRESS_MESSAGE_MAX)
+    at: Timestamp = Field(description="when the handler reported it")
+
+
 class Task(BaseModel):
     """A task as stored and as the API shows it.
 
@@ -193,6 +205,11 @@ class Task(BaseModel):
     finished_at: Timestamp | None = None
     next_attempt_at: Timestamp | None = Field(
         default=None, description="When a `retrying` task runs again; null once it is final."
+    )
+    progress: Progress | None = Field(
+        default=None,
+        description="The latest progress its handler reported (any attempt's; `at` says "
+        "when), written at most about once a second; null if it never reported.",
     )
 
     @model_validator(mode="after")

@@ -203,3 +203,40 @@ def wait_delay(
     """Seconds until a task handed back to wait for `reason` is offered again, given
     when it was first handed back for it (1-2 s at first, growing to its cap)."""
     return waiting_delay(now_ms - waiting_since_ms, WAIT_CAPS[reason], rng)
+
+
+# Re-reads of a task while `GET /v1/tasks/{id}?wait=` waits for it to end: the first
+# come fast (a short task is answered within ~50 ms of ending), later ones slow down to
+# a fixed pace, so a 20 s wait costs about 50 reads rather than 400.
+RECHECK_MIN_SECONDS = 0.05
+RECHECK_MAX_SECONDS = 0.5
+
+
+def recheck_delay(started: float, now: float, deadline: float) -> float | None:
+    """Seconds to sleep before reading a waited-for task again, or None when the wait
+    is over (`now` at or past `deadline`). Times are one clock's readings (monotonic
+    seconds), passed in so tests drive the schedule without sleeping.
+
+    The pause is a quarter of the time waited so far, within 50-500 ms, and never
+    beyond the deadline: the answer comes when the time is up, not a pause later.
+    """
+    left = deadline - now
+    if left <= 0:
+        return None
+    pause = min(RECHECK_MAX_SECONDS, max(RECHECK_MIN_SECONDS, (now - started) / 4))
+    return min(pause, left)
+
+
+# Progress reports of a running task reach the store at most once per this interval.
+PROGRESS_INTERVAL_MS = 1000
+
+
+def progress_due(last_write_ms: int | None, now_ms: int) -> bool:
+    """Whether a progress report made at `now_ms` is written now (else it is held back,
+    a newer report replacing it, until the interval since the last write is over).
+
+    The first report of an attempt is written at once; after that at most one write per
+    `PROGRESS_INTERVAL_MS`, so a handler reporting in a tight loop costs about one write
+    a second, not one per report.
+    """
+    return last_write_ms is None or now_ms - last_write_ms >= PROGRESS_INTERVAL_MS

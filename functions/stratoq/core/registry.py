@@ -20,6 +20,7 @@ from stratoq.core.errors import ConfigError
 from stratoq.core.models import (
     MAX_ATTEMPTS,
     MAX_TIMEOUT_SECONDS,
+    PROGRESS_MESSAGE_MAX,
     Backoff,
     Priority,
     QueueName,
@@ -96,8 +97,29 @@ class TaskContext:
     # writes with a token at least as new as the last it saw stays safe even then.
     lock_token: int | None = None
 
+    def progress(self, value: float, message: str | None = None) -> None:
+        """Report how far the task is: `value` the fraction done, 0 to 1, and an optional
+        `message` of up to 256 characters. `GET /v1/tasks/{id}` shows the latest report;
+        reports reach the store at most about once a second (a newer one replaces one
+        held back), and the attempt's last report is written when the handler ends.
+        Raises ValueError for a value outside 0-1 or a longer message. Call it from the
+        handler's own thread (a thread it starts has no task context)."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"progress value must be a number from 0 to 1, not {value!r}")
+        if not 0 <= value <= 1:  # NaN fails this too
+            raise ValueError(f"progress value must be from 0 to 1 (a fraction), not {value}")
+        if message is not None and len(message) > PROGRESS_MESSAGE_MAX:
+            raise ValueError(f"progress message is over {PROGRESS_MESSAGE_MAX} characters")
+        report = _reporter.get()
+        if report is not None:
+            report(float(value), message)
+
 
 _current: ContextVar[TaskContext | None] = ContextVar("stratoq_task", default=None)
+# Where the running handler's progress reports go (none: nowhere, e.g. eager tests).
+_reporter: ContextVar[Callable[[float, str | None], None] | None] = ContextVar(
+    "stratoq_progress", default=None
+)
 
 
 def task(name: str) -> Callable[[F], F]:
@@ -174,11 +196,18 @@ def context() -> TaskContext:
     return ctx
 
 
-def run_handler(handler: Handler, payload: Any, ctx: TaskContext) -> Any:
+def run_handler(
+    handler: Handler,
+    payload: Any,
+    ctx: TaskContext,
+    report: Callable[[float, str | None], None] | None = None,
+) -> Any:
     """Call `handler` (with the argument `argument` made) as the task of `ctx`; a model
-    it returns comes back as its JSON dump."""
+    it returns comes back as its JSON dump. `ctx.progress(...)` calls `report`."""
     reset = _current.set(ctx)
+    reset_report = _reporter.set(report)
     try:
         return payloads.result_value(handler(payload))
     finally:
+        _reporter.reset(reset_report)
         _current.reset(reset)

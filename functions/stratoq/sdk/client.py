@@ -22,6 +22,7 @@ import urllib3
 from pydantic import BaseModel
 
 from stratoq.api.contract import (
+    MAX_WAIT_SECONDS,
     CreatedKey,
     KeyList,
     KeyRecord,
@@ -144,6 +145,7 @@ class Client:
         if not url or not key:
             raise found.no_api()
         self.api_url = url.rstrip("/")
+        self.timeout = timeout
         if ca_bundle is None:
             # The dev stack's own CA (`stratoq dev --tls`) is trusted for its URL only.
             dev_ca = dev.get("ca_bundle") if dev.get("api_url") == url else None
@@ -232,8 +234,18 @@ class Client:
         done = TaskBatch.model_validate(answer)
         return [Submitted(t, c) for t, c in zip(done.tasks, done.created, strict=True)]
 
-    def get(self, task_id: str) -> Task:
-        return Task.model_validate(self._call("GET", f"/v1/tasks/{task_id}"))
+    def get(self, task_id: str, wait: float | None = None) -> Task:
+        """A task. With `wait`, the API answers as soon as the task is final or after
+        `wait` seconds with the task as it is then (its `status` tells which); a wait is
+        capped at 20 s (the API's limit) and at this client's `timeout` less 5 s."""
+        query = None
+        if wait is not None:
+            query = {"wait": f"{self._wait_slice(wait):g}"}
+        return Task.model_validate(self._call("GET", f"/v1/tasks/{task_id}", query=query))
+
+    def _wait_slice(self, seconds: float) -> float:
+        # Room for the request around the wait, so the answer beats the HTTP timeout.
+        return round(max(0.0, min(seconds, MAX_WAIT_SECONDS, self.timeout - 5)), 3)
 
     def cancel(self, task_id: str) -> Task:
         return Task.model_validate(self._call("POST", f"/v1/tasks/{task_id}/cancel"))
@@ -285,15 +297,23 @@ class Client:
             yield from page
 
     def wait(self, task_id: str, timeout: float = 60.0, poll: float = 0.2) -> Task:
-        """Poll until the task is final; raises WaitTimeout after `timeout` seconds."""
+        """Wait until the task is final; raises WaitTimeout after `timeout` seconds.
+
+        One request per slice of up to 20 s (`get(task_id, wait=...)`): the API answers
+        as soon as the task ends. `poll` paces the requests only when the API answers
+        at once without waiting (an API older than `?wait=`, or a client `timeout` of
+        5 s or less)."""
         deadline = time.monotonic() + timeout
         while True:
-            task = self.get(task_id)
+            sent = time.monotonic()
+            task = self.get(task_id, wait=max(0.0, deadline - sent))
             if task.status.final:
                 return task
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 raise WaitTimeout(f"task {task_id} is still {task.status} after {timeout} s")
-            time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+            if now - sent < poll:
+                time.sleep(min(poll, deadline - now))
 
     def queues(self) -> builtins.list[dict[str, Any]]:
         """Message counts per queue and priority, and whether the queue is paused

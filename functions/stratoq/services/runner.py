@@ -25,12 +25,15 @@ from types import FrameType
 from typing import Any, Protocol
 
 from stratoq.adapters import aws
+from stratoq.adapters import progress as progress_store
 from stratoq.adapters.locks import LockStore, bound
+from stratoq.adapters.progress import ProgressStore
 from stratoq.core import registry
 from stratoq.core.errors import Fail, InvalidPayloadError, Retry, TaskTimeout
 from stratoq.core.policy import Outcome, OutcomeKind
 from stratoq.core.registry import TaskContext
 from stratoq.core.settings import Settings
+from stratoq.services.progress import AttemptProgress
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +59,19 @@ class Runner(Protocol):
 
 
 def execute(job: Job) -> Outcome:
-    """Call the handler and map how it ended to an Outcome (no timeout here)."""
+    """Call the handler and map how it ended to an Outcome (no timeout here). Its
+    progress reports go to the store bound in this process, if any; a report held
+    back by the throttle is written before the outcome is returned."""
+    store = progress_store.current()
+    reporter = AttemptProgress(store, job.context) if store is not None else None
+    try:
+        return _execute(job, reporter.report if reporter is not None else None)
+    finally:
+        if reporter is not None:
+            reporter.close()
+
+
+def _execute(job: Job, report: Any) -> Outcome:
     handler = registry.get(job.name)
     if handler is None:
         return unknown_task(job.name)
@@ -67,7 +82,7 @@ def execute(job: Job) -> Outcome:
     except InvalidPayloadError as exc:
         return Outcome(OutcomeKind.INVALID_PAYLOAD, message=str(exc))
     try:
-        result = registry.run_handler(handler, argument, job.context)
+        result = registry.run_handler(handler, argument, job.context, report)
     except Retry as exc:
         return Outcome(OutcomeKind.RETRY, message=exc.reason, retry_delay=exc.delay)
     except Fail as exc:
@@ -169,12 +184,13 @@ def _child_main(conn: Connection, settings: Settings) -> None:
     # `stratoq.lock()` takes locks through, built once from the parent's settings.
     registry.load(settings.tasks_module)
     lock_store = LockStore(aws.dynamodb(settings), settings.tasks_table)
+    reports = ProgressStore(aws.dynamodb(settings), settings.tasks_table)
     while True:
         try:
             job = conn.recv()
         except (EOFError, OSError):
             return
-        with bound(lock_store):
+        with bound(lock_store), progress_store.bound(reports):
             outcome = execute(job)
         try:
             conn.send(outcome)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from stratoq.adapters import progress
 from stratoq.adapters.locks import Acquired, LockStore, bound
 from stratoq.adapters.pauses import PauseStore
 from stratoq.adapters.store import Claimed, TaskStore
@@ -92,6 +93,7 @@ class Worker:
         self.runner = runner
         self.keeper = keeper
         self.locks = locks or LockStore(store.client, store.table)
+        self.progress = progress.ProgressStore(store.client, store.table)
         self.metrics = metrics if metrics is not None else Metrics()
         self._time_left_ms = time_left_ms
         self._clock = clock
@@ -343,9 +345,9 @@ class Worker:
             lost = self.keeper.track(delivery, task.id, token, held) if self.keeper else None
             started = time.monotonic()
             try:
-                # Inline handlers take `stratoq.lock()` through this worker's store;
-                # process slots bind their own.
-                with bound(self.locks):
+                # Inline handlers take `stratoq.lock()` and report progress through
+                # this worker's store; process slots bind their own.
+                with bound(self.locks), progress.bound(self.progress):
                     outcome = self.runner.run(Job(task.name, task.payload, ctx), lost)
             finally:
                 lock_lost = self.keeper.untrack(token) if self.keeper else False

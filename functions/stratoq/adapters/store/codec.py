@@ -23,7 +23,14 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from stratoq.adapters.crypto import PayloadCipher, decode_value, encode_value
 from stratoq.core.clock import from_ms, to_ms
 from stratoq.core.ids import new_task_id
-from stratoq.core.models import RUNNABLE_STATUSES, AttemptError, Backoff, Task, TaskStatus
+from stratoq.core.models import (
+    RUNNABLE_STATUSES,
+    AttemptError,
+    Backoff,
+    Progress,
+    Task,
+    TaskStatus,
+)
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()
@@ -144,7 +151,15 @@ def item_to_task(item: dict[str, Any], cipher: PayloadCipher | None = None) -> T
         started_at=from_ms(item.get("started_at")),
         finished_at=from_ms(item.get("finished_at")),
         next_attempt_at=from_ms(item.get("next_attempt_at")),
+        progress=_progress(item.get("progress")),
     )
+
+
+def _progress(stored: dict[str, Any] | None) -> Progress | None:
+    """The `progress` map a handler's reports write (`adapters.progress`)."""
+    if not stored:
+        return None
+    return Progress(value=stored["value"], message=stored.get("message"), at=from_ms(stored["at"]))
 
 
 def page_item(tasks: Sequence[Task], retention_ms: int) -> dict[str, Any]:
