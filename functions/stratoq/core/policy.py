@@ -210,6 +210,9 @@ def wait_delay(
 # long-polling every queue can receive the message a few ms before the write lands. Tens
 # of ms in all: a miss costs this much latency on one slot, a hand-back at least a second.
 MISSING_REREADS_MS = (10, 20, 40)
+# Only a message this fresh (ms since its enqueue) is re-read inline; an older one has
+# been handed back already, or its write is slow (throttled) and a hand-back suits it.
+REREAD_WITHIN_MS = 1000
 
 
 def orphan_delay(enqueued_ms: int, now_ms: int, grace_ms: int) -> int | None:

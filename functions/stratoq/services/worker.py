@@ -30,6 +30,7 @@ from stratoq.core.pauses import PauseCache
 from stratoq.core.policy import (
     MAX_VISIBILITY_SECONDS,
     MISSING_REREADS_MS,
+    REREAD_WITHIN_MS,
     Complete,
     FailNow,
     OutcomeKind,
@@ -145,13 +146,10 @@ class Worker:
     def _before_record(
         self, delivery: Delivery, msg: TaskMessage, enqueued_ms: int, now: int
     ) -> Disposition:
-        """A first message whose task is not stored: its enqueuer sends before it stores
-        (docs/architecture.md, "The enqueue gap"). Fresh from the enqueue, the write is
-        most likely in flight: look again a few times within tens of ms. Then hand it
-        back unspent, after a delay doubling with the time since the enqueue, until the
-        grace period ends; then its enqueuer died or failed before storing (the caller
-        got no answer), so drop it: a claim never creates a record, so nothing runs."""
-        if now - enqueued_ms < 1000:
+        """An enqueue's message whose task is not stored (yet): sent before the write
+        (docs/architecture.md, "The enqueue gap"). Look again within tens of ms, then hand
+        it back unspent until the grace period ends; then drop it as an orphan."""
+        if now - enqueued_ms < REREAD_WITHIN_MS:
             for wait_ms in MISSING_REREADS_MS:
                 self._sleep(wait_ms / 1000)
                 now = self._clock()
