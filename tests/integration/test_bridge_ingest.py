@@ -117,12 +117,14 @@ def test_enqueue_failure_fails_the_invocation_and_the_retry_enqueues_once(
     monkeypatch.setenv("STRATOQ_QUEUES", broken)
     with pytest.raises(EnqueueError):
         handler(event("amazon-mq-rabbitmq.json"))
+    # Messages go first (docs/architecture.md, "The enqueue gap"): nothing was stored.
+    assert tasks_of(core, "acme") == []
 
     # The mapping delivers the batch again, now that SQS takes messages.
     monkeypatch.setenv("STRATOQ_QUEUES", good_queues)
     assert handler(event("amazon-mq-rabbitmq.json")) == {
-        "enqueued": 0,
-        "duplicates": 4,
+        "enqueued": 2,
+        "duplicates": 2,
         "skipped": 1,
     }
     tasks = tasks_of(core, "acme")

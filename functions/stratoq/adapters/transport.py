@@ -11,7 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from stratoq.core.errors import EnqueueError, UnknownQueueError
@@ -41,6 +41,10 @@ class TaskMessage:
     # When a worker first handed the task back unspent because it had to wait (its
     # queue or name paused; epoch ms): the hand-back delay grows with the wait.
     waiting_since_ms: int | None = None
+    # When the enqueuer sent it, before storing the task (epoch ms; only on an
+    # enqueue's first message): a worker that finds no record waits for it this long
+    # after, then drops the message as an orphan. Not part of what the message means.
+    enqueued_ms: int | None = field(default=None, compare=False)
 
     def encode(self) -> str:
         body: dict[str, Any] = {"id": self.task_id, "t": self.tenant}
@@ -52,6 +56,8 @@ class TaskMessage:
             body["u"] = self.unknown_since_ms
         if self.waiting_since_ms is not None:
             body["w"] = self.waiting_since_ms
+        if self.enqueued_ms is not None:
+            body["e"] = self.enqueued_ms
         return json.dumps(body, separators=(",", ":"))
 
     @classmethod
@@ -60,7 +66,7 @@ class TaskMessage:
         data = json.loads(body)
         if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
             raise ValueError("message body has no task id")
-        for key in ("nb", "u", "w"):
+        for key in ("nb", "u", "w", "e"):
             value = data.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValueError(f"message field {key} is not epoch milliseconds")
@@ -74,6 +80,7 @@ class TaskMessage:
             name=name,
             unknown_since_ms=data.get("u"),
             waiting_since_ms=data.get("w"),
+            enqueued_ms=data.get("e"),
         )
 
 

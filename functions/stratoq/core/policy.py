@@ -240,3 +240,30 @@ def progress_due(last_write_ms: int | None, now_ms: int) -> bool:
     a second, not one per report.
     """
     return last_write_ms is None or now_ms - last_write_ms >= PROGRESS_INTERVAL_MS
+
+
+# Inline re-reads (ms to wait before each) of a task whose message came before its
+# record: the enqueuer sends first and stores right after, so at light load a poller
+# long-polling every queue can receive the message a few ms before the write lands. Tens
+# of ms in all: a miss costs this much latency on one slot, a hand-back at least a second.
+MISSING_REREADS_MS = (10, 20, 40)
+# Only a message this fresh (ms since its enqueue) is re-read inline; an older one has
+# been handed back already, or its write is slow (throttled) and a hand-back suits it.
+REREAD_WITHIN_MS = 1000
+
+
+def orphan_delay(enqueued_ms: int, now_ms: int, grace_ms: int) -> int | None:
+    """Seconds until a message whose task record does not exist (yet) is offered again,
+    or None: the grace period since its enqueue is over, so its enqueuer died (or failed)
+    before storing the task, the caller never got an answer, and the message is dropped.
+
+    The pause doubles with the time since the enqueue (1, 1, 2, 4, 8 ... s): a record
+    that lands late (a throttled write retried for seconds) is found soon after, and an
+    orphan costs about log2(grace) messages, ~9 for 5 minutes. The last pause ends at
+    the end of the grace period, so the drop is on time.
+    """
+    waited = max(0, now_ms - enqueued_ms)
+    if waited >= grace_ms:
+        return None
+    delay = max(1, min(MAX_SQS_DELAY, waited // 1000))
+    return max(1, min(delay, math.ceil((grace_ms - waited) / 1000)))

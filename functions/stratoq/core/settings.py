@@ -111,6 +111,11 @@ class Settings:
     # (counted from the first hand-back) so that a worker that knows it can take it
     # (another fleet on the queue, a rolling deploy); then it fails as `unknown_task`.
     unknown_task_grace_seconds: int = 300
+    # Enqueue sends a task's message before storing it (docs/architecture.md, "The
+    # enqueue gap"): a worker that receives a message whose task is not stored waits
+    # this long after the enqueue for the record, then drops it as an orphan. Must
+    # exceed the longest an enqueue's write can take (retries included).
+    orphan_grace_seconds: int = 300
     # Workers read which queues and task names are paused at most this often (one
     # GetItem per process per period): a task may start up to this long after a pause,
     # and a resume reaches workers this long later (stratoq.core.pauses). 0: every message.
@@ -165,6 +170,9 @@ class Settings:
             unknown_task_grace_seconds=_int(
                 e, "STRATOQ_UNKNOWN_TASK_GRACE_SECONDS", cls.unknown_task_grace_seconds, 0
             ),
+            orphan_grace_seconds=_int(
+                e, "STRATOQ_ORPHAN_GRACE_SECONDS", cls.orphan_grace_seconds, 1
+            ),
             check_task_names=_flag(e, "STRATOQ_CHECK_TASK_NAMES"),
             pause_cache_seconds=_int(e, "STRATOQ_PAUSE_CACHE_SECONDS", cls.pause_cache_seconds, 0),
         )
@@ -201,6 +209,7 @@ class Settings:
             "STRATOQ_OPERATOR_TENANT": self.operator_tenant,
             "STRATOQ_BRIDGE_TENANT": self.bridge_tenant,
             "STRATOQ_UNKNOWN_TASK_GRACE_SECONDS": str(self.unknown_task_grace_seconds),
+            "STRATOQ_ORPHAN_GRACE_SECONDS": str(self.orphan_grace_seconds),
             "STRATOQ_CHECK_TASK_NAMES": "1" if self.check_task_names else "0",
             "STRATOQ_PAUSE_CACHE_SECONDS": str(self.pause_cache_seconds),
         }

@@ -28,6 +28,7 @@ from stratoq.observability.specs import (
     FINISHED,
     HANDED_BACK,
     MESSAGES,
+    ORPHANS,
     QUEUE_WAIT,
     RUN_SECONDS,
     STARTED,
@@ -179,6 +180,11 @@ class Metrics:
         """A task was handed back unclaimed and unspent to wait (`reason`: paused)."""
         labels = {"queue": queue, "task_name": task_name, "reason": reason}
         self._count(HANDED_BACK, labels)
+
+    @_hook
+    def message_orphaned(self, queue: str, task_name: str) -> None:
+        """A message was dropped: its task was never stored (its enqueuer died first)."""
+        self._count(ORPHANS, {"queue": queue, "task_name": task_name})
 
     @_hook
     def message_handled(self, queue: str, outcome: str) -> None:

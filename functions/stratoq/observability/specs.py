@@ -99,7 +99,7 @@ MESSAGES = MetricSpec(
     "counter",
     "Messages handled by workers, by queue and what became of them (succeeded, retrying, "
     "failed, duplicate, busy, hop, early, lost, released, malformed, locked, "
-    "handed_back, paused).",
+    "handed_back, paused, awaiting_record, orphan).",
     ("queue", "outcome"),
     emf=True,
 )
@@ -118,6 +118,15 @@ HANDED_BACK = MetricSpec(
     "Messages handed back to their queue unclaimed, no attempt spent, because the task "
     "must wait: its queue or task name is paused (reason=paused).",
     ("queue", "task_name", "reason"),
+    emf=True,
+)
+ORPHANS = MetricSpec(
+    "stratoq_orphan_messages_total",
+    "counter",
+    "Messages dropped because their task was never stored: the enqueuer sent the message "
+    "and died (or failed) before storing the task, so its caller got no answer. Counted "
+    "once the grace period (STRATOQ_ORPHAN_GRACE_SECONDS) after the enqueue is over.",
+    ("queue", "task_name"),
     emf=True,
 )
 SLOTS_BUSY = MetricSpec("stratoq_worker_slots_busy", "gauge", "Poller slots running a task.")
@@ -173,6 +182,7 @@ SPECS: tuple[MetricSpec, ...] = (
     MESSAGES,
     UNKNOWN,
     HANDED_BACK,
+    ORPHANS,
     SLOTS_BUSY,
     SLOTS_IDLE,
     HEARTBEAT,

@@ -205,6 +205,7 @@ class Services:
             locks=self.locks,
             metrics=self.metrics,
             unknown_task_grace_seconds=self.settings.unknown_task_grace_seconds,
+            orphan_grace_seconds=self.settings.orphan_grace_seconds,
             pauses=self.pauses,
         )
 

@@ -1,4 +1,9 @@
-"""The one enqueue path (API, scheduler, SDK in-process, tests): store, then send."""
+"""The one enqueue path (API, scheduler, SDK in-process, tests): send, then store.
+
+The message goes first so that no process dying between the two steps can leave a
+stored task without one (docs/architecture.md, "The enqueue gap"): dying after the send
+leaves a message without a task, which workers drop after a grace period.
+"""
 
 from __future__ import annotations
 
@@ -98,14 +103,37 @@ class Enqueuer:
 
     def enqueue(self, request: TaskRequest, tenant: str = "default") -> Enqueued:
         task = self.build(request, tenant)
-        stored, created = self.store.create(task, to_ms(task.created_at) or 0, _window_ms(request))
-        if created or stored.status in (TaskStatus.QUEUED, TaskStatus.SCHEDULED):
-            # A repeat of a request whose task never started may be the caller retrying
-            # after our send failed: sending again is safe (claims are deduplicated).
-            self._send([stored])
+        now = to_ms(task.created_at) or 0
+        held = self._holder(task, now)
+        if held is not None:
+            return Enqueued(held, False)
+        sent_ms = self._send([task], first=True)
+        stored, created = self.store.create(task, now, _window_ms(request))
         if created:
+            self._late(sent_ms, [stored])
             self.metrics.tasks_enqueued([stored])
+        else:
+            # A concurrent first request took the key between our read and our write:
+            # our message is an orphan, which workers drop after the grace period.
+            self._resend(stored)
         return Enqueued(stored, created)
+
+    def _holder(self, task: Task, now_ms: int) -> Task | None:
+        """The task a keyed request's key already names (re-sent if it never started),
+        read before anything is sent: a repeat must not leave an orphan message."""
+        if task.idempotency_key is None:
+            return None
+        held = self.store.holder(task.tenant, task.idempotency_key, now_ms)
+        if held is not None:
+            self._resend(held)
+        return held
+
+    def _resend(self, task: Task) -> None:
+        if task.status in (TaskStatus.QUEUED, TaskStatus.SCHEDULED):
+            # A repeat of a request whose task never started may be the caller retrying
+            # after that task's message was lost: sending again is safe (claims are
+            # deduplicated).
+            self._send([task])
 
     def enqueue_many(
         self, requests: Sequence[TaskRequest], tenant: str = "default"
@@ -118,10 +146,25 @@ class Enqueuer:
         """
         tasks = [self.build(r, tenant) for r in requests]
         plain = [t for t in tasks if t.idempotency_key is None]
+        # Keys already held answer their tasks and send nothing new (see `_holder`).
+        by_key: dict[str, Task] = {}
+        firsts: dict[str, Task] = {}
+        for t in tasks:
+            key = t.idempotency_key
+            if key is None or key in by_key or key in firsts:
+                continue
+            held = self.store.holder(t.tenant, key, to_ms(t.created_at) or 0)
+            if held is not None:
+                by_key[key] = held
+            else:
+                firsts[key] = t
+        # One message per task this call may store, before any is stored.
+        sent_ms = self._send([*plain, *firsts.values()], first=True)
         self.store.create_many(plain)
         results: dict[str, Enqueued] = {t.id: Enqueued(t, True) for t in plain}
-        to_send = list(plain)
-        by_key: dict[str, Task] = {}
+        late = list(plain)
+        runnable = (TaskStatus.QUEUED, TaskStatus.SCHEDULED)
+        to_send = [t for t in by_key.values() if t.status in runnable]
         for r, t in zip(requests, tasks, strict=True):
             if t.idempotency_key is None:
                 continue
@@ -133,8 +176,11 @@ class Enqueuer:
             stored, created = self.store.create(t, to_ms(t.created_at) or 0, _window_ms(r))
             by_key[t.idempotency_key] = stored
             results[t.id] = Enqueued(stored, created)
-            if created or stored.status in (TaskStatus.QUEUED, TaskStatus.SCHEDULED):
+            if created:
+                late.append(stored)
+            elif stored.status in runnable:
                 to_send.append(stored)
+        self._late(sent_ms, late)
         self._send(to_send)
         self.metrics.tasks_enqueued(r.task for r in results.values() if r.created)
         return [results[t.id] for t in tasks]
@@ -151,15 +197,29 @@ class Enqueuer:
         if count_enqueued:
             self.metrics.tasks_enqueued(tasks)
 
-    def _send(self, tasks: Sequence[Task]) -> None:
-        if not tasks:
-            return
+    def _late(self, sent_ms: int, tasks: Sequence[Task]) -> None:
+        """Send again if storing took so long that workers may have dropped the first
+        messages as orphans (past half the grace period: a write retried under
+        throttling); a duplicate is harmless, a stored task without a message is not."""
         now = to_ms(utcnow()) or 0
+        if tasks and now - sent_ms > self.settings.orphan_grace_seconds * 500:
+            logger.warning(
+                "storing tasks outlasted half the orphan grace period; sending again",
+                extra={"count": len(tasks), "elapsed_ms": now - sent_ms},
+            )
+            self._send(tasks)
+
+    def _send(self, tasks: Sequence[Task], *, first: bool = False) -> int:
+        """Send the tasks' messages; the time sent (epoch ms). `first`: an enqueue's
+        messages, sent before their tasks are stored, so they carry that time."""
+        now = to_ms(utcnow()) or 0
+        if not tasks:
+            return now
         messages: list[Outgoing] = [
             outgoing_for(
                 # Each priority has its own SQS queue where one is configured.
                 self.transport.route(t.queue, t.priority.value),
-                TaskMessage(t.id, t.tenant, name=t.name),
+                TaskMessage(t.id, t.tenant, name=t.name, enqueued_ms=now if first else None),
                 to_ms(t.next_attempt_at),
                 now,
             )
@@ -174,6 +234,7 @@ class Enqueuer:
             raise EnqueueError(
                 f"could not hand {len(tasks)} task(s) to SQS: {type(exc).__name__}"
             ) from exc
+        return now
 
 
 def _window_ms(request: TaskRequest) -> int | None:

@@ -30,6 +30,8 @@ from stratoq.core.models import Task
 from stratoq.core.pauses import PauseCache
 from stratoq.core.policy import (
     MAX_VISIBILITY_SECONDS,
+    MISSING_REREADS_MS,
+    REREAD_WITHIN_MS,
     Complete,
     FailNow,
     OutcomeKind,
@@ -40,6 +42,7 @@ from stratoq.core.policy import (
     hop_delay,
     is_due,
     locked_delay,
+    orphan_delay,
     unknown_task_delay,
     wait_delay,
 )
@@ -87,6 +90,8 @@ class Worker:
         metrics: Metrics | None = None,
         unknown_task_grace_seconds: int = 300,
         pauses: PauseCache | None = None,
+        orphan_grace_seconds: int = 300,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store = store
         self.transport = transport
@@ -99,6 +104,8 @@ class Worker:
         self._clock = clock
         self._rng = rng or random.Random()
         self._unknown_grace_s = unknown_task_grace_seconds
+        self._orphan_grace_s = orphan_grace_seconds
+        self._sleep = sleep
         # Shared by a process's workers (Services.pauses): one read per TTL per process.
         self.pauses = pauses or PauseCache(PauseStore(store.client, store.table).read)
         self.shutting_down = threading.Event()
@@ -133,8 +140,35 @@ class Worker:
                 return handed_back
         claim = self.store.claim(msg.task_id, msg.tenant, now, self._lease_ms())
         if not isinstance(claim, Claimed):
+            if claim.reason == "missing" and msg.enqueued_ms is not None:
+                return self._before_record(delivery, msg, msg.enqueued_ms, now)
             return self._refused(claim.reason, claim.task, claim.lease_expires_ms, msg, now)
         return self._run(delivery, msg, claim)
+
+    def _before_record(
+        self, delivery: Delivery, msg: TaskMessage, enqueued_ms: int, now: int
+    ) -> Disposition:
+        """An enqueue's message whose task is not stored (yet): sent before the write
+        (docs/architecture.md, "The enqueue gap"). Look again within tens of ms, then hand
+        it back unspent until the grace period ends; then drop it as an orphan."""
+        if now - enqueued_ms < REREAD_WITHIN_MS:
+            for wait_ms in MISSING_REREADS_MS:
+                self._sleep(wait_ms / 1000)
+                now = self._clock()
+                claim = self.store.claim(msg.task_id, msg.tenant, now, self._lease_ms())
+                if isinstance(claim, Claimed):
+                    return self._run(delivery, msg, claim)
+                if claim.reason != "missing":
+                    return self._refused(claim.reason, claim.task, claim.lease_expires_ms, msg, now)
+        queue = self.queue_of(delivery)
+        extra = {"task_id": msg.task_id, "task_name": msg.name, "enqueued_ms": enqueued_ms}
+        delay = orphan_delay(enqueued_ms, now, self._orphan_grace_s * 1000)
+        if delay is None:
+            self.metrics.message_orphaned(queue, msg.name or "")
+            logger.warning("dropping a message whose task was never stored", extra=extra)
+            return Disposition(Action.ACK, status="orphan")
+        logger.info("task not stored yet; message handed back", extra=extra)
+        return self._hop(delivery, msg, now + delay * 1000, now, status="awaiting_record")
 
     def _hop(
         self,
@@ -256,7 +290,10 @@ class Worker:
             return self._wait(delivery, msg, task.name, WaitReason.PAUSED, self._clock())
         # Known and running here: the next message (retry, lock wait) starts a fresh
         # grace period and a fresh wait wherever it lands.
-        msg = replace(msg, name=task.name, unknown_since_ms=None, waiting_since_ms=None)
+        # Its record exists: a later message that finds none is obsolete, not early.
+        msg = replace(
+            msg, name=task.name, unknown_since_ms=None, waiting_since_ms=None, enqueued_ms=None
+        )
         held: Acquired | None = None
         if task.lock_key is not None:
             now = self._clock()

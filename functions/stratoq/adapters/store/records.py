@@ -63,6 +63,21 @@ class TaskRecords(StoreBase):
             f"idempotency key {task.idempotency_key!r} is in use; try again shortly"
         )
 
+    def holder(self, tenant: str, key: str, now_ms: int) -> Task | None:
+        """The task an idempotency key names while its window is open, if that task
+        still exists (one consistent read, two when it names one). Enqueue asks before
+        sending a keyed task's message, so a repeat sends no message for a task that will
+        never be stored; `create` still decides a race between two first requests."""
+        record = self._db.get_item(
+            TableName=self.table, Key={"pk": {"S": f"idem#{tenant}#{key}"}}, ConsistentRead=True
+        ).get("Item")
+        if record is None:
+            return None
+        data = load(record)
+        if int(data.get("window_ends", 0)) < now_ms:
+            return None
+        return self.get(data["task_id"], tenant)
+
     def _take_key(
         self,
         task: Task,
