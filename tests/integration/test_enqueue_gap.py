@@ -10,8 +10,9 @@ from stratoq.core.models import Task, TaskRequest, TaskStatus
 from stratoq.observability.metrics import Metrics, Recorder
 from stratoq.observability.specs import MetricSpec
 from stratoq.services.enqueue import Enqueuer
+from stratoq.services.handback import Action
 from stratoq.services.runner import InlineRunner
-from stratoq.services.worker import Action, Worker
+from stratoq.services.worker import Worker
 from tests.support.pump import apply, pump_until_final, queue_counts
 
 

@@ -25,9 +25,10 @@ from stratoq.handlers.worker import WorkerFunction
 from stratoq.local.esm import EventSourceMapping
 from stratoq.services.app import Services
 from stratoq.services.enqueue import Enqueuer
+from stratoq.services.handback import Action
 from stratoq.services.leases import LeaseKeeper
 from stratoq.services.runner import InlineRunner
-from stratoq.services.worker import Action, Worker
+from stratoq.services.worker import Worker
 from tests.support.pump import apply, pump_until_final, queue_counts
 
 NOW = 1_800_000_000_000  # fixed, and in the future so no TTL can remove items

@@ -24,8 +24,9 @@ from stratoq.local.gateway import Gateway, GatewayServer
 from stratoq.sdk.client import ApiError
 from stratoq.services.app import Services
 from stratoq.services.enqueue import Enqueuer
+from stratoq.services.handback import Action
 from stratoq.services.runner import InlineRunner
-from stratoq.services.worker import Action, Worker
+from stratoq.services.worker import Worker
 from tests.support.pump import apply, pump_until_final
 
 

@@ -26,8 +26,8 @@ from stratoq.core.priority import split_key
 from stratoq.handlers.edge import entry
 from stratoq.observability.logging import stream_handler
 from stratoq.services.app import Services
+from stratoq.services.handback import Action
 from stratoq.services.runner import InlineRunner
-from stratoq.services.worker import Action
 
 # The "stratoq" logger and its one handler: Powertools formats every stratoq.* logger.
 logger = Logger(service="stratoq", logger_handler=stream_handler())
@@ -67,7 +67,7 @@ class WorkerFunction:
         disposition = worker.process(delivery)
         # Metrics are labelled by logical queue (priorities share its series).
         self.services.metrics.message_handled(
-            split_key(worker.queue_of(delivery))[0], disposition.status
+            split_key(worker.back.queue_of(delivery))[0], disposition.status
         )
         if disposition.action is Action.RELEASE:
             worker.transport.change_visibility([(delivery, disposition.delay)])

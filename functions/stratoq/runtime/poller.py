@@ -30,8 +30,8 @@ from stratoq.core.priority import (
 from stratoq.runtime.batcher import Batcher
 from stratoq.runtime.listeners import Listeners
 from stratoq.services.app import Services
+from stratoq.services.handback import Action, Disposition
 from stratoq.services.runner import ProcessRunner, Runner
-from stratoq.services.worker import Action, Disposition
 
 logger = logging.getLogger(__name__)
 

@@ -16,14 +16,13 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from enum import StrEnum
+from dataclasses import replace
 
 from stratoq.adapters import progress
 from stratoq.adapters.locks import Acquired, LockStore, bound
 from stratoq.adapters.pauses import PauseStore
 from stratoq.adapters.store import Claimed, TaskStore
-from stratoq.adapters.transport import Delivery, SqsTransport, TaskMessage, outgoing_for
+from stratoq.adapters.transport import Delivery, SqsTransport, TaskMessage
 from stratoq.core import registry
 from stratoq.core.clock import now_ms
 from stratoq.core.models import Task
@@ -39,15 +38,13 @@ from stratoq.core.policy import (
     WaitReason,
     busy_release_delay,
     decide,
-    hop_delay,
     is_due,
     locked_delay,
     orphan_delay,
-    unknown_task_delay,
-    wait_delay,
 )
 from stratoq.core.registry import TaskContext
 from stratoq.observability.metrics import Metrics
+from stratoq.services.handback import ACK_OBSOLETE, Action, Disposition, HandBack
 from stratoq.services.leases import LeaseKeeper
 from stratoq.services.runner import Job, Runner, unknown_task
 
@@ -55,22 +52,6 @@ logger = logging.getLogger(__name__)
 
 # Time a worker keeps after the task's own timeout to record the outcome.
 RECORD_GRACE_MS = 15_000
-
-
-class Action(StrEnum):
-    ACK = "ack"  # delete the message: the task is recorded (or the message is obsolete)
-    RELEASE = "release"  # make it visible again after `delay` seconds
-    LEAVE = "leave"  # touch nothing: our lease is gone, the message reappears by itself
-
-
-@dataclass(frozen=True)
-class Disposition:
-    action: Action
-    delay: int = 0
-    status: str = ""  # what happened, for logs and metrics
-
-
-ACK_OBSOLETE = Disposition(Action.ACK, status="duplicate")
 
 
 class Worker:
@@ -109,6 +90,7 @@ class Worker:
         # Shared by a process's workers (Services.pauses): one read per TTL per process.
         self.pauses = pauses or PauseCache(PauseStore(store.client, store.table).read)
         self.shutting_down = threading.Event()
+        self.back = HandBack(transport, self.metrics, self._rng, unknown_task_grace_seconds)
 
     def _lease_ms(self) -> int:
         if self.keeper is not None:
@@ -131,11 +113,11 @@ class Worker:
             return Disposition(Action.ACK, status="malformed")
         now = self._clock()
         if not is_due(msg.not_before_ms, now):
-            return self._hop(delivery, msg, msg.not_before_ms, now)
-        if self.pauses.state().holds(self.queue_of(delivery), msg.name):
-            return self._wait(delivery, msg, msg.name, WaitReason.PAUSED, now)
+            return self.back.hop(delivery, msg, msg.not_before_ms, now)
+        if self.pauses.state().holds(self.back.queue_of(delivery), msg.name):
+            return self.back.wait(delivery, msg, msg.name, WaitReason.PAUSED, now)
         if msg.name is not None and registry.get(msg.name) is None:
-            handed_back = self._hand_back(delivery, msg, msg.name, now)
+            handed_back = self.back.unknown(delivery, msg, msg.name, now)
             if handed_back is not None:
                 return handed_back
         claim = self.store.claim(msg.task_id, msg.tenant, now, self._lease_ms())
@@ -160,7 +142,7 @@ class Worker:
                     return self._run(delivery, msg, claim)
                 if claim.reason != "missing":
                     return self._refused(claim.reason, claim.task, claim.lease_expires_ms, msg, now)
-        queue = self.queue_of(delivery)
+        queue = self.back.queue_of(delivery)
         extra = {"task_id": msg.task_id, "task_name": msg.name, "enqueued_ms": enqueued_ms}
         delay = orphan_delay(enqueued_ms, now, self._orphan_grace_s * 1000)
         if delay is None:
@@ -168,74 +150,7 @@ class Worker:
             logger.warning("dropping a message whose task was never stored", extra=extra)
             return Disposition(Action.ACK, status="orphan")
         logger.info("task not stored yet; message handed back", extra=extra)
-        return self._hop(delivery, msg, now + delay * 1000, now, status="awaiting_record")
-
-    def _hop(
-        self,
-        delivery: Delivery,
-        msg: TaskMessage,
-        due_ms: int | None,
-        now: int,
-        status: str = "hop",
-    ) -> Disposition:
-        queue = self.queue_of(delivery)
-        try:
-            self.transport.send([outgoing_for(queue, msg, due_ms, now)])
-        except Exception:
-            logger.exception("re-delaying a message failed", extra={"task_id": msg.task_id})
-            return Disposition(Action.RELEASE, delay=hop_delay(due_ms or now, now), status=status)
-        return Disposition(Action.ACK, status=status)
-
-    def _hand_back(
-        self, delivery: Delivery, msg: TaskMessage, name: str, now: int
-    ) -> Disposition | None:
-        """Offer a task this worker has no handler for to the others on its queue (another
-        fleet, or the new version in a rolling deploy), unclaimed: no attempt is spent.
-        None: its grace period is over, so the caller claims it and fails it."""
-        first = msg.unknown_since_ms if msg.unknown_since_ms is not None else now
-        grace_ms = self._unknown_grace_s * 1000
-        delay = unknown_task_delay(first, now, grace_ms, self._rng)
-        queue = self.queue_of(delivery)
-        if delay is None:
-            self.metrics.task_unknown(queue, name, "failed")
-            logger.warning(
-                "no worker took the task in its grace period; failing it as unknown_task",
-                extra={"task_id": msg.task_id, "task_name": name, "grace_s": grace_ms // 1000},
-            )
-            return None
-        self.metrics.task_unknown(queue, name, "handed_back")
-        logger.info(
-            "no handler for the task's name; handed back for another worker",
-            extra={"task_id": msg.task_id, "task_name": name, "retry_in_s": delay},
-        )
-        back = replace(msg, name=name, unknown_since_ms=first)
-        return self._hop(delivery, back, now + delay * 1000, now, status="handed_back")
-
-    def _wait(
-        self, delivery: Delivery, msg: TaskMessage, name: str | None, why: WaitReason, now: int
-    ) -> Disposition:
-        """Hand the task back unclaimed and unspent to wait for `why` to pass (its queue
-        or task name paused): no attempt counted, status unchanged, a fresh message
-        (so waiting never reaches the DLQ's receive limit) that comes back after a delay
-        growing with the wait so far. Delayed tasks reach this only once due."""
-        since = msg.waiting_since_ms if msg.waiting_since_ms is not None else now
-        delay = wait_delay(why, since, now, self._rng)
-        queue = self.queue_of(delivery)
-        self.metrics.task_handed_back(queue, name or "", why.value)
-        logger.info(
-            "task handed back to wait",
-            extra={"task_id": msg.task_id, "task_name": name, "reason": why, "retry_in_s": delay},
-        )
-        back = replace(msg, name=name, waiting_since_ms=since)
-        return self._hop(delivery, back, now + delay * 1000, now, status=why.value)
-
-    def queue_of(self, delivery: Delivery) -> str:
-        """The key of the queue a delivery came from: hops and retries go back to the
-        same (priority) queue, so a task keeps its priority for its whole life."""
-        for key in self.transport.keys:
-            if self.transport.url(key) == delivery.queue_url:
-                return key
-        return "default"
+        return self.back.hop(delivery, msg, now + delay * 1000, now, status="awaiting_record")
 
     def _refused(
         self,
@@ -281,13 +196,13 @@ class Worker:
             if not self.store.unclaim(claim):
                 return Disposition(Action.LEAVE, status="lost")
             # First hand-back and a grace period over 0: never None.
-            handed = self._hand_back(delivery, msg, task.name, self._clock())
+            handed = self.back.unknown(delivery, msg, task.name, self._clock())
             return handed or Disposition(Action.RELEASE, delay=1, status="handed_back")
-        if msg.name is None and self.pauses.state().holds(self.queue_of(delivery), task.name):
+        if msg.name is None and self.pauses.state().holds(self.back.queue_of(delivery), task.name):
             # A message without a name (see above), of a paused name: give it back alike.
             if not self.store.unclaim(claim):
                 return Disposition(Action.LEAVE, status="lost")
-            return self._wait(delivery, msg, task.name, WaitReason.PAUSED, self._clock())
+            return self.back.wait(delivery, msg, task.name, WaitReason.PAUSED, self._clock())
         # Known and running here: the next message (retry, lock wait) starts a fresh
         # grace period and a fresh wait wherever it lands.
         # Its record exists: a later message that finds none is obsolete, not early.
@@ -340,7 +255,7 @@ class Worker:
             return Disposition(Action.LEAVE, status="lost")
         delay = locked_delay(holder_until_ms, now, self._rng)
         logger.info("task lock is held; re-delayed", extra={**log, "retry_in_s": delay})
-        return self._hop(delivery, msg, now + delay * 1000, now, status="locked")
+        return self.back.hop(delivery, msg, now + delay * 1000, now, status="locked")
 
     def _release_lock(self, held: Acquired, log: dict[str, object]) -> None:
         try:
@@ -435,7 +350,7 @@ class Worker:
                 logger.info("task attempt failed; retrying", extra=log)
                 # A fresh message restarts the receive count, which is kept for the
                 # DLQ redrive of messages that crash workers before anything is recorded.
-                return self._hop(delivery, msg, due, now, status)
+                return self.back.hop(delivery, msg, due, now, status)
         else:
             ok = self.store.fail(
                 task.id, task.tenant, token, attempt, decision.kind, decision.message, now
