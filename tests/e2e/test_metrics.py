@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +36,9 @@ NO_BACKOFF = {"base_seconds": 0, "jitter": False}
 
 # What the workload must produce, per counter and task name (zeros left out).
 EXPECTED = {
-    "enqueued": {"echo": 42, "fail": 10, "give_up": 3, "cpu": 2, "no_such_task": 1},
-    "started": {"echo": 40, "fail": 20, "give_up": 3, "cpu": 2, "no_such_task": 1},
-    "succeeded": {"echo": 40, "fail": 10},
+    "enqueued": {"echo": 42, "fail": 10, "give_up": 3, "cpu": 2, "no_such_task": 1, "report": 1},
+    "started": {"echo": 40, "fail": 20, "give_up": 3, "cpu": 2, "no_such_task": 1, "report": 1},
+    "succeeded": {"echo": 40, "fail": 10, "report": 1},
     "retried": {"fail": 10},
     "failed": {"give_up": 3, "cpu": 2, "no_such_task": 1},
     "timed_out": {"cpu": 2},
@@ -79,6 +80,12 @@ def _workload(stack: DevStack) -> list[str]:
     status, body = stack.request("POST", "/v1/tasks/batch", {"tasks": tasks})
     assert status == 202, body
     ids = [t["id"] for t in body["tasks"]]
+    # A paused task name: its task is handed back unspent until resumed (by the fixture).
+    status, body = stack.request("POST", "/v1/tasks/names/report/pause")
+    assert status == 200 and body["paused"], body
+    status, body = stack.request("POST", "/v1/tasks", {"name": "report", "payload": {}})
+    assert status == 202, body
+    ids.append(body["id"])
     for _ in range(2):
         status, task = stack.request(
             "POST", "/v1/tasks", {"name": "echo", "payload": {"m": MARKER}, "delay_seconds": 600}
@@ -107,6 +114,16 @@ def _all_final(stack: DevStack, ids: list[str]) -> None:
     wait_for(done, 90, "every task of the workload to finish", every=0.3)
 
 
+def _paused_hand_backs(port: int) -> float:
+    """Hand-backs of paused tasks so far, read off the stack's /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()  # nosec B310 - loopback
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.decode().splitlines()
+        if line.startswith("stratoq_tasks_handed_back_total{") and 'reason="paused"' in line
+    )
+
+
 def _totals(prom: p.Prometheus, counter: str) -> dict[str, float]:
     values = prom.values(f"sum by (task_name) (stratoq_tasks_{counter}_total)", "task_name")
     return {k: v for k, v in values.items() if v}
@@ -123,7 +140,8 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
         str(port),
         "--workers",
         "4",
-        env_extra={"STRATOQ_UNKNOWN_TASK_GRACE_SECONDS": "3"},
+        # Pauses read on every message: the task enqueued right after one is held for sure.
+        env_extra={"STRATOQ_UNKNOWN_TASK_GRACE_SECONDS": "3", "STRATOQ_PAUSE_CACHE_SECONDS": "0"},
     )
     started = time.monotonic()
     try:
@@ -136,6 +154,9 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
                 "a first scrape of the dev stack",
             )
             ids = _workload(stack)
+            wait_for(lambda: _paused_hand_backs(port) >= 1, 30, "the paused task to be handed back")
+            status, body = stack.request("POST", "/v1/tasks/names/report/resume")
+            assert status == 200 and not body["paused"], body
             _all_final(stack, ids)
 
             def settled() -> bool:
@@ -166,7 +187,8 @@ def test_counters_match_the_workload_exactly(observed: Observed) -> None:
         counts = prom.values(f"sum by (task_name) ({metric})", "task_name")
         assert {k: v for k, v in counts.items() if v} == expected, metric
     outcomes = prom.values("sum by (outcome) (stratoq_worker_messages_total)", "outcome")
-    assert outcomes["succeeded"] == 50
+    assert outcomes["succeeded"] == 51
+    assert outcomes["paused"] >= 1
     assert outcomes["retrying"] == 10
     assert outcomes["failed"] == 6
     assert outcomes["handed_back"] >= 1
