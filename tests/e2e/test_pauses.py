@@ -10,14 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from stratoq.api.app import ApiFunction
 from stratoq.core.models import Task, TaskRequest, TaskStatus
 from stratoq.core.settings import Settings
-from stratoq.handlers.authorizer import Authorizer
-from stratoq.local.gateway import Gateway, GatewayServer
-from stratoq.services.app import Services
 from stratoq.services.enqueue import Enqueuer
 from tests.conftest import PYTHON, subprocess_env
+from tests.support.gateway import serve_api
 from tests.support.procs import stratoq, wait_for
 
 HANDED_BACK = "task handed back to wait"
@@ -26,15 +23,8 @@ HANDED_BACK = "task handed back to wait"
 @pytest.fixture
 def api(settings: Settings) -> Iterator[tuple[str, str]]:
     """The HTTP API on a loopback port, and the operator's admin key."""
-    services = Services(settings)
-    key, _ = services.keys.create(settings.operator_tenant, ["admin"], "operator")
-    server = GatewayServer(
-        Gateway(ApiFunction(services), Authorizer(services), settings.region), "127.0.0.1", 0
-    ).start()
-    try:
-        yield server.url, key
-    finally:
-        server.stop()
+    with serve_api(settings) as served:
+        yield served.url, served.key
 
 
 def cli(settings: Settings, api: tuple[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -14,19 +14,17 @@ from stratoq import Client
 from stratoq.adapters import pauses as pause_store
 from stratoq.adapters.pauses import PauseStore
 from stratoq.adapters.transport import Outgoing, TaskMessage
-from stratoq.api.app import ApiFunction
 from stratoq.core.clock import now_ms
 from stratoq.core.models import TaskRequest, TaskStatus
 from stratoq.core.pauses import PauseCache
 from stratoq.core.settings import Settings
-from stratoq.handlers.authorizer import Authorizer
-from stratoq.local.gateway import Gateway, GatewayServer
 from stratoq.sdk.client import ApiError
 from stratoq.services.app import Services
 from stratoq.services.enqueue import Enqueuer
 from stratoq.services.handback import Action
 from stratoq.services.runner import InlineRunner
 from stratoq.services.worker import Worker
+from tests.support.gateway import serve_api
 from tests.support.pump import apply, pump_until_final
 
 
@@ -43,15 +41,8 @@ class Api:
 
 @pytest.fixture
 def api(settings: Settings) -> Iterator[Api]:
-    services = Services(settings)
-    key, _ = services.keys.create(settings.operator_tenant, ["admin"], "operator")
-    server = GatewayServer(
-        Gateway(ApiFunction(services), Authorizer(services), settings.region), "127.0.0.1", 0
-    ).start()
-    try:
-        yield Api(server.url, services, Client(server.url, key))
-    finally:
-        server.stop()
+    with serve_api(settings) as served:
+        yield Api(served.url, served.services, Client(served.url, served.key))
 
 
 @pytest.fixture

@@ -15,16 +15,13 @@ import urllib3
 
 from stratoq.adapters.progress import ProgressStore
 from stratoq.adapters.store import Claimed
-from stratoq.api.app import ApiFunction
 from stratoq.core.clock import now_ms
 from stratoq.core.models import TaskRequest
 from stratoq.core.settings import Settings
-from stratoq.handlers.authorizer import Authorizer
-from stratoq.local.gateway import Gateway, GatewayServer
-from stratoq.services.app import Services
 from stratoq.services.enqueue import Enqueuer
 from stratoq.services.runner import InlineRunner, ProcessRunner, Runner
 from stratoq.services.worker import Worker
+from tests.support.gateway import serve_api
 from tests.support.procs import wait_for
 from tests.support.pump import pump_until_final
 
@@ -32,22 +29,17 @@ from tests.support.pump import pump_until_final
 @pytest.fixture
 def read(settings: Settings) -> Iterator[Any]:
     """`read(task_id)`: the task as `GET /v1/tasks/{id}` answers it, over HTTP."""
-    services = Services(settings)
-    key, _ = services.keys.create(settings.operator_tenant, ["admin"], "operator")
-    server = GatewayServer(
-        Gateway(ApiFunction(services), Authorizer(services), settings.region), "127.0.0.1", 0
-    ).start()
     http = urllib3.PoolManager(timeout=10)
+    with serve_api(settings) as served:
 
-    def get(task_id: str) -> dict[str, Any]:
-        resp = http.request("GET", f"{server.url}/v1/tasks/{task_id}", headers={"x-api-key": key})
-        assert resp.status == 200, resp.data
-        return dict(json.loads(resp.data))
+        def get(task_id: str) -> dict[str, Any]:
+            resp = http.request(
+                "GET", f"{served.url}/v1/tasks/{task_id}", headers={"x-api-key": served.key}
+            )
+            assert resp.status == 200, resp.data
+            return dict(json.loads(resp.data))
 
-    try:
         yield get
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["lambda", "poller"])

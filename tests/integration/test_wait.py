@@ -20,13 +20,12 @@ from stratoq.api.app import ApiFunction
 from stratoq.core.errors import WaitTimeout
 from stratoq.core.models import TaskStatus
 from stratoq.core.settings import Settings
-from stratoq.handlers.authorizer import Authorizer
-from stratoq.local.gateway import Gateway, GatewayServer
 from stratoq.services.app import Services
 from stratoq.services.enqueue import Enqueuer
 from stratoq.services.runner import InlineRunner
 from stratoq.services.worker import Worker
 from tests.conftest import PYTHON, subprocess_env
+from tests.support.gateway import serve_api
 from tests.support.procs import wait_for
 from tests.support.pump import pump_until_final
 
@@ -65,16 +64,15 @@ class Api:
 
 @pytest.fixture
 def api(settings: Settings) -> Iterator[Api]:
-    services = Services(settings)
-    key, _ = services.keys.create("acme", ["tasks:write"], "test")
-    counter = Counting(ApiFunction(services))
-    server = GatewayServer(
-        Gateway(counter, Authorizer(services), settings.region), "127.0.0.1", 0
-    ).start()
-    try:
-        yield Api(server.url, key, services, counter, urllib3.PoolManager(timeout=40))
-    finally:
-        server.stop()
+    counters: list[Counting] = []
+
+    def count(function: ApiFunction) -> Counting:
+        counters.append(Counting(function))
+        return counters[0]
+
+    with serve_api(settings, wrap=count) as served:
+        key, _ = served.services.keys.create("acme", ["tasks:write"], "test")
+        yield Api(served.url, key, served.services, counters[0], urllib3.PoolManager(timeout=40))
 
 
 def in_background(core: Enqueuer, task_ids: list[str]) -> threading.Thread:
