@@ -241,6 +241,8 @@ def test_poller_environment_output_gives_settings_for_the_stack(
         "TaskDataKey.Arn": "arn:aws:kms:eu-west-1:123456789012:key/k",
         "AWS::Region": "eu-west-1",
         "UnknownTaskGraceSeconds": "600",
+        "OrphanGraceSeconds": "900",
+        "PauseCacheSeconds": "2",
         "TasksModule": "shop.tasks",
     }
     rendered = re.sub(r"\$\{([^}]+)\}", lambda m: values[m.group(1)], text)
@@ -255,6 +257,8 @@ def test_poller_environment_output_gives_settings_for_the_stack(
     }
     assert settings.region == "eu-west-1"
     assert settings.unknown_task_grace_seconds == 600
+    assert settings.orphan_grace_seconds == 900
+    assert settings.pause_cache_seconds == 2
     assert settings.tasks_module == "shop.tasks"
     # A poller gets what the Lambda worker gets (rule names are the API's business only).
     lambda_env = sam["Globals"]["Function"]["Environment"]["Variables"]
