@@ -183,8 +183,9 @@ def _child_main(conn: Connection, settings: Settings) -> None:
     # This process's own composition: the handler's registry and the store that
     # `stratoq.lock()` takes locks through, built once from the parent's settings.
     registry.load(settings.tasks_module)
-    lock_store = LockStore(aws.dynamodb(settings), settings.tasks_table)
-    reports = ProgressStore(aws.dynamodb(settings), settings.tasks_table)
+    db = aws.dynamodb(settings)  # one client: each costs a session and a model load
+    lock_store = LockStore(db, settings.tasks_table)
+    reports = ProgressStore(db, settings.tasks_table)
     while True:
         try:
             job = conn.recv()
