@@ -19,6 +19,7 @@ from stratoq.adapters.crypto import PayloadCipher, cipher_for
 from stratoq.adapters.keys import KeyStore, UsagePlanKeys
 from stratoq.adapters.locks import LockStore
 from stratoq.adapters.pauses import PauseStore
+from stratoq.adapters.progress import ProgressStore
 from stratoq.adapters.rules import ScheduleStore
 from stratoq.adapters.store import TaskStore
 from stratoq.adapters.transport import SqsTransport
@@ -108,6 +109,13 @@ class Services:
     @property
     def locks(self) -> LockStore:
         return self._once("locks", lambda: LockStore(self.dynamodb, self.settings.tasks_table))
+
+    @property
+    def progress(self) -> ProgressStore:
+        """Where inline handlers' progress reports go (slot processes build their own)."""
+        return self._once(
+            "progress", lambda: ProgressStore(self.dynamodb, self.settings.tasks_table)
+        )
 
     @property
     def pause_store(self) -> PauseStore:
@@ -203,6 +211,7 @@ class Services:
             time_left_ms=time_left_ms,
             clock=clock,
             locks=self.locks,
+            progress=self.progress,
             metrics=self.metrics,
             unknown_task_grace_seconds=self.settings.unknown_task_grace_seconds,
             orphan_grace_seconds=self.settings.orphan_grace_seconds,

@@ -18,9 +18,10 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from stratoq.adapters import progress
 from stratoq.adapters.locks import Acquired, LockStore, bound
 from stratoq.adapters.pauses import PauseStore
+from stratoq.adapters.progress import ProgressStore
+from stratoq.adapters.progress import bound as bind_progress
 from stratoq.adapters.store import Claimed, TaskStore
 from stratoq.adapters.transport import Delivery, SqsTransport, TaskMessage
 from stratoq.core import registry
@@ -68,6 +69,7 @@ class Worker:
         clock: Callable[[], int] = now_ms,
         rng: random.Random | None = None,
         locks: LockStore | None = None,
+        progress: ProgressStore | None = None,
         metrics: Metrics | None = None,
         unknown_task_grace_seconds: int = 300,
         pauses: PauseCache | None = None,
@@ -79,7 +81,7 @@ class Worker:
         self.runner = runner
         self.keeper = keeper
         self.locks = locks or LockStore(store.client, store.table)
-        self.progress = progress.ProgressStore(store.client, store.table)
+        self.progress = progress or ProgressStore(store.client, store.table)
         self.metrics = metrics if metrics is not None else Metrics()
         self._time_left_ms = time_left_ms
         self._clock = clock
@@ -299,7 +301,7 @@ class Worker:
             try:
                 # Inline handlers take `stratoq.lock()` and report progress through
                 # this worker's store; process slots bind their own.
-                with bound(self.locks), progress.bound(self.progress):
+                with bound(self.locks), bind_progress(self.progress):
                     outcome = self.runner.run(Job(task.name, task.payload, ctx), lost)
             finally:
                 lock_lost = self.keeper.untrack(token) if self.keeper else False
