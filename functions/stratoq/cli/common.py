@@ -34,12 +34,17 @@ EXTRAS = {
 """What each extra of the package (pyproject.toml) brings, as the error says it."""
 
 
-def needs_extra(command: str, extra: str, exc: ImportError) -> UsageError:
-    """The error for a command whose extra (its optional dependencies) is not installed."""
-    return UsageError(
-        f"`stratoq {command}` needs {EXTRAS[extra]}, which is not installed ({exc}): "
+def missing_extra(what: str, extra: str, exc: ImportError) -> str:
+    """The sentence for `what` (a command, a fixture) whose extra is not installed."""
+    return (
+        f"{what} needs {EXTRAS[extra]}, which is not installed ({exc}): "
         f"pip install 'stratoq[{extra}]'"
     )
+
+
+def needs_extra(command: str, extra: str, exc: ImportError) -> UsageError:
+    """The error for a command whose extra (its optional dependencies) is not installed."""
+    return UsageError(missing_extra(f"`stratoq {command}`", extra, exc))
 
 
 def needs_local_extra(command: str, exc: ImportError) -> UsageError:

@@ -150,16 +150,24 @@ def local_template(cfn: dict[str, Any], region: str = "us-east-1") -> dict[str, 
     return out
 
 
-def provision(settings: Settings, stack: str = "stratoq", template: Path | None = None) -> Settings:
+def provision(
+    settings: Settings,
+    stack: str = "stratoq",
+    template: Path | None = None,
+    *,
+    mocked: bool = False,
+) -> Settings:
     """Create the stack on the emulator at settings.aws_endpoint_url (idempotent).
 
-    Returns settings pointing at the created table and queues.
+    Returns settings pointing at the created table and queues. `mocked`: moto's
+    in-process mock answers every AWS call (eager mode), so there is no endpoint, and
+    no risk of creating the stack on real AWS, which the endpoint check guards against.
     """
     import json
 
     from stratoq.adapters import aws
 
-    if not settings.aws_endpoint_url:
+    if not settings.aws_endpoint_url and not mocked:
         raise ConfigError("provisioning is for an emulator: set STRATOQ_AWS_ENDPOINT_URL")
     cfn = aws.client("cloudformation", settings)
     try:

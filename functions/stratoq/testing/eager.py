@@ -22,7 +22,6 @@ from __future__ import annotations
 import builtins
 import contextlib
 import importlib
-import json
 import math
 import os
 import threading
@@ -62,16 +61,13 @@ class EagerError(StratoqError):
 
 def require_local_extra(what: str) -> None:
     """Raise ConfigError saying how to install the `local` extra if it is missing."""
-    from stratoq.cli.common import EXTRAS
+    from stratoq.cli.common import missing_extra
 
     for module in LOCAL_NEEDS:
         try:
             importlib.import_module(module)
         except ImportError as exc:
-            raise ConfigError(
-                f"{what} needs {EXTRAS['local']}, which is not installed ({exc}): "
-                "pip install 'stratoq[local]'"
-            ) from None
+            raise ConfigError(missing_extra(what, "local", exc)) from None
 
 
 def default_tasks_module(start: Path) -> str:
@@ -127,26 +123,10 @@ _worlds: dict[str, _World] = {}
 _active = threading.Lock()
 
 
-def _provision(settings: Settings) -> Settings:
-    """template.yaml on moto as `stratoq.local.provision.provision` creates it on the
-    emulator (that function insists on an endpoint URL; here there is none: the mock
-    answers AWS's own)."""
-    from stratoq.adapters import aws
-    from stratoq.local.provision import local_template, settings_from_outputs, translate
-
-    cfn = aws.client("cloudformation", settings)
-    body = json.dumps(local_template(translate(), settings.region))
-    cfn.create_stack(StackName=STACK, TemplateBody=body)
-    described = cfn.describe_stacks(StackName=STACK)["Stacks"][0]
-    if described["StackStatus"] != "CREATE_COMPLETE":
-        raise ConfigError(f"the eager stack is {described['StackStatus']} on moto")
-    outputs = {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
-    return settings_from_outputs(settings, outputs)
-
-
 def _build(tasks: str) -> _World:
     from stratoq.handlers.worker import WorkerFunction
     from stratoq.local.esm import EventSourceMapping
+    from stratoq.local.provision import provision
     from stratoq.local.snapshot import Checkpoint
 
     # The deployment's knobs (default timeout and attempts, grace periods) as the
@@ -154,7 +134,7 @@ def _build(tasks: str) -> _World:
     base = Settings.from_env().with_(
         aws_endpoint_url=None, tasks_module=tasks, check_task_names=True
     )
-    settings = _provision(base)
+    settings = provision(base, STACK, mocked=True)
     # Taken before anything else is written: every activation starts from here.
     checkpoint = Checkpoint()
     services = Services(settings)
