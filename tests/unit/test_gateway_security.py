@@ -101,6 +101,17 @@ def test_a_key_over_its_limit_gets_429(throttled: str) -> None:
     assert call(throttled + "/health", None)[0] == 200  # public route: not throttled by key
 
 
+def test_only_the_consoles_files_skip_the_authorizer(throttled: str) -> None:
+    # The template's Console and ConsoleFiles events: GET /console and /console/{name}.
+    assert call(throttled + "/console", None) == (200, {"path": "/console"})
+    assert call(throttled + "/console/app.js", None) == (200, {"path": "/console/app.js"})
+    # Deeper paths, other methods and look-alike prefixes still need a key.
+    for path in ("/console/a/b", "/consoles", "/console/../v1/tasks"):
+        assert call(throttled + path, None) == (401, {"message": "Unauthorized"}), path
+    post = urllib3.PoolManager(retries=False).request("POST", throttled + "/console")
+    assert post.status == 401
+
+
 def test_unsupported_methods_are_a_client_error(throttled: str) -> None:
     resp = urllib3.PoolManager(retries=False).request("TRACE", throttled + "/v1/tasks")
     assert resp.status == 405

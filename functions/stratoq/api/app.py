@@ -7,7 +7,8 @@ one module per family (tasks, queues, pauses, keys, schedules), parse and valida
 contract's models (`stratoq.api.contract`), check the caller's scope, call the services
 and shape the answer. The authorizer has already turned `x-api-key` into a tenant and
 scopes in `requestContext.authorizer`. Errors are answered from one table
-(`stratoq.api.errors`).
+(`stratoq.api.errors`). `/console` serves the web console's static files
+(`stratoq.api.console`), public as `/health` is.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
 
-from stratoq.api import keys, pauses, queues, schedules, tasks
+from stratoq.api import console, keys, pauses, queues, schedules, tasks
 from stratoq.api.common import RESOLVING, Caller, answer
 from stratoq.api.contract import ErrorDetail, Health, OpenApiDocument, responses
 from stratoq.api.errors import error_body, http_error
@@ -64,6 +65,7 @@ def build_resolver(services: Services) -> APIGatewayRestResolver:
     # Registration order is the order of the OpenAPI document's paths.
     for family in (tasks, queues, pauses, keys, schedules):
         family.register(app, services, caller)
+    console.register(app)
     _answer_errors(app)
     return app
 

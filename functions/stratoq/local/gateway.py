@@ -32,14 +32,25 @@ logger = Logger(service="stratoq", child=True)
 
 ACCOUNT = "123456789012"
 API_ID = "local"
-# Routes the template exempts from the authorizer (Auth: Authorizer: NONE).
-PUBLIC_ROUTES = frozenset({("GET", "/health")})
+# Routes the template exempts from the authorizer (Auth: Authorizer: NONE): the health
+# check, and the console's page and static files (`/console/{name}`, one path segment).
+PUBLIC_ROUTES = frozenset({("GET", "/health"), ("GET", "/console")})
+PUBLIC_PREFIXES = (("GET", "/console/"),)
 # API Gateway's own hard limit on a request payload.
 GATEWAY_MAX_BODY = 10 * 1024 * 1024
 
 
 def _json_response(status: int, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
     return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
+
+
+def _public(method: str, path: str) -> bool:
+    """Whether API Gateway would run the route without the authorizer."""
+    if (method, path) in PUBLIC_ROUTES:
+        return True
+    return any(
+        method == m and path.startswith(p) and "/" not in path[len(p) :] for m, p in PUBLIC_PREFIXES
+    )
 
 
 class Gateway:
@@ -81,7 +92,7 @@ class Gateway:
             "stage": self._stage,
             "identity": {"sourceIp": source_ip, "userAgent": headers.get("user-agent", "")},
         }
-        if (method, path) not in PUBLIC_ROUTES:
+        if not _public(method, path):
             denied, context = self._authorize(method, path, headers, query, request_context)
             if denied is not None:
                 return denied
