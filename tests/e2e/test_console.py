@@ -22,6 +22,7 @@ import pytest
 from stratoq import Client
 from stratoq.core.models import TaskStatus
 from tests.e2e.conftest import DevStack, key_for, start_dev, stop_dev
+from tests.support.procs import wait_for
 
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is a dev extra")
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
@@ -133,6 +134,9 @@ def test_the_page_is_public_and_its_policy_forbids_inline_scripts(stack: DevStac
     assert "secrets.txt" in missing.json()["message"]
     # The API behind it still wants a key.
     assert stack.request("GET", "/v1/tasks", key=None)[0] == 401
+    # `stratoq dev` (make run) says where it is.
+    shown = f"console:     {stack.api_url}/console"
+    wait_for(lambda: shown in stack.log.read_text(), 30, "the console's URL in the output")
 
 
 def test_find_a_failed_task_open_it_and_retry_it_to_success(

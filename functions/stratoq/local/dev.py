@@ -232,6 +232,7 @@ def run(options: DevOptions) -> int:
             "stratoq dev is running (Ctrl-C stops it)\n"
             f"  API:         {facts['api_url']}\n"
             f"  API key:     {facts['api_key']}   (admin; also in {options.state_file})\n"
+            f"  console:     {facts['api_url']}/console   (sign in with an API key)\n"
             f"  metrics:     {facts['metrics_url'] or 'off'}\n"
             f"  AWS emulator {facts['aws_endpoint_url']}\n"
             f"{ca_line}"
