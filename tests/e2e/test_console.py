@@ -129,6 +129,9 @@ def test_the_page_is_public_and_its_policy_forbids_inline_scripts(stack: DevStac
     assert "frame-ancestors 'none'" in csp
     assert b"<script>" not in page.data  # every script is a file
     assert stack.http.request("GET", stack.api_url + "/console/app.js").status == 200
+    # With a trailing slash the page's relative links would miss: sent to /console.
+    slash = stack.http.request("GET", stack.api_url + "/console/", redirect=False)
+    assert (slash.status, slash.headers["Location"]) == (308, "../console")
     missing = stack.http.request("GET", stack.api_url + "/console/secrets.txt")
     assert missing.status == 404
     assert "secrets.txt" in missing.json()["message"]
