@@ -72,7 +72,7 @@ TIMED_OUT = MetricSpec(
 CANCELLED = MetricSpec(
     "stratoq_tasks_cancelled_total",
     "counter",
-    "Tasks cancelled before they started.",
+    "Tasks cancelled: before they started, or stopped while running.",
     TASK_LABELS,
     emf=True,
 )
