@@ -50,8 +50,9 @@ class _Lease:
 class LeaseKeeper:
     """Renews the leases of running tasks (SQS visibility and the store's lease).
 
-    Pollers run `beat()` every lease/3 seconds. A renewal the store refuses means
-    another worker took the task over: the attempt is stopped and nothing recorded.
+    Pollers run `beat()` every `policy.heartbeat_seconds(lease)` (lease/3, at most 5 s).
+    A renewal the store refuses means another worker took the task over: the attempt
+    is stopped and nothing recorded (or, refused for a cancel, `Stop.CANCELLED`).
     A task's `lock_key` lock is renewed to the same end as its lease; a refused lock
     renewal (the hold ended and another task took the lock) stops the attempt too.
     """
