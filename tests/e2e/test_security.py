@@ -262,6 +262,14 @@ ROUTES = [
     ),
     Route(
         "POST",
+        "/v1/tasks/cancel",
+        "tasks:write",
+        200,
+        lambda w: "/v1/tasks/cancel",
+        {"name": "no-such-task"},  # matches nothing: the other routes' tasks stay
+    ),
+    Route(
+        "POST",
         "/v1/queues/{queue}/redrive",
         "admin",
         200,

@@ -26,7 +26,7 @@ from stratoq.local.esm import EventSourceMapping
 from stratoq.services.app import Services
 from stratoq.services.enqueue import Enqueuer
 from stratoq.services.handback import Action
-from stratoq.services.leases import LeaseKeeper
+from stratoq.services.leases import LeaseKeeper, Stop
 from stratoq.services.runner import InlineRunner
 from stratoq.services.worker import Worker
 from tests.support.pump import apply, pump_until_final, queue_counts
@@ -285,7 +285,7 @@ def test_the_heartbeat_renews_the_task_lock_and_stops_a_task_that_lost_it(
     assert isinstance(stolen, Acquired)
     keeper.beat()
     assert lost.is_set()
-    assert keeper.untrack(claim.token) is True  # stopped for the lock, not the lease
+    assert keeper.untrack(claim.token) is Stop.LOCK_LOST  # stopped for the lock, not the lease
 
 
 def test_the_heartbeat_stops_a_task_whose_lock_cannot_be_renewed_before_the_hold_ends(
@@ -299,7 +299,7 @@ def test_the_heartbeat_stops_a_task_whose_lock_cannot_be_renewed_before_the_hold
     keeper.beat()
     # The hold ends within the next beat interval (20 s): stop now, before it can lapse.
     assert lost.is_set()
-    assert keeper.untrack(claim.token) is True
+    assert keeper.untrack(claim.token) is Stop.LOCK_LOST
 
 
 # ---------------------------------------------------------- stratoq.lock()

@@ -6,7 +6,7 @@ passing a later value, never by waiting (helpers in tests/support/store.py).
 
 from __future__ import annotations
 
-from stratoq.adapters.store import MAX_ERROR_CHARS, NotClaimed
+from stratoq.adapters.store import MAX_ERROR_CHARS, NotClaimed, Renewal
 from stratoq.core.clock import from_ms, to_ms
 from stratoq.core.models import AttemptError, TaskStatus
 from stratoq.services.enqueue import Enqueuer
@@ -136,7 +136,7 @@ def test_stale_lease_holder_cannot_write(core: Enqueuer) -> None:
         is False
     )
     assert core.store.fail(task.id, "default", stale.token, 1, "error", "stale", later) is False
-    assert core.store.extend_lease(task.id, stale.token, later + 10 * LEASE) is False
+    assert core.store.extend_lease(task.id, stale.token, later + 10 * LEASE) is Renewal.LOST
     assert core.store.release(task.id, "default", stale.token) is False
     assert core.store.record_lost_attempt(task.id, stale.token, 1, "x", later) is False
     assert raw(core, task.id) == before
@@ -146,7 +146,7 @@ def test_stale_lease_holder_cannot_write(core: Enqueuer) -> None:
     assert got.errors == []
 
     # The current holder's writes are accepted.
-    assert core.store.extend_lease(task.id, current.token, later + 10 * LEASE) is True
+    assert core.store.extend_lease(task.id, current.token, later + 10 * LEASE) is Renewal.RENEWED
     item = raw(core, task.id)
     assert item is not None
     assert item["claim_after"] == later + 10 * LEASE + 1001
@@ -189,7 +189,7 @@ def test_complete_records_the_result(core: Enqueuer) -> None:
     # Final: nothing can claim it again, and its holder's token is spent.
     assert "claim_after" not in item
     assert "lease_token" not in item
-    assert core.store.extend_lease(task.id, claim.token, NOW + 10 * LEASE) is False
+    assert core.store.extend_lease(task.id, claim.token, NOW + 10 * LEASE) is Renewal.LOST
     assert "claim_after" not in raw(core, task.id)
     assert item["expires_at"] == (NOW + 500 + 30 * DAY_MS) // 1000
     assert [t.id for t in core.store.list_tasks("default", TaskStatus.SUCCEEDED)[0]] == [task.id]

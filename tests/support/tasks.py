@@ -134,3 +134,18 @@ def progress(payload: dict[str, Any]) -> str:
         time.sleep(0.05)
     ctx.progress(1.0, "done")
     return "ok"
+
+
+@task("until_cancelled")
+def until_cancelled(payload: dict[str, Any]) -> str:
+    """Loop up to payload['seconds'] (default 60) until the task is cancelled; then
+    append 'saw cancel <task id>' to payload['path'] (if given) and return."""
+    ctx = context()
+    deadline = time.monotonic() + payload.get("seconds", 60)
+    while time.monotonic() < deadline:
+        if ctx.cancelled:
+            if "path" in payload:
+                _append(payload["path"], f"saw cancel {ctx.task_id}")
+            return "stopped"
+        time.sleep(0.05)
+    return "ran to the end"

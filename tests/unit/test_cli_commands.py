@@ -165,3 +165,22 @@ def test_an_unreachable_aws_endpoint_is_a_sentence(tmp_path: Path) -> None:
         .splitlines()[-1]
         .startswith("stratoq: cannot reach AWS at http://127.0.0.1:9")
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["cancel"], "give a task id, or at least one of --queue, --name, --status"),
+        (["cancel", "abc", "--queue", "q"], "give a task id or filters"),
+        (["cancel", "--created-before", "yesterday"], "--created-before 'yesterday' is not an"),
+        (["cancel", "--status", "succeeded"], "invalid choice: 'succeeded'"),
+    ],
+)
+def test_cancel_says_what_is_wrong_with_its_input(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--api-url", "http://127.0.0.1:9", "--api-key", "k", *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err

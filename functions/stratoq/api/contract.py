@@ -22,13 +22,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from stratoq.core.clock import Timestamp
+from stratoq.core.clock import AwareTimestamp, Timestamp
 from stratoq.core.models import (
     REDRIVE_DEFAULT_MESSAGES,
     REDRIVE_MAX_MESSAGES,
     Priority,
+    QueueName,
     Task,
     TaskRequest,
+    TaskStatus,
 )
 from stratoq.core.schedules import Schedule, ScheduleSpec
 
@@ -37,6 +39,8 @@ __all__ = [
     "MAX_WAIT_SECONDS",
     "WAIT_QUERY",
     "BatchRequest",
+    "CancelRequest",
+    "CancelResult",
     "CreatedKey",
     "Deleted",
     "ErrorBody",
@@ -100,6 +104,22 @@ class RetryFailedRequest(BaseModel):
     max_tasks: int = Field(default=100, ge=1, le=1000)
 
 
+class CancelRequest(BaseModel):
+    """Which of the caller's tasks `POST /v1/tasks/cancel` cancels: those matching every
+    filter given (at least one)."""
+
+    model_config = ConfigDict(extra="forbid")
+    queue: QueueName | None = None
+    name: str | None = Field(default=None, max_length=128)
+    status: TaskStatus | None = Field(
+        default=None, description="scheduled, queued, running or retrying (not a final one)"
+    )
+    created_before: AwareTimestamp | None = Field(
+        default=None, description="only tasks created before this time (RFC 3339)"
+    )
+    max_tasks: int = Field(default=1000, ge=1, le=10000)
+
+
 class KeyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tenant: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -161,6 +181,16 @@ class RetryResult(BaseModel):
     retried: int
     task_ids: list[str]
     more: bool = Field(description="failed tasks remain: call again")
+
+
+class CancelResult(BaseModel):
+    """What `POST /v1/tasks/cancel` did."""
+
+    cancelled: int = Field(description="tasks not started yet: now `cancelled`")
+    requested: int = Field(
+        description="running tasks asked to stop: each ends `cancelled` within seconds"
+    )
+    more: bool = Field(description="stopped at max_tasks or the time budget: call again")
 
 
 class QueueCounts(BaseModel):

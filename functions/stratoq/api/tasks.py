@@ -1,4 +1,5 @@
-"""Routes of `/v1/tasks`: enqueue (one or a batch), read, list, cancel, retry."""
+"""Routes of `/v1/tasks`: enqueue (one or a batch), read, list, cancel (one or by
+filter), retry."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from stratoq.api.common import (
 from stratoq.api.contract import (
     WAIT_QUERY,
     BatchRequest,
+    CancelRequest,
+    CancelResult,
     RetryFailedRequest,
     RetryResult,
     Task,
@@ -31,7 +34,7 @@ from stratoq.core.clock import to_ms
 from stratoq.core.errors import InvalidRequestError, TaskNotFoundError
 from stratoq.core.models import TaskStatus, utcnow
 from stratoq.core.policy import recheck_delay
-from stratoq.services import dlq
+from stratoq.services import cancel, dlq
 
 if TYPE_CHECKING:
     from stratoq.services.app import Services
@@ -132,14 +135,28 @@ def register(app: APIGatewayRestResolver, services: Services, caller: Caller) ->
         return task
 
     @app.post(
+        "/v1/tasks/cancel", responses=responses({200: ("what was cancelled", CancelResult)}, 400)
+    )
+    def cancel_tasks(request: CancelRequest) -> Response[str]:
+        """Cancel the caller's tasks that match every filter given (newest first, up to
+        `max_tasks`): those not started end `cancelled` at once, running ones are asked
+        to stop (see `POST /v1/tasks/{task_id}/cancel`); finished ones are left alone."""
+        tenant = caller("tasks:write")
+        which = _filter(request)
+        store, metrics = services.store, services.metrics
+        report = cancel.cancel_matching(store, metrics, tenant, which, request.max_tasks)
+        return answer(200, CancelResult.model_validate(report.as_dict()))
+
+    @app.post(
         "/v1/tasks/<task_id>/cancel", responses=responses({200: ("cancelled", Task)}, 404, 409)
     )
     def cancel_task(task_id: Annotated[str, Path(max_length=64)]) -> Response[str]:
-        """Cancel a task that has not started (409 if it is running or finished)."""
+        """Cancel a task. One not started ends `cancelled` at once. A running one gets
+        `cancel_requested_at`: its attempt is stopped within seconds and the task ends
+        `cancelled` (its attempt in `errors`, kind `cancelled`; no retry). 409 if it has
+        already finished."""
         tenant = caller("tasks:write")
-        task = services.store.cancel(task_id, tenant, to_ms(utcnow()) or 0)
-        services.metrics.task_cancelled(task)
-        return answer(200, task)
+        return answer(200, cancel.cancel_task(services.store, services.metrics, task_id, tenant))
 
     @app.post(
         "/v1/tasks/<task_id>/retry", responses=responses({202: ("queued", Task)}, 404, 409, 503)
@@ -154,3 +171,20 @@ def register(app: APIGatewayRestResolver, services: Services, caller: Caller) ->
         task = services.store.requeue(task_id, tenant, to_ms(utcnow()) or 0)
         services.enqueuer.send_task(task)
         return answer(202, task)
+
+
+def _filter(request: CancelRequest) -> cancel.CancelFilter:
+    """The bulk cancel's filter; 400 naming the field for one that cannot match."""
+    fields = ("queue", "name", "status", "created_before")
+    if all(getattr(request, f) is None for f in fields):
+        raise InvalidRequestError(
+            "name at least one of queue, name, status, created_before: an empty filter "
+            "would cancel every task",
+            field="body",
+        )
+    try:
+        return cancel.CancelFilter(
+            request.queue, request.name, request.status, request.created_before
+        )
+    except ValueError as exc:
+        raise InvalidRequestError(str(exc), field="status") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from stratoq.cli.common import Subparsers, UsageError, client, payload, positive, print_json
@@ -65,8 +66,17 @@ def register(sub: Subparsers) -> None:
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_tasks)
 
-    c = sub.add_parser("cancel", help="cancel a task that has not started")
-    c.add_argument("id")
+    c = sub.add_parser("cancel", help="cancel a task (a running one is stopped), or many by filter")
+    c.add_argument("id", nargs="?")
+    c.add_argument("--queue", help="in bulk: tasks of this queue")
+    c.add_argument("--name", help="in bulk: tasks of this name")
+    c.add_argument("--status", choices=["scheduled", "queued", "running", "retrying"])
+    c.add_argument(
+        "--created-before",
+        dest="created_before",
+        help="in bulk: RFC 3339 time, e.g. 2030-01-01T09:00:00Z",
+    )
+    c.add_argument("--max", type=positive, help="in bulk: at most this many")
     c.set_defaults(func=cmd_cancel)
     r = sub.add_parser("retry", help="run a failed task again (or, with --failed, many)")
     r.add_argument("id", nargs="?")
@@ -183,8 +193,50 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+_FILTERS = ("queue", "name", "status", "created_before")
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
-    print_json(client(args).cancel(args.id).model_dump(mode="json"))
+    given = [f for f in _FILTERS if getattr(args, f) is not None]
+    if args.id is not None:
+        if given or args.max is not None:
+            raise UsageError("give a task id or filters (--queue, --name, ...), not both")
+        print_json(client(args).cancel(args.id).model_dump(mode="json"))
+        return 0
+    if not given:
+        raise UsageError(
+            "give a task id, or at least one of --queue, --name, --status, --created-before"
+        )
+    before = None
+    if args.created_before is not None:
+        try:
+            before = datetime.fromisoformat(args.created_before.replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(
+                f"--created-before {args.created_before!r} is not an RFC 3339 time"
+            ) from None
+        if before.tzinfo is None:
+            before = before.replace(tzinfo=UTC)
+    api = client(args)
+    left = args.max
+    cancelled = requested = 0
+    while True:
+        # The API takes at most 10,000 per call; without --max, go on until none is left.
+        answer = api.cancel_many(
+            queue=args.queue,
+            name=args.name,
+            status=args.status,
+            created_before=before,
+            max_tasks=min(10_000, left) if left is not None else 10_000,
+        )
+        cancelled += answer["cancelled"]
+        requested += answer["requested"]
+        if left is not None:
+            left -= answer["cancelled"] + answer["requested"]
+        if not answer["more"] or (left is not None and left <= 0):
+            break
+    more = " (more remain)" if answer["more"] else ""
+    print(f"cancelled {cancelled} task(s); asked {requested} running task(s) to stop{more}")
     return 0
 
 

@@ -193,3 +193,11 @@ class TaskTimeout(BaseException):
 
     A BaseException so that a handler's `except Exception` cannot swallow it.
     """
+
+
+class TaskCancelled(BaseException):
+    """Raised inside a handler when the worker stops waiting for it: its task was
+    cancelled and the handler did not stop by itself (see `TaskContext.cancelled`).
+
+    A BaseException so that a handler's `except Exception` cannot swallow it.
+    """

@@ -155,7 +155,8 @@ class AttemptError(BaseModel):
     """What went wrong in one attempt."""
 
     attempt: int
-    kind: str  # error | timeout | lost | unknown_task | fail | retry | invalid_payload
+    # error | timeout | lost | unknown_task | fail | retry | invalid_payload | cancelled
+    kind: str
     message: str
     at: Timestamp
 
@@ -210,6 +211,11 @@ class Task(BaseModel):
         default=None,
         description="The latest progress its handler reported (any attempt's; `at` says "
         "when), written at most about once a second; null if it never reported.",
+    )
+    cancel_requested_at: Timestamp | None = Field(
+        default=None,
+        description="When a cancel of the task was asked for while it ran: the running "
+        "attempt is stopped within seconds and the task ends `cancelled`.",
     )
 
     @model_validator(mode="after")

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from stratoq.core.models import MAX_SQS_DELAY, Backoff
+from stratoq.core.models import (
+    FINAL_STATUSES,
+    MAX_SQS_DELAY,
+    RUNNABLE_STATUSES,
+    Backoff,
+    TaskStatus,
+)
 
 # SQS ChangeMessageVisibility allows at most 12 hours.
 MAX_VISIBILITY_SECONDS = 12 * 3600
@@ -28,6 +34,8 @@ class OutcomeKind(StrEnum):
     UNKNOWN_TASK = "unknown_task"  # no handler registered under the task's name
     # The payload does not fit the model the handler takes (the handler never ran).
     INVALID_PAYLOAD = "invalid_payload"
+    # A user cancelled the task while this attempt ran: it ends `cancelled`, no retry.
+    CANCELLED = "cancelled"
 
 
 # Outcomes that never deserve another attempt: the same input fails the same way.
@@ -267,3 +275,35 @@ def orphan_delay(enqueued_ms: int, now_ms: int, grace_ms: int) -> int | None:
         return None
     delay = max(1, min(MAX_SQS_DELAY, waited // 1000))
     return max(1, min(delay, math.ceil((grace_ms - waited) / 1000)))
+
+
+# A running attempt learns of a cancel request at most this long after it is made: a
+# poller's heartbeat runs at least this often, and an inline attempt (Lambda) checks as
+# often. It also bounds how long a Lambda handler has to stop by itself once it sees
+# the flag before the worker stops waiting for it.
+CANCEL_CHECK_SECONDS = 5
+
+
+def heartbeat_seconds(lease_seconds: int) -> float:
+    """How often a poller renews its running tasks' leases: three times a lease, so two
+    renewals can fail before it lapses, and at least every CANCEL_CHECK_SECONDS, because
+    the renewal is also how an attempt learns it was cancelled."""
+    return max(0.5, min(lease_seconds / 3, CANCEL_CHECK_SECONDS))
+
+
+class CancelAction(StrEnum):
+    """What cancelling a task in a given status does."""
+
+    NOW = "now"  # not started (or waiting to retry): it ends `cancelled` at once
+    REQUEST = "request"  # running: a request its worker sees at the next check
+    REFUSE = "refuse"  # already final
+
+
+def cancel_action(status: TaskStatus) -> CancelAction:
+    """The cancel a task in `status` gets (see CancelAction)."""
+    if status in RUNNABLE_STATUSES:
+        return CancelAction.NOW
+    if status is TaskStatus.RUNNING:
+        return CancelAction.REQUEST
+    assert status in FINAL_STATUSES
+    return CancelAction.REFUSE

@@ -8,7 +8,8 @@ handler takes a pydantic model, the model its payload is validated into (`argume
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -114,8 +115,22 @@ class TaskContext:
         if report is not None:
             report(float(value), message)
 
+    @property
+    def cancelled(self) -> bool:
+        """True once a user has cancelled the task while this attempt runs: stop and
+        return (or raise); the task ends `cancelled` whatever the handler returns.
+
+        On Lambda the worker checks every few seconds (`policy.CANCEL_CHECK_SECONDS`)
+        and, a check after setting this, stops waiting for the handler (it is
+        interrupted as a timeout interrupts it). In a poller's slot process the attempt
+        is ended at the heartbeat that sees the request, so this stays False there."""
+        check = _cancel_check.get()
+        return check is not None and check()
+
 
 _current: ContextVar[TaskContext | None] = ContextVar("stratoq_task", default=None)
+# Whether the running attempt's task was cancelled (none bound: never, e.g. slot processes).
+_cancel_check: ContextVar[Callable[[], bool] | None] = ContextVar("stratoq_cancel", default=None)
 # Where the running handler's progress reports go (none: nowhere, e.g. eager tests).
 _reporter: ContextVar[Callable[[float, str | None], None] | None] = ContextVar(
     "stratoq_progress", default=None
@@ -194,6 +209,16 @@ def context() -> TaskContext:
     if ctx is None:
         raise RuntimeError("stratoq.context() is only available inside a task handler")
     return ctx
+
+
+@contextmanager
+def cancel_check(check: Callable[[], bool]) -> Iterator[None]:
+    """Make `TaskContext.cancelled` of handler calls inside this block ask `check`."""
+    token = _cancel_check.set(check)
+    try:
+        yield
+    finally:
+        _cancel_check.reset(token)
 
 
 def run_handler(

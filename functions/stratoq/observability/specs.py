@@ -72,7 +72,7 @@ TIMED_OUT = MetricSpec(
 CANCELLED = MetricSpec(
     "stratoq_tasks_cancelled_total",
     "counter",
-    "Tasks cancelled before they started.",
+    "Tasks cancelled: before they started, or stopped while running.",
     TASK_LABELS,
     emf=True,
 )
@@ -134,7 +134,7 @@ SLOTS_IDLE = MetricSpec("stratoq_worker_slots_idle", "gauge", "Poller slots wait
 HEARTBEAT = MetricSpec(
     "stratoq_worker_heartbeat_timestamp_seconds",
     "gauge",
-    "Unix time of the poller's last lease heartbeat loop (every lease/3 seconds).",
+    "Unix time of the poller's last lease heartbeat loop (every min(lease/3, 5) seconds).",
 )
 QUEUE_VISIBLE = MetricSpec(
     "stratoq_queue_messages_visible",

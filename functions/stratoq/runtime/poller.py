@@ -19,6 +19,7 @@ import threading
 import time
 
 from stratoq.adapters.transport import Delivery
+from stratoq.core.policy import heartbeat_seconds
 from stratoq.core.priority import (
     PRIORITIES,
     PriorityChooser,
@@ -346,7 +347,7 @@ class Poller:
 
     def _heartbeat(self) -> None:
         # Runs until every slot is done, so draining tasks keep their leases.
-        interval = max(0.5, self.settings.lease_seconds / 3)
+        interval = heartbeat_seconds(self.settings.lease_seconds)
         self.metrics.worker_heartbeat()
         while not self._drained.wait(interval):
             self.metrics.worker_heartbeat()

@@ -15,6 +15,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,6 +24,7 @@ from pydantic import BaseModel
 
 from stratoq.api.contract import (
     MAX_WAIT_SECONDS,
+    CancelResult,
     CreatedKey,
     KeyList,
     KeyRecord,
@@ -248,7 +250,27 @@ class Client:
         return round(max(0.0, min(seconds, MAX_WAIT_SECONDS, self.timeout - 5)), 3)
 
     def cancel(self, task_id: str) -> Task:
+        """Cancel a task: `cancelled` if it had not started; a running one comes back
+        `running` with `cancel_requested_at` and ends `cancelled` within seconds."""
         return Task.model_validate(self._call("POST", f"/v1/tasks/{task_id}/cancel"))
+
+    def cancel_many(
+        self,
+        *,
+        queue: str | None = None,
+        name: str | None = None,
+        status: TaskStatus | str | None = None,
+        created_before: datetime | str | None = None,
+        max_tasks: int = 1000,
+    ) -> dict[str, Any]:
+        """Cancel the tasks matching every filter given (at least one): `{"cancelled",
+        "requested", "more"}` (running ones are `requested`); call again while `more`."""
+        if isinstance(created_before, datetime):
+            created_before = created_before.isoformat()
+        given = {"queue": queue, "name": name, "status": status, "created_before": created_before}
+        body = {k: str(v) for k, v in given.items() if v is not None}
+        answer = self._call("POST", "/v1/tasks/cancel", {**body, "max_tasks": max_tasks})
+        return _dump(CancelResult.model_validate(answer))
 
     def retry(self, task_id: str) -> Task:
         return Task.model_validate(self._call("POST", f"/v1/tasks/{task_id}/retry"))

@@ -1,8 +1,14 @@
-"""Leases of running tasks, kept alive while their handlers run (pollers).
+"""Leases of running tasks, kept alive while their handlers run (pollers), and how a
+running attempt learns that its task was cancelled.
 
-A poller's `LeaseKeeper` renews, every lease/3 seconds, each running task's SQS
-visibility and its lease in the store (and its `lock_key` lock with it). A renewal the
-store refuses means another worker took the task over: the attempt is stopped.
+A poller's `LeaseKeeper` renews, every `policy.heartbeat_seconds(lease)`, each running
+task's SQS visibility and its lease in the store (and its `lock_key` lock with it). A
+renewal the store refuses means another worker took the task over: the attempt is
+stopped. A renewal refused because a user cancelled the task stops the attempt too,
+and the worker records the task `cancelled` (`Stop.CANCELLED`).
+
+An attempt without a heartbeat (inline, on Lambda: its lease covers the invocation)
+has a `CancelWatch` instead, which reads the task every CANCEL_CHECK_SECONDS.
 """
 
 from __future__ import annotations
@@ -10,13 +16,24 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from enum import Enum
+from types import TracebackType
 
 from stratoq.adapters.locks import Acquired, LockStore
-from stratoq.adapters.store import TaskStore
+from stratoq.adapters.store import Renewal, TaskStore
 from stratoq.adapters.transport import Delivery, SqsTransport
 from stratoq.core.clock import now_ms
+from stratoq.core.policy import CANCEL_CHECK_SECONDS
 
 logger = logging.getLogger(__name__)
+
+
+class Stop(Enum):
+    """Why the heartbeat stopped an attempt (besides the lease lost to another worker)."""
+
+    NONE = "none"
+    LOCK_LOST = "lock_lost"  # its task lock was lost; the lease is still ours
+    CANCELLED = "cancelled"  # a user cancelled the task; the lease is still ours
 
 
 @dataclass
@@ -27,14 +44,15 @@ class _Lease:
     lost: threading.Event = field(default_factory=threading.Event)
     lock: Acquired | None = None  # the task's lock_key lock, renewed with the lease
     lock_until_ms: int = 0  # the end of the hold as last confirmed by the store
-    lock_lost: bool = False
+    stop: Stop = Stop.NONE
 
 
 class LeaseKeeper:
     """Renews the leases of running tasks (SQS visibility and the store's lease).
 
-    Pollers run `beat()` every lease/3 seconds. A renewal the store refuses means
-    another worker took the task over: the attempt is stopped and nothing recorded.
+    Pollers run `beat()` every `policy.heartbeat_seconds(lease)` (lease/3, at most 5 s).
+    A renewal the store refuses means another worker took the task over: the attempt
+    is stopped and nothing recorded (or, refused for a cancel, `Stop.CANCELLED`).
     A task's `lock_key` lock is renewed to the same end as its lease; a refused lock
     renewal (the hold ended and another task took the lock) stops the attempt too.
     """
@@ -63,11 +81,11 @@ class LeaseKeeper:
             self._leases[token] = lease
         return lease.lost
 
-    def untrack(self, token: str) -> bool:
-        """Stop renewing; True if the attempt was stopped because its task lock was lost."""
+    def untrack(self, token: str) -> Stop:
+        """Stop renewing; why the heartbeat stopped the attempt, if it did."""
         with self._lock:
             lease = self._leases.pop(token, None)
-        return lease is not None and lease.lock_lost
+        return Stop.NONE if lease is None else lease.stop
 
     def abort_all(self) -> None:
         """Stop every running attempt (shutdown after the grace period)."""
@@ -88,7 +106,12 @@ class LeaseKeeper:
         for le in leases:
             renewed = False
             try:
-                if not self._store.extend_lease(le.task_id, le.token, until):
+                renewal = self._store.extend_lease(le.task_id, le.token, until)
+                if renewal is Renewal.CANCEL_REQUESTED:
+                    logger.info("task cancelled; stopping it", extra={"task_id": le.task_id})
+                    le.stop = Stop.CANCELLED
+                    le.lost.set()
+                elif renewal is Renewal.LOST:
                     logger.warning("lease lost to another worker", extra={"task_id": le.task_id})
                     le.lost.set()
                 elif le.lock is not None:
@@ -98,7 +121,7 @@ class LeaseKeeper:
                     else:
                         # Exclusivity is gone: stop rather than overlap the new holder.
                         logger.warning("task lock lost", extra={"task_id": le.task_id})
-                        le.lock_lost = True
+                        le.stop = Stop.LOCK_LOST
                         le.lost.set()
             except Exception:
                 logger.exception("lease heartbeat failed", extra={"task_id": le.task_id})
@@ -113,5 +136,56 @@ class LeaseKeeper:
                 and now_ms() + margin >= le.lock_until_ms
             ):
                 logger.warning("task lock could not be renewed", extra={"task_id": le.task_id})
-                le.lock_lost = True
+                le.stop = Stop.LOCK_LOST
                 le.lost.set()
+
+
+class CancelWatch:
+    """Watches an attempt that has no heartbeat (inline, Lambda) for a cancel request.
+
+    Every `interval` seconds it reads the task (`TaskStore.cancel_requested`). The
+    first check that finds a request sets `requested` (the handler's
+    `stratoq.context().cancelled`); the next one sets `stop`, the runner's signal to
+    stop waiting for the handler: a handler that checks the flag gets one interval to
+    return. Use it as a context manager around the attempt.
+    """
+
+    def __init__(
+        self, store: TaskStore, task_id: str, token: str, interval: float = CANCEL_CHECK_SECONDS
+    ) -> None:
+        self._store = store
+        self._task_id = task_id
+        self._token = token
+        self._interval = interval
+        self.requested = threading.Event()
+        self.stop = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="stratoq-cancel", daemon=True)
+
+    def __enter__(self) -> CancelWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Not joined: a read in flight ends by itself and its answer is ignored.
+        self._done.set()
+
+    def _watch(self) -> None:
+        while not self._done.wait(self._interval):
+            if self.requested.is_set():
+                self.stop.set()
+                return
+            try:
+                if self._store.cancel_requested(self._task_id, self._token):
+                    logger.info("task cancelled; telling its handler", extra=self._log())
+                    self.requested.set()
+            except Exception:
+                logger.exception("checking for a cancel failed", extra=self._log())
+
+    def _log(self) -> dict[str, object]:
+        return {"task_id": self._task_id}

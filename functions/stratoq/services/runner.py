@@ -4,6 +4,7 @@ Two runners, one contract (`run(job, lost) -> Outcome`):
 - `InlineRunner` runs the handler in the calling thread. In the main thread (Lambda) a
   SIGALRM timer interrupts it, busy CPU loops included; elsewhere a watchdog raises the
   timeout asynchronously in the thread (Python code only: a long C call finishes first).
+  Setting `lost` (a cancelled task's `CancelWatch.stop`) interrupts it the same way.
 - `ProcessRunner` (pollers) keeps a child process per slot and kills it when the time is
   up or the lease is lost, whatever the handler is doing, then starts a fresh one.
 """
@@ -19,6 +20,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from types import FrameType
@@ -29,7 +31,7 @@ from stratoq.adapters import progress as progress_store
 from stratoq.adapters.locks import LockStore, bound
 from stratoq.adapters.progress import ProgressStore
 from stratoq.core import registry
-from stratoq.core.errors import Fail, InvalidPayloadError, Retry, TaskTimeout
+from stratoq.core.errors import Fail, InvalidPayloadError, Retry, TaskCancelled, TaskTimeout
 from stratoq.core.policy import Outcome, OutcomeKind
 from stratoq.core.registry import TaskContext
 from stratoq.core.settings import Settings
@@ -89,6 +91,8 @@ def _execute(job: Job, report: Any) -> Outcome:
         return Outcome(OutcomeKind.FAIL, message=str(exc) or "failed by the handler")
     except TaskTimeout:
         return _timed_out(job)
+    except TaskCancelled:
+        return STOPPED
     except Exception as exc:
         return Outcome(OutcomeKind.ERROR, message=f"{type(exc).__name__}: {exc}")
     try:
@@ -106,6 +110,10 @@ def unknown_task(name: str) -> Outcome:
     )
 
 
+# A handler the worker stopped waiting for: its task was cancelled (services.leases).
+STOPPED = Outcome(OutcomeKind.CANCELLED, message="stopped: the task was cancelled")
+
+
 def _timed_out(job: Job) -> Outcome:
     return Outcome(OutcomeKind.TIMEOUT, message=f"timed out after {job.context.timeout_seconds} s")
 
@@ -115,26 +123,34 @@ class InlineRunner:
 
     def run(self, job: Job, lost: threading.Event | None = None) -> Outcome:
         if threading.current_thread() is threading.main_thread():
-            return self._with_alarm(job)
-        return self._with_watchdog(job)
+            return self._with_alarm(job, lost)
+        return self._with_watchdog(job, lost)
 
     def close(self) -> None:
         pass
 
     @staticmethod
-    def _with_alarm(job: Job) -> Outcome:
+    def _with_alarm(job: Job, lost: threading.Event | None) -> Outcome:
         def on_alarm(signum: int, frame: FrameType | None) -> None:
+            if lost is not None and lost.is_set():
+                raise TaskCancelled()
             raise TaskTimeout()
 
         previous = signal.signal(signal.SIGALRM, on_alarm)
         outer, _ = signal.setitimer(signal.ITIMER_REAL, job.timeout)
         started = time.monotonic()
+        # A stop comes from another thread: only a signal interrupts the main thread.
+        main = threading.get_ident()
+        stopper = _Stopper(lost, lambda: signal.pthread_kill(main, signal.SIGALRM))
         try:
             return execute(job)
         except TaskTimeout:
             # The alarm fired after the handler returned but before the timer was cleared.
             return _timed_out(job)
+        except TaskCancelled:
+            return STOPPED
         finally:
+            stopper.close()
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
             if outer > 0:
@@ -144,30 +160,64 @@ class InlineRunner:
                 signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
 
     @staticmethod
-    def _with_watchdog(job: Job) -> Outcome:
+    def _with_watchdog(job: Job, lost: threading.Event | None) -> Outcome:
         thread_id = threading.get_ident()
-        done = threading.Event()
-        lock = threading.Lock()
 
-        def fire() -> None:
-            with lock:
-                if not done.is_set():
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                        ctypes.c_ulong(thread_id), ctypes.py_object(TaskTimeout)
-                    )
+        def raise_in_handler(error: type[BaseException]) -> None:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(thread_id), ctypes.py_object(error)
+            )
 
-        timer = threading.Timer(job.timeout, fire)
+        stopper = _Stopper(lost, lambda: raise_in_handler(TaskCancelled))
+        timer = threading.Timer(
+            job.timeout, stopper.interrupt, args=(raise_in_handler, TaskTimeout)
+        )
         timer.daemon = True
         timer.start()
         try:
             outcome = execute(job)
-            with lock:
-                done.set()
+            stopper.close()
             return outcome
         except TaskTimeout:
             return _timed_out(job)
+        except TaskCancelled:
+            return STOPPED
         finally:
+            stopper.close()
             timer.cancel()
+
+
+class _Stopper:
+    """Interrupts an inline handler when `lost` is set, until closed. Interrupts (its
+    own and the timeout's, through `interrupt`) are serialised with `close`, so none
+    lands after the handler's call is over."""
+
+    def __init__(self, lost: threading.Event | None, stop: Callable[[], None]) -> None:
+        self._lost = lost
+        self._stop = stop
+        self._lock = threading.Lock()
+        self._closed = False
+        if lost is not None:
+            threading.Thread(target=self._wait, name="stratoq-stop", daemon=True).start()
+
+    def _wait(self) -> None:
+        assert self._lost is not None
+        while not self._closed:
+            if self._lost.wait(_POLL_SECONDS):
+                self.interrupt(lambda _: self._stop(), TaskCancelled)
+                return
+
+    def interrupt(
+        self, how: Callable[[type[BaseException]], None], error: type[BaseException]
+    ) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                how(error)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
 
 
 def _child_main(conn: Connection, settings: Settings) -> None:

@@ -16,6 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import replace
 
 from stratoq.adapters.locks import Acquired, LockStore, bound
@@ -29,6 +30,7 @@ from stratoq.core.clock import now_ms
 from stratoq.core.models import Task
 from stratoq.core.pauses import PauseCache
 from stratoq.core.policy import (
+    CANCEL_CHECK_SECONDS,
     MAX_VISIBILITY_SECONDS,
     MISSING_REREADS_MS,
     REREAD_WITHIN_MS,
@@ -43,10 +45,10 @@ from stratoq.core.policy import (
     locked_delay,
     orphan_delay,
 )
-from stratoq.core.registry import TaskContext
+from stratoq.core.registry import TaskContext, cancel_check
 from stratoq.observability.metrics import Metrics
 from stratoq.services.handback import ACK_OBSOLETE, Action, Disposition, HandBack
-from stratoq.services.leases import LeaseKeeper
+from stratoq.services.leases import CancelWatch, LeaseKeeper, Stop
 from stratoq.services.runner import Job, Runner, unknown_task
 
 logger = logging.getLogger(__name__)
@@ -75,6 +77,7 @@ class Worker:
         pauses: PauseCache | None = None,
         orphan_grace_seconds: int = 300,
         sleep: Callable[[float], None] = time.sleep,
+        cancel_check_seconds: float = CANCEL_CHECK_SECONDS,
     ) -> None:
         self.store = store
         self.transport = transport
@@ -89,6 +92,8 @@ class Worker:
         self._unknown_grace_s = unknown_task_grace_seconds
         self._orphan_grace_s = orphan_grace_seconds
         self._sleep = sleep
+        # Inline attempts (no keeper) check for a cancel this often (CancelWatch).
+        self._cancel_check_s = cancel_check_seconds
         # Shared by a process's workers (Services.pauses): one read per TTL per process.
         self.pauses = pauses or PauseCache(PauseStore(store.client, store.table).read)
         self.shutting_down = threading.Event()
@@ -184,6 +189,11 @@ class Worker:
         task, token = claim.task, claim.token
         attempt = task.attempts
         log = {"task_id": task.id, "task_name": task.name, "attempt": attempt}
+        if task.cancel_requested_at is not None:
+            # Cancelled while an earlier holder ran it (which died, or gave it back
+            # unfinished): end it without running it again.
+            lost = f"attempt {attempt - 1} was lost; the task was cancelled meanwhile"
+            return self._cancelled(claim, attempt - 1, lost if claim.took_over else "", log)
         if claim.took_over:
             lost_msg = f"attempt {attempt - 1} was lost: its worker stopped renewing the lease"
             if attempt - 1 >= task.max_attempts:
@@ -277,7 +287,7 @@ class Worker:
         task, token = claim.task, claim.token
         attempt = task.attempts
         self.metrics.task_started(task, claim.took_over)
-        lock_lost = False
+        stop = Stop.NONE
         if registry.get(task.name) is None:
             outcome = unknown_task(task.name)
         else:
@@ -296,19 +306,32 @@ class Worker:
                 tenant=task.tenant,
                 lock_token=held.token if held is not None else None,
             )
-            lost = self.keeper.track(delivery, task.id, token, held) if self.keeper else None
             started = time.monotonic()
             try:
-                # Inline handlers take `stratoq.lock()` and report progress through
-                # this worker's store; process slots bind their own.
-                with bound(self.locks), bind_progress(self.progress):
+                with ExitStack() as scope:
+                    if self.keeper is not None:
+                        lost = self.keeper.track(delivery, task.id, token, held)
+                    else:
+                        # No heartbeat (Lambda): a watch of its own tells the handler of
+                        # a cancel, then stops waiting for it.
+                        watch = scope.enter_context(
+                            CancelWatch(self.store, task.id, token, self._cancel_check_s)
+                        )
+                        scope.enter_context(cancel_check(watch.requested.is_set))
+                        lost = watch.stop
+                    # Inline handlers take `stratoq.lock()` and report progress through
+                    # this worker's store; process slots bind their own.
+                    scope.enter_context(bound(self.locks))
+                    scope.enter_context(bind_progress(self.progress))
                     outcome = self.runner.run(Job(task.name, task.payload, ctx), lost)
             finally:
-                lock_lost = self.keeper.untrack(token) if self.keeper else False
+                stop = self.keeper.untrack(token) if self.keeper else Stop.NONE
             log["duration_ms"] = int((time.monotonic() - started) * 1000)
             self.metrics.task_ran(task, time.monotonic() - started, outcome.kind)
+        if stop is Stop.CANCELLED or outcome.kind is OutcomeKind.CANCELLED:
+            return self._cancelled(claim, attempt, "the attempt was stopped: task cancelled", log)
         if outcome.kind is OutcomeKind.LOST:
-            if lock_lost:
+            if stop is Stop.LOCK_LOST:
                 # Only the lock went (the lease is still ours): not the task's fault, so
                 # give it back uncounted and let it wait for the lock again.
                 released = self.store.release(task.id, task.tenant, token)
@@ -360,8 +383,25 @@ class Worker:
             status = "failed"
             log["outcome"] = decision.kind.value
         if not ok:
-            logger.warning("lease lost before the outcome was recorded", extra=log)
-            return Disposition(Action.LEAVE, status="lost")
+            # Refused: the lease was lost, or the task was cancelled since the last check
+            # (the cancel wins; `finish_cancelled` is refused in the first case).
+            message = f"task cancelled before the attempt's outcome ({status}) was recorded"
+            return self._cancelled(claim, attempt, message, log)
         self.metrics.task_finished(task, status)
         logger.info(f"task {status}", extra=log)
         return Disposition(Action.ACK, status=status)
+
+    def _cancelled(
+        self, claim: Claimed, attempt: int, message: str, log: dict[str, object]
+    ) -> Disposition:
+        """Record the claimed task `cancelled` (its attempt `attempt` noted with
+        `message`, if any): a user cancelled it while it ran. No retry follows."""
+        task = claim.task
+        if not self.store.finish_cancelled(
+            task.id, task.tenant, claim.token, attempt, message, self._clock()
+        ):
+            logger.warning("lease lost before the outcome was recorded", extra=log)
+            return Disposition(Action.LEAVE, status="lost")
+        self.metrics.task_cancelled(task)
+        logger.info("task cancelled while running", extra=log)
+        return Disposition(Action.ACK, status="cancelled")

@@ -42,6 +42,7 @@ from stratoq.adapters.store.leases import (
     Claimed,
     ClaimResult,
     NotClaimed,
+    Renewal,
     TaskLeases,
 )
 from stratoq.adapters.store.listing import UNKNOWN_PAGE, TaskListing, encode_page_token
@@ -59,6 +60,7 @@ __all__ = [
     "ClaimResult",
     "Claimed",
     "NotClaimed",
+    "Renewal",
     "TaskStore",
     "encode_page_token",
     "item_to_task",

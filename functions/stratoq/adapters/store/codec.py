@@ -152,6 +152,7 @@ def item_to_task(item: dict[str, Any], cipher: PayloadCipher | None = None) -> T
         finished_at=from_ms(item.get("finished_at")),
         next_attempt_at=from_ms(item.get("next_attempt_at")),
         progress=_progress(item.get("progress")),
+        cancel_requested_at=from_ms(item.get("cancel_requested_at")),
     )
 
 

@@ -12,6 +12,7 @@ has no `claim_after`, so nothing claims it again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -55,6 +56,14 @@ class NotClaimed:
 
 
 ClaimResult = Claimed | NotClaimed
+
+
+class Renewal(Enum):
+    """What a heartbeat's lease renewal found."""
+
+    RENEWED = "renewed"
+    LOST = "lost"  # another worker holds the task now, or its outcome is recorded
+    CANCEL_REQUESTED = "cancel_requested"  # still ours, but a user cancelled the task
 
 
 def _error_entry(attempt: int, kind: str, message: str, now_ms: int) -> dict[str, Any]:
@@ -132,14 +141,66 @@ class TaskLeases(StoreBase):
             return NotClaimed("busy", task, int(item["claim_after"]) - LEASE_SLACK_MS)
         return NotClaimed("not_due", task)
 
-    def extend_lease(self, task_id: str, token: str, until_ms: int) -> bool:
-        """Push the lease end out; False means the lease is no longer ours."""
-        return self._fenced_update(
+    def extend_lease(self, task_id: str, token: str, until_ms: int) -> Renewal:
+        """Push the lease end out, unless the task was cancelled: the same write tells
+        the heartbeat about a cancel request, at no extra request (the refusal returns
+        the item it was refused on)."""
+        refused = self._fenced_write(
             task_id,
             token,
             "SET claim_after = :cl",
             {"cl": until_ms + LEASE_SLACK_MS},
             running_only=True,
+            cancellable=True,
+        )
+        if refused is None:
+            return Renewal.RENEWED
+        return Renewal.CANCEL_REQUESTED if _cancel_pending(refused, token) else Renewal.LOST
+
+    def cancel_requested(self, task_id: str, token: str) -> bool:
+        """Whether the attempt holding `token` has been asked to stop (its task was
+        cancelled): the check of attempts without a heartbeat (inline, Lambda). An
+        eventually consistent read of two attributes: half a read unit."""
+        out = self._db.get_item(
+            TableName=self.table,
+            Key={"pk": {"S": task_id}},
+            ProjectionExpression="lease_token, cancel_requested_at, #s",
+            ExpressionAttributeNames={"#s": "status"},
+        )
+        raw: Any = out.get("Item")
+        return raw is not None and _cancel_pending(load(raw), token)
+
+    def finish_cancelled(
+        self, task_id: str, tenant: str, token: str, attempt: int, message: str, now_ms: int
+    ) -> bool:
+        """Record the task `cancelled` after its attempt `attempt` was stopped (or never
+        ran: `attempt` is then the attempts that did) because a cancel was requested.
+        False: the lease is no longer ours, or no cancel was requested."""
+        expression = (
+            "SET #s = :st, finished_at = :now, expires_at = :ttl, attempts = :att "
+            "REMOVE claim_after, next_attempt_at, lease_token, #e"
+        )
+        values: dict[str, Any] = {
+            "st": "cancelled",
+            "now": now_ms,
+            "att": attempt,
+            "ttl": (now_ms + self._retention_ms) // 1000,
+        }
+        if message:
+            expression = expression.replace(
+                " REMOVE", ", errors = list_append(if_not_exists(errors, :empty), :err) REMOVE"
+            )
+            values.update(empty=[], err=[_error_entry(attempt, "cancelled", message, now_ms)])
+        # Fenced like every outcome, and only on a request: a task nobody cancelled
+        # must never end `cancelled` by a worker's mistake.
+        return self._fenced_update(
+            task_id,
+            token,
+            expression,
+            values,
+            {"#e": "error"},
+            running_only=True,
+            cancel_required=True,
         )
 
     def complete(self, task_id: str, tenant: str, token: str, result: Any, now_ms: int) -> bool:
@@ -158,6 +219,7 @@ class TaskLeases(StoreBase):
                 "ttl": (now_ms + self._retention_ms) // 1000,
             },
             {"#r": "result", "#e": "error"},
+            cancellable=True,
         )
 
     def schedule_retry(
@@ -184,6 +246,7 @@ class TaskLeases(StoreBase):
                 "err": [_error_entry(attempt, kind, message, now_ms)],
             },
             {"#e": "error"},
+            cancellable=True,
         )
 
     def fail(
@@ -213,6 +276,7 @@ class TaskLeases(StoreBase):
                 "err": [_error_entry(attempt, kind, message, now_ms)],
             },
             {"#e": "error"},
+            cancellable=True,
         )
 
     def release(self, task_id: str, tenant: str, token: str) -> bool:
@@ -264,8 +328,23 @@ class TaskLeases(StoreBase):
         expression: str,
         values: dict[str, Any],
         names: dict[str, str] | None = None,
-        running_only: bool = False,
+        **conditions: bool,
     ) -> bool:
+        return self._fenced_write(task_id, token, expression, values, names, **conditions) is None
+
+    def _fenced_write(
+        self,
+        task_id: str,
+        token: str,
+        expression: str,
+        values: dict[str, Any],
+        names: dict[str, str] | None = None,
+        *,
+        running_only: bool = False,
+        cancellable: bool = False,
+        cancel_required: bool = False,
+    ) -> dict[str, Any] | None:
+        """None if written; else the item that refused the write ({} if none)."""
         names = {"#s": "status", **(names or {})}
         condition = "lease_token = :tok"
         if running_only:
@@ -273,6 +352,14 @@ class TaskLeases(StoreBase):
             # record): a late heartbeat or release must not revive a finished task.
             condition += " AND #s = :fenced_running"
             values = {**values, "fenced_running": "running"}
+        if cancellable:
+            # A cancel request and this attempt's outcome (or renewal) race: the request
+            # wins once it is on the item, so the worker records `cancelled` instead
+            # (`finish_cancelled`) and a cancel the API accepted is never overwritten by
+            # success, a retry or a failure.
+            condition += " AND attribute_not_exists(cancel_requested_at)"
+        if cancel_required:
+            condition += " AND attribute_exists(cancel_requested_at)"
         used = {n: v for n, v in names.items() if n in expression or n in condition}
         kwargs: dict[str, Any] = {}
         if used:
@@ -287,10 +374,21 @@ class TaskLeases(StoreBase):
                 # paused, partitioned or slow) must not overwrite the newer attempt.
                 ConditionExpression=condition,
                 ExpressionAttributeValues=vals(tok=token, **values),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD" if cancellable else "NONE",
                 **kwargs,
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
+                raw: Any = exc.response.get("Item")
+                return load(raw) if raw else {}
             raise
-        return True
+        return None
+
+
+def _cancel_pending(item: dict[str, Any], token: str) -> bool:
+    """Does `item` hold a cancel request for the running attempt of lease `token`?"""
+    return (
+        item.get("lease_token") == token
+        and item.get("status") == "running"
+        and "cancel_requested_at" in item
+    )

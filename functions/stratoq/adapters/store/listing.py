@@ -44,6 +44,7 @@ class TaskListing(StoreBase):
         name: str | None = None,
         limit: int = 50,
         next_token: str | None = None,
+        created_before_ms: int | None = None,
     ) -> tuple[list[Task], str | None]:
         """A page of the tenant's tasks, newest first, and the token of the next page.
 
@@ -51,10 +52,11 @@ class TaskListing(StoreBase):
         through `listing`: its entries are tasks created alone and listing pages of
         batches, expanded in order. A page of the answer may hold fewer than `limit`
         tasks (even none) while `next_token` says there is more: with a status or name
-        filter, or when listed tasks have expired.
+        filter, or when listed tasks have expired. `created_before_ms` (epoch ms) starts
+        the listing below that creation time (a key condition: newer tasks are not read).
         """
         if status is TaskStatus.FAILED:
-            return self._list_failed(tenant, name, limit, next_token)
+            return self._list_failed(tenant, name, limit, next_token, created_before_ms)
         key, skip = _decode_listing_token(next_token, tenant)
         ids: list[str] = []
         if skip:
@@ -68,21 +70,25 @@ class TaskListing(StoreBase):
             ids += rest
         token: str | None = None
         if len(ids) < limit:
-            token = self._expand_listing(tenant, key, limit, ids)
+            token = self._expand_listing(tenant, key, limit, ids, created_before_ms)
         elif key is not None:
             token = _encode_listing_token(key, 0)
         return self._listed(ids, tenant, status, name), token
 
     def _expand_listing(
-        self, tenant: str, start: dict[str, Any] | None, limit: int, ids: list[str]
+        self,
+        tenant: str,
+        start: dict[str, Any] | None,
+        limit: int,
+        ids: list[str],
+        created_before_ms: int | None = None,
     ) -> str | None:
         """Add the task ids of `listing` entries after `start` to `ids`, up to `limit`;
         returns the token of the rest, if any."""
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": "listing",
-            "KeyConditionExpression": "listed = :k",
-            "ExpressionAttributeValues": vals(k=tenant),
+            **_key_condition("listed", tenant, created_before_ms),
             "Limit": limit - len(ids),  # every entry lists at least one task
             "ScanIndexForward": False,
         }
@@ -126,13 +132,17 @@ class TaskListing(StoreBase):
         return [item_to_task(i, self.cipher) for i in items]
 
     def _list_failed(
-        self, tenant: str, name: str | None, limit: int, next_token: str | None
+        self,
+        tenant: str,
+        name: str | None,
+        limit: int,
+        next_token: str | None,
+        created_before_ms: int | None = None,
     ) -> tuple[list[Task], str | None]:
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": "by-status",
-            "KeyConditionExpression": "gsi1pk = :k",
-            "ExpressionAttributeValues": vals(k=gsi_key(tenant, TaskStatus.FAILED)),
+            **_key_condition("gsi1pk", gsi_key(tenant, TaskStatus.FAILED), created_before_ms),
             "Limit": limit,
             "ScanIndexForward": False,
         }
@@ -203,6 +213,20 @@ class TaskListing(StoreBase):
             if "LastEvaluatedKey" not in out:
                 return updated
             kwargs["ExclusiveStartKey"] = out["LastEvaluatedKey"]
+
+
+def _key_condition(partition: str, value: str, created_before_ms: int | None) -> dict[str, Any]:
+    """A listing query's key condition: the index partition, and its entries created
+    before `created_before_ms` if given (the sort key: older entries only are read)."""
+    if created_before_ms is None:
+        return {
+            "KeyConditionExpression": f"{partition} = :k",
+            "ExpressionAttributeValues": vals(k=value),
+        }
+    return {
+        "KeyConditionExpression": f"{partition} = :k AND created_at < :before",
+        "ExpressionAttributeValues": vals(k=value, before=created_before_ms),
+    }
 
 
 # ------------------------------------------------------------------- tokens

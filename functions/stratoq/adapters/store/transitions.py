@@ -1,5 +1,6 @@
-"""What users do to tasks outside a worker's attempt: cancel one not yet started, or
-make a failed or cancelled one runnable again (retry, retry-failed).
+"""What users do to tasks outside a worker's attempt: cancel one (a running one by a
+request its worker acts on), or make a failed or cancelled one runnable again (retry,
+retry-failed).
 
 Each is one UpdateItem conditional on the tenant and the statuses the change is allowed
 from; a refused change reads the item it was refused on to say why (no such task, or
@@ -17,17 +18,46 @@ from stratoq.adapters.store.base import StoreBase
 from stratoq.adapters.store.codec import item_to_task, load, vals
 from stratoq.core.errors import InvalidStateError, TaskNotFoundError
 from stratoq.core.models import RUNNABLE_STATUSES, Task, TaskStatus
+from stratoq.core.policy import CancelAction, cancel_action
+
+
+class _Refused(InvalidStateError):
+    """A transition refused by the status the task is in (`status`)."""
+
+    def __init__(self, message: str, status: TaskStatus) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class TaskTransitions(StoreBase):
     """Cancel and requeue, guarded by the task's status."""
 
     def cancel(self, task_id: str, tenant: str, now_ms: int) -> Task:
-        """Cancel a task that has not started; raises if it is running or finished."""
+        """Cancel a task: one not started (or waiting to retry) ends `cancelled` now; a
+        running one gets `cancel_requested_at`, which its worker acts on (it stops the
+        attempt and records the task `cancelled`). Raises InvalidStateError for a final
+        task, TaskNotFoundError for none (or another tenant's)."""
+        # A task can move between the two cases under us (claimed, or released back
+        # by a worker shutting down): each refusal says where it went, so try again.
+        for _ in range(3):
+            try:
+                return self._cancel_now(task_id, tenant, now_ms)
+            except _Refused as exc:
+                if cancel_action(exc.status) is not CancelAction.REQUEST:
+                    raise
+            try:
+                return self._request_cancel(task_id, tenant, now_ms)
+            except _Refused as exc:
+                if cancel_action(exc.status) is not CancelAction.NOW:
+                    raise
+        raise InvalidStateError(f"cannot cancel task {task_id}: it keeps changing; try again")
+
+    def _cancel_now(self, task_id: str, tenant: str, now_ms: int) -> Task:
         return self._transition(
             task_id,
             tenant,
-            # Guards against cancelling a task a worker already claimed or finished.
+            # Guards against cancelling a task a worker already claimed or finished: a
+            # claimed one gets a request instead (below), a finished one stays as it is.
             allowed=RUNNABLE_STATUSES,
             expression=(
                 "SET #s = :st, finished_at = :now, expires_at = :ttl "
@@ -40,6 +70,22 @@ class TaskTransitions(StoreBase):
             },
             verb="cancel",
             names={"#e": "error"},
+        )
+
+    def _request_cancel(self, task_id: str, tenant: str, now_ms: int) -> Task:
+        return self._transition(
+            task_id,
+            tenant,
+            # Only while it runs: this closes the race with the attempt's outcome. The
+            # outcome writes (complete, retry, fail) require no request on the item, so
+            # either the outcome lands first (this is refused: the task is final, 409)
+            # or the request does (the outcome is refused and the worker records the
+            # task cancelled instead): exactly one of them wins. The first request's
+            # time stands.
+            allowed=frozenset({TaskStatus.RUNNING}),
+            expression="SET cancel_requested_at = if_not_exists(cancel_requested_at, :now)",
+            values={"now": now_ms},
+            verb="cancel",
         )
 
     def requeue(self, task_id: str, tenant: str, now_ms: int) -> Task:
@@ -66,7 +112,8 @@ class TaskTransitions(StoreBase):
             allowed=frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED}),
             expression=(
                 "SET #s = :st, attempts = :zero, claim_after = :zero "
-                "REMOVE finished_at, expires_at, next_attempt_at, #e, gsi1pk"
+                "REMOVE finished_at, expires_at, next_attempt_at, #e, gsi1pk, "
+                "cancel_requested_at"
             ),
             values={"st": "queued", "zero": 0},
             verb="retry",
@@ -105,7 +152,8 @@ class TaskTransitions(StoreBase):
             item = load(raw) if raw else None
             if item is None or "name" not in item or item.get("tenant") != tenant:
                 raise TaskNotFoundError(f"no task {task_id}") from None
-            raise InvalidStateError(
-                f"cannot {verb} task {task_id}: it is {item['status']}"
+            raise _Refused(
+                f"cannot {verb} task {task_id}: it is {item['status']}",
+                TaskStatus(item["status"]),
             ) from None
         return item_to_task(load(out["Attributes"]), self.cipher)
