@@ -8,7 +8,7 @@ STAMP   = $(VENV)/.installed
 SAM_VENV  = $(VENV)/sam
 SAM_STAMP = $(SAM_VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-e2e lint typecheck check validate clean \
+.PHONY: run test pytest test-unit test-integration test-e2e lint typecheck check validate clean \
 	prometheus bench
 
 # uv (from PyPI, into the venv) resolves and installs in a third of pip's time (cold cache:
@@ -39,7 +39,12 @@ XDIST ?= -n $(shell echo $$(( $$(nproc) + 1 ))) --dist worksteal
 # Every validator runs once: cfn-lint and `sam validate --lint` (template.yaml), shellcheck,
 # hadolint, `compose config` and kubernetes-validate run inside the tests that assert on
 # them (tests/unit/test_artifacts_*.py), which the SAM CLI venv keeps from skipping.
-test: $(STAMP) $(SAM_STAMP) lint typecheck
+# The linters and mypy (about 15 s of one core) run beside the tests, which leave a core
+# idle now and then while they wait on the processes they drive.
+test: $(STAMP) $(SAM_STAMP)
+	$(MAKE) --no-print-directory -j3 lint typecheck pytest
+
+pytest: $(STAMP) $(SAM_STAMP)
 	$(BIN)/pytest -q $(XDIST)
 
 # One tier (tests/conftest.py marks each test by its directory).
