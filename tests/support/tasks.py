@@ -134,3 +134,15 @@ def progress(payload: dict[str, Any]) -> str:
         time.sleep(0.05)
     ctx.progress(1.0, "done")
     return "ok"
+
+
+@task("add_to_parent")
+def add_to_parent(payload: dict[str, Any]) -> int:
+    """A chain step: the previous step's result (0 for the first) plus payload['n']."""
+    return int(context().parent_result or 0) + int(payload["n"])
+
+
+@task("gather")
+def gather(payload: Any) -> dict[str, Any]:
+    """A chord callback: every dependency's result by node name, and the payload."""
+    return {"parents": dict(context().parent_results), "payload": payload}

@@ -139,6 +139,10 @@ def register(app: APIGatewayRestResolver, services: Services, caller: Caller) ->
         tenant = caller("tasks:write")
         task = services.store.cancel(task_id, tenant, to_ms(utcnow()) or 0)
         services.metrics.task_cancelled(task)
+        if task.workflow_id is not None:
+            # Its dependents can never run now; should this fail, the cancelled task's
+            # message still reaches a worker, which tells the workflow again.
+            services.workflows.ended(task)
         return answer(200, task)
 
     @app.post(

@@ -211,6 +211,12 @@ class Task(BaseModel):
         description="The latest progress its handler reported (any attempt's; `at` says "
         "when), written at most about once a second; null if it never reported.",
     )
+    workflow_id: str | None = Field(
+        default=None, description="The workflow this task is a node of (null: none)."
+    )
+    workflow_node: str | None = Field(
+        default=None, description="Its node's name in that workflow (null: none)."
+    )
 
     @model_validator(mode="after")
     def _final_waits_for_nothing(self) -> Task:

@@ -8,9 +8,10 @@ handler takes a pydantic model, the model its payload is validated into (`argume
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -96,6 +97,17 @@ class TaskContext:
     # lock name). A hold can lapse under a stalled worker; a resource that accepts only
     # writes with a token at least as new as the last it saw stays safe even then.
     lock_token: int | None = None
+    # A workflow node's dependencies' results, by node name (docs/workflows.md); empty
+    # outside workflows and for nodes without dependencies.
+    parent_results: Mapping[str, Any] = dataclass_field(default_factory=dict)
+
+    @property
+    def parent_result(self) -> Any:
+        """The one dependency's result (a chain's previous step); None unless the node
+        has exactly one dependency."""
+        if len(self.parent_results) != 1:
+            return None
+        return next(iter(self.parent_results.values()))
 
     def progress(self, value: float, message: str | None = None) -> None:
         """Report how far the task is: `value` the fraction done, 0 to 1, and an optional

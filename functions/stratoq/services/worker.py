@@ -26,7 +26,7 @@ from stratoq.adapters.store import Claimed, TaskStore
 from stratoq.adapters.transport import Delivery, SqsTransport, TaskMessage
 from stratoq.core import registry
 from stratoq.core.clock import now_ms
-from stratoq.core.models import Task
+from stratoq.core.models import Task, TaskStatus
 from stratoq.core.pauses import PauseCache
 from stratoq.core.policy import (
     MAX_VISIBILITY_SECONDS,
@@ -48,6 +48,7 @@ from stratoq.observability.metrics import Metrics
 from stratoq.services.handback import ACK_OBSOLETE, Action, Disposition, HandBack
 from stratoq.services.leases import LeaseKeeper
 from stratoq.services.runner import Job, Runner, unknown_task
+from stratoq.services.workflows import Workflows
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class Worker:
         pauses: PauseCache | None = None,
         orphan_grace_seconds: int = 300,
         sleep: Callable[[float], None] = time.sleep,
+        workflows: Workflows | None = None,
     ) -> None:
         self.store = store
         self.transport = transport
@@ -89,6 +91,8 @@ class Worker:
         self._unknown_grace_s = unknown_task_grace_seconds
         self._orphan_grace_s = orphan_grace_seconds
         self._sleep = sleep
+        # Told when a workflow node's task ends (tasks outside workflows never reach it).
+        self.workflows = workflows
         # Shared by a process's workers (Services.pauses): one read per TTL per process.
         self.pauses = pauses or PauseCache(PauseStore(store.client, store.table).read)
         self.shutting_down = threading.Event()
@@ -174,6 +178,10 @@ class Worker:
             due_ms = int(due.timestamp() * 1000) if due else now
             delay = max(1, min(MAX_VISIBILITY_SECONDS, (due_ms - now) // 1000 + 1))
             return Disposition(Action.RELEASE, delay=delay, status="early")
+        if reason == "final" and task is not None and task.workflow_id is not None:
+            # A node's task recorded as final by a worker that may have died before its
+            # workflow learned of it: tell the workflow again (each step is idempotent).
+            return self._node_ended(task, ACK_OBSOLETE)
         if reason == "missing":
             logger.warning("message for a task that does not exist", extra=extra)
         elif reason == "tenant":
@@ -295,6 +303,7 @@ class Worker:
                 fencing_token=token,
                 tenant=task.tenant,
                 lock_token=held.token if held is not None else None,
+                parent_results=self._parent_results(task),
             )
             lost = self.keeper.track(delivery, task.id, token, held) if self.keeper else None
             started = time.monotonic()
@@ -364,4 +373,27 @@ class Worker:
             return Disposition(Action.LEAVE, status="lost")
         self.metrics.task_finished(task, status)
         logger.info(f"task {status}", extra=log)
-        return Disposition(Action.ACK, status=status)
+        done = Disposition(Action.ACK, status=status)
+        if task.workflow_id is not None:
+            return self._node_ended(task.model_copy(update={"status": TaskStatus(status)}), done)
+        return done
+
+    def _parent_results(self, task: Task) -> dict[str, object]:
+        if task.workflow_id is None or self.workflows is None:
+            return {}
+        return self.workflows.parent_results(task)
+
+    def _node_ended(self, task: Task, done: Disposition) -> Disposition:
+        """Tell the task's workflow that it ended; if that fails, keep the message: its
+        next delivery finds the task final and tells the workflow again."""
+        if self.workflows is None:
+            return done
+        try:
+            self.workflows.ended(task)
+        except Exception:
+            logger.exception(
+                "telling the workflow that a node ended failed; the message is kept",
+                extra={"task_id": task.id, "workflow_id": task.workflow_id},
+            )
+            return Disposition(Action.LEAVE, status="workflow_pending")
+        return done

@@ -108,6 +108,8 @@ def task_to_item(task: Task, cipher: PayloadCipher | None = None) -> dict[str, A
         "next_attempt_at": to_ms(task.next_attempt_at),
         "gsi1pk": gsi_key(task.tenant, task.status) if task.status is TaskStatus.FAILED else None,
         "claim_after": _claim_after(task),
+        "wf": task.workflow_id,
+        "wf_node": task.workflow_node,
     }
 
 
@@ -152,6 +154,8 @@ def item_to_task(item: dict[str, Any], cipher: PayloadCipher | None = None) -> T
         finished_at=from_ms(item.get("finished_at")),
         next_attempt_at=from_ms(item.get("next_attempt_at")),
         progress=_progress(item.get("progress")),
+        workflow_id=item.get("wf"),
+        workflow_node=item.get("wf_node"),
     )
 
 
