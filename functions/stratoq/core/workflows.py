@@ -216,8 +216,9 @@ def _cycle(deps: Sequence[Sequence[int]]) -> list[int]:
         seen[node] = len(path)
         path.append(node)
         node = next(d for d in deps[node] if d in stuck)
+    # The walk followed dependencies; the cycle reads in run order (x -> y: y needs x).
     loop = path[seen[node] :]
-    return [*reversed(loop), loop[-1]]
+    return [loop[0], *reversed(loop[1:]), loop[0]]
 
 
 # --------------------------------------------------------------- decisions
