@@ -20,6 +20,7 @@ from stratoq.core.clock import Timestamp
 from stratoq.core.errors import InvalidWorkflowError
 from stratoq.core.models import (
     MAX_ATTEMPTS,
+    MAX_DELAY_SECONDS,
     MAX_TIMEOUT_SECONDS,
     Backoff,
     Priority,
@@ -78,6 +79,9 @@ class NodeRequest(BaseModel):
     )
     queue: QueueName | None = None
     priority: Priority | None = None
+    delay_seconds: int | None = Field(
+        default=None, ge=0, le=MAX_DELAY_SECONDS, description="wait this long once ready"
+    )
     timeout_seconds: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_SECONDS)
     max_attempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS)
     backoff: Backoff | None = None
