@@ -65,8 +65,8 @@ GROUPS: tuple[Register | str, ...] = (
     queues.register,
     top.register,
     schedules.register,
-    workflows.register,
     "scheduler",
+    workflows.register,
     bridge.register,
     keys.register,
 )
