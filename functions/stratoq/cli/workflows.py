@@ -20,7 +20,8 @@ def register(sub: Subparsers) -> None:
         help="submit a workflow: a JSON file (- for stdin) of "
         '{"nodes": [{"name", "task", "payload", "depends_on"}], "on_failure"}',
     )
-    s.add_argument("file", help="the workflow as JSON; - reads stdin")
+    s.add_argument("file", nargs="?", help="a file holding the workflow as JSON; - reads stdin")
+    s.add_argument("--json", dest="text", metavar="JSON", help="the workflow as JSON text")
     s.add_argument("--on-failure", dest="on_failure", choices=["stop", "continue"])
     s.add_argument("--wait", type=float, metavar="SECONDS", help="wait for it to end")
     s.set_defaults(func=cmd_submit)
@@ -42,6 +43,10 @@ def _read(name: str) -> Any:
         text = sys.stdin.read() if name == "-" else Path(name).read_text()
     except OSError as exc:
         raise UsageError(f"cannot read {name}: {exc.strerror}") from None
+    return _parse(text, name)
+
+
+def _parse(text: str, name: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -53,11 +58,13 @@ def _read(name: str) -> Any:
 def cmd_submit(args: argparse.Namespace) -> int:
     from stratoq.core.workflows import WorkflowRequest, plan
 
-    data = _read(args.file)
+    if (args.file is None) == (args.text is None):
+        raise UsageError("give the workflow as a FILE (- for stdin) or as --json TEXT")
+    data = _read(args.file) if args.text is None else _parse(args.text, "--json")
     if isinstance(data, list):
         data = {"nodes": data}
     if not isinstance(data, dict):
-        raise UsageError(f"{args.file}: a workflow is an object with `nodes`, or a list of nodes")
+        raise UsageError("a workflow is a JSON object with `nodes`, or a list of nodes")
     if args.on_failure:
         data["on_failure"] = args.on_failure
     request = WorkflowRequest.model_validate(data)
