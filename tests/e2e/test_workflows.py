@@ -112,8 +112,9 @@ def test_the_cli_submits_shows_lists_and_cancels(dev: DevStack, tmp_path: Path) 
     assert json.loads(out.stdout)["nodes"][1]["status"] == "cancelled"
     bad = dev.cli("workflows", "submit", str(tmp_path / "missing.json"))
     assert bad.returncode == 2 and "cannot read" in bad.stderr
-    spec.write_text('[{"name": "a", "task": "echo", "depends_on": ["a"]}]')
-    bad = dev.cli("workflows", "submit", str(spec))
+    bad = dev.cli(
+        "workflows", "submit", "--json", '[{"name": "a", "task": "echo", "depends_on": ["a"]}]'
+    )
     assert bad.returncode == 2 and "cycle: a -> a" in bad.stderr, bad.stderr
 
 
