@@ -201,13 +201,22 @@ class WorkflowStore(StoreBase):
 
     def create_task(self, task: Task) -> bool:
         """Store a node's task; False if it exists already (another start made it)."""
+        item = dump(task_to_item(task, self.cipher))
+        del item["pk"]
+        names = {f"#a{i}": k for i, k in enumerate(item)}
+        values = {f":a{i}": v for i, v in enumerate(item.values())}
+        sets = ", ".join(f"#a{i} = :a{i}" for i in range(len(item)))
         try:
+            # An UpdateItem that creates (workers hold no PutItem: template.yaml).
             # Guards the fixed id: a node started twice (a completion delivered again,
             # a retry after a crash) keeps the task the first start made.
-            self._db.put_item(
+            self._db.update_item(
                 TableName=self.table,
-                Item=dump(task_to_item(task, self.cipher)),
+                Key={"pk": {"S": task.id}},
+                UpdateExpression=f"SET {sets}",
                 ConditionExpression="attribute_not_exists(pk)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
             )
         except ClientError as exc:
             if _conditional_failed(exc):
