@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from stratoq import Client, NodeRequest, WorkflowRequest, chain, chord, group
-from stratoq.core.workflows import WorkflowStatus
+from stratoq.core.workflows import WorkflowStatus, child_id
 from tests.e2e.conftest import DevStack, key_for
 
 
@@ -143,3 +143,13 @@ def test_cancel_and_tenants(dev: DevStack) -> None:
     assert done.status is WorkflowStatus.CANCELLED
     status, answer = dev.request("POST", f"/v1/workflows/{wf.id}/cancel", key=alpha_key)
     assert status == 409, answer
+
+
+def test_a_handler_spawns_children_and_a_sub_workflow(client: Client) -> None:
+    parent = client.enqueue("spawner", {"tasks": 2, "chain": True})
+    assert client.wait(parent.id, timeout=60).status == "succeeded"
+    kids = [client.wait(child_id(parent.id, i), timeout=60) for i in range(2)]
+    assert [(k.parent_id, k.result) for k in kids] == [(parent.id, {"child": i}) for i in range(2)]
+    sub = client.wait_workflow(child_id(parent.id, 2), timeout=60)
+    assert sub.parent_id == parent.id
+    assert [n.result for n in sub.nodes or []] == [1, 3]

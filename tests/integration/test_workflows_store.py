@@ -8,20 +8,21 @@ from __future__ import annotations
 import pytest
 
 from stratoq.core.errors import InvalidStateError, InvalidWorkflowError
-from stratoq.core.models import TaskStatus
+from stratoq.core.models import TaskRequest, TaskStatus
 from stratoq.core.settings import Settings
 from stratoq.core.workflows import (
     NodeRequest,
     WorkflowRequest,
     WorkflowStatus,
     chain,
+    child_id,
     chord,
     node_task_id,
 )
 from stratoq.services.app import Services
 from stratoq.services.runner import InlineRunner
 from stratoq.services.worker import Worker
-from tests.support.pump import apply
+from tests.support.pump import apply, pump_until_final
 
 
 @pytest.fixture
@@ -153,3 +154,34 @@ def test_cycles_and_unknown_names_are_refused(services: Services) -> None:
     with pytest.raises(InvalidWorkflowError, match=r"cycle: (a -> b -> a|b -> a -> b)"):
         services.workflows.submit(WorkflowRequest(nodes=cyclic), "default")
     assert services.workflows.list("default")[0] == []
+
+
+def test_a_handler_spawns_tasks_and_a_sub_workflow_once(services: Services, worker: Worker) -> None:
+    parent_id = services.enqueuer.enqueue(
+        TaskRequest(name="spawner", payload={"tasks": 2, "chain": True})
+    ).task.id
+    [parent] = pump_until_final(services.enqueuer, worker, [parent_id])
+    assert parent.status is TaskStatus.SUCCEEDED
+    kids = [services.store.get(child_id(parent_id, i)) for i in range(2)]
+    assert all(k is not None and k.parent_id == parent_id for k in kids)
+    [k0, k1] = pump_until_final(
+        services.enqueuer, worker, [child_id(parent_id, i) for i in range(2)]
+    )
+    assert (k0.result, k1.result) == ({"child": 0}, {"child": 1})
+    sub = services.workflows.get(child_id(parent_id, 2), "default")
+    assert sub.parent_id == parent_id
+    run_until_ended(services, worker, sub.id)
+    assert [n.result for n in services.workflows.get(sub.id, "default").nodes or []] == [1, 3]
+    # The attempt's children made again (a worker killed before recording the parent):
+    # the same ids, nothing new, nothing run twice.
+    again = [
+        TaskRequest(name="echo", payload={"child": 0}),
+        TaskRequest(name="echo", payload={"child": 1}),
+    ]
+    services.workflows.spawn(parent, [*again, chain(("echo", 1), ("echo", 2))])
+    assert services.store.get(child_id(parent_id, 0)) == k0
+    done = services.workflows.get(sub.id, "default")
+    assert done.status is WorkflowStatus.SUCCEEDED and [n.attempts for n in done.nodes or []] == [
+        1,
+        1,
+    ]

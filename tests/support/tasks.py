@@ -146,3 +146,16 @@ def add_to_parent(payload: dict[str, Any]) -> int:
 def gather(payload: Any) -> dict[str, Any]:
     """A chord callback: every dependency's result by node name, and the payload."""
     return {"parents": dict(context().parent_results), "payload": payload}
+
+
+@task("spawner")
+def spawner(payload: dict[str, Any]) -> str:
+    """Spawn payload['tasks'] echo children and, with payload['chain'], a two-step chain."""
+    from stratoq import chain
+
+    ctx = context()
+    for i in range(payload.get("tasks", 0)):
+        ctx.spawn("echo", {"child": i})
+    if payload.get("chain"):
+        ctx.spawn_workflow(chain(("add_to_parent", {"n": 1}), ("add_to_parent", {"n": 2})))
+    return "spawned"

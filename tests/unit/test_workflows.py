@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stratoq.core.errors import InvalidWorkflowError
+from stratoq.core.registry import TaskContext
 from stratoq.core.workflows import (
     FailurePolicy,
     NodeRequest,
@@ -12,6 +13,7 @@ from stratoq.core.workflows import (
     WorkflowStatus,
     after_failure,
     chain,
+    child_id,
     chord,
     group,
     node_index,
@@ -111,3 +113,23 @@ def test_node_task_ids_are_fixed_and_carry_the_node() -> None:
     assert len(tid) == 32 and tid.startswith(wf[:24])
     assert tid == node_task_id(wf, 10_000)
     assert node_index(tid) == 10_000
+
+
+def test_parent_result_is_the_one_dependency_result() -> None:
+    ctx = TaskContext("t", "n", 1, 1, 60, "tok", parent_results={"a": 5})
+    assert ctx.parent_result == 5
+    assert TaskContext("t", "n", 1, 1, 60, "tok").parent_result is None
+    two = TaskContext("t", "n", 1, 1, 60, "tok", parent_results={"a": 1, "b": 2})
+    assert two.parent_result is None
+
+
+def test_spawn_works_only_inside_a_handler() -> None:
+    with pytest.raises(RuntimeError, match="inside a task handler"):
+        TaskContext("t", "n", 1, 1, 60, "tok").spawn("echo")
+
+
+def test_child_ids_are_fixed_per_parent_and_order() -> None:
+    parent = "0190aabbccdd" + "22" * 10
+    ids = [child_id(parent, i) for i in range(3)]
+    assert ids == [child_id(parent, i) for i in range(3)]
+    assert len(set(ids)) == 3 and all(len(i) == 32 and i.startswith(parent[:12]) for i in ids)

@@ -217,6 +217,10 @@ class Task(BaseModel):
     workflow_node: str | None = Field(
         default=None, description="Its node's name in that workflow (null: none)."
     )
+    parent_id: str | None = Field(
+        default=None,
+        description="The task whose handler spawned this one (`context().spawn`); null: none.",
+    )
 
     @model_validator(mode="after")
     def _final_waits_for_nothing(self) -> Task:

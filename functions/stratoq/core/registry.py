@@ -28,6 +28,7 @@ from stratoq.core.models import (
     TaskRequest,
 )
 from stratoq.core.settings import Settings
+from stratoq.core.workflows import WorkflowRequest
 
 Handler = Callable[[Any], Any]
 F = TypeVar("F", bound=Handler)
@@ -109,6 +110,25 @@ class TaskContext:
             return None
         return next(iter(self.parent_results.values()))
 
+    def spawn(self, name: str, payload: Any = None, **options: Any) -> None:
+        """Enqueue a child task (`TaskRequest` options) once this attempt succeeds; the
+        child's `parent_id` names this task. Children of an attempt that fails are
+        dropped with it; those of a retried attempt are made once (their ids derive
+        from this task's id and their order), so spawn the same children in the same
+        order on every attempt (docs/workflows.md)."""
+        self._spawn(TaskRequest(name=name, payload=payload, **options))
+
+    def spawn_workflow(self, workflow: WorkflowRequest) -> None:
+        """Submit a sub-workflow once this attempt succeeds, as `spawn` does a task
+        (build it with `stratoq.chain`, `group`, `chord` or nodes)."""
+        self._spawn(workflow)
+
+    def _spawn(self, child: TaskRequest | WorkflowRequest) -> None:
+        children = _children.get()
+        if children is None:
+            raise RuntimeError("spawn() is only available inside a task handler")
+        children.append(child)
+
     def progress(self, value: float, message: str | None = None) -> None:
         """Report how far the task is: `value` the fraction done, 0 to 1, and an optional
         `message` of up to 256 characters. `GET /v1/tasks/{id}` shows the latest report;
@@ -128,6 +148,10 @@ class TaskContext:
 
 
 _current: ContextVar[TaskContext | None] = ContextVar("stratoq_task", default=None)
+# What the running handler spawned (`TaskContext.spawn`), made after it succeeds.
+_children: ContextVar[list[TaskRequest | WorkflowRequest] | None] = ContextVar(
+    "stratoq_children", default=None
+)
 # Where the running handler's progress reports go (none: nowhere, e.g. eager tests).
 _reporter: ContextVar[Callable[[float, str | None], None] | None] = ContextVar(
     "stratoq_progress", default=None
@@ -213,13 +237,17 @@ def run_handler(
     payload: Any,
     ctx: TaskContext,
     report: Callable[[float, str | None], None] | None = None,
+    children: list[TaskRequest | WorkflowRequest] | None = None,
 ) -> Any:
     """Call `handler` (with the argument `argument` made) as the task of `ctx`; a model
-    it returns comes back as its JSON dump. `ctx.progress(...)` calls `report`."""
+    it returns comes back as its JSON dump. `ctx.progress(...)` calls `report`, and
+    `ctx.spawn(...)` appends to `children` (spawning raises when it is None)."""
     reset = _current.set(ctx)
     reset_report = _reporter.set(report)
+    reset_children = _children.set(children)
     try:
         return payloads.result_value(handler(payload))
     finally:
+        _children.reset(reset_children)
         _reporter.reset(reset_report)
         _current.reset(reset)

@@ -9,6 +9,7 @@ here touches AWS: `services.workflows` applies these decisions with conditional 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -133,6 +134,9 @@ class Workflow(BaseModel):
     created_at: Timestamp
     finished_at: Timestamp | None = None
     node_count: int
+    parent_id: str | None = Field(
+        default=None, description="the task whose handler spawned it (null: none)"
+    )
     nodes: list[WorkflowNode] | None = Field(
         default=None, description="in request order; left out of lists"
     )
@@ -268,6 +272,14 @@ def workflow_status(sinks_left: int, failed: bool, cancelled: bool) -> WorkflowS
 def node_index(task_id: str) -> int:
     """The node number a node's task id carries (see `node_task_id`)."""
     return int(task_id[24:], 16)
+
+
+def child_id(parent_id: str, index: int) -> str:
+    """The id of the `index`-th child (task or workflow) a task's handler spawned: the
+    same on every attempt, so a retried attempt finds what an earlier one made. Its
+    first 12 hex digits are the parent's time, as a fresh id's are its own."""
+    digest = hashlib.sha256(f"{parent_id}/{index}".encode()).hexdigest()
+    return parent_id[:12] + digest[:20]
 
 
 def node_task_id(workflow_id: str, index: int) -> str:

@@ -303,7 +303,8 @@ class Worker:
                 fencing_token=token,
                 tenant=task.tenant,
                 lock_token=held.token if held is not None else None,
-                parent_results=self._parent_results(task),
+                # Read only for a workflow's node ({} at once for other tasks).
+                parent_results=self.workflows.parent_results(task) if self.workflows else {},
             )
             lost = self.keeper.track(delivery, task.id, token, held) if self.keeper else None
             started = time.monotonic()
@@ -347,6 +348,13 @@ class Worker:
         now = self._clock()
         log = {**(log or {}), "task_id": task.id, "task_name": task.name, "attempt": attempt}
         if isinstance(decision, Complete):
+            # Children first: a crash before the record reruns the attempt, whose
+            # children have fixed ids and are not made twice.
+            children = decision.children
+            if children and not self._in_workflow(
+                lambda w: w.spawn(task, children), task, "making spawned children"
+            ):
+                return Disposition(Action.LEAVE, status="spawn_pending")
             ok = self.store.complete(task.id, task.tenant, token, decision.result, now)
             status = "succeeded"
         elif isinstance(decision, RetryLater):
@@ -378,22 +386,18 @@ class Worker:
             return self._node_ended(task.model_copy(update={"status": TaskStatus(status)}), done)
         return done
 
-    def _parent_results(self, task: Task) -> dict[str, object]:
-        if task.workflow_id is None or self.workflows is None:
-            return {}
-        return self.workflows.parent_results(task)
-
     def _node_ended(self, task: Task, done: Disposition) -> Disposition:
-        """Tell the task's workflow that it ended; if that fails, keep the message: its
-        next delivery finds the task final and tells the workflow again."""
-        if self.workflows is None:
-            return done
+        ok = self._in_workflow(lambda w: w.ended(task), task, "telling its workflow it ended")
+        return done if ok else Disposition(Action.LEAVE, status="workflow_pending")
+
+    def _in_workflow(self, step: Callable[[Workflows], None], task: Task, what: str) -> bool:
+        """Run a workflow step (idempotent); False if it failed: the caller keeps the
+        message, and its next delivery runs the step again."""
         try:
-            self.workflows.ended(task)
+            if self.workflows is None:
+                raise RuntimeError("this worker has no workflow service")
+            step(self.workflows)
         except Exception:
-            logger.exception(
-                "telling the workflow that a node ended failed; the message is kept",
-                extra={"task_id": task.id, "workflow_id": task.workflow_id},
-            )
-            return Disposition(Action.LEAVE, status="workflow_pending")
-        return done
+            logger.exception(f"{what} failed; the message is kept", extra={"task_id": task.id})
+            return False
+        return True

@@ -20,6 +20,7 @@ from typing import Any
 
 from stratoq.adapters.store import TaskStore
 from stratoq.adapters.store.workflows import WF_PREFIX, WorkflowStore, workflow_key
+from stratoq.core import registry
 from stratoq.core.clock import from_ms, now_ms
 from stratoq.core.errors import InvalidStateError, TaskNotFoundError, WorkflowNotFoundError
 from stratoq.core.ids import new_task_id
@@ -31,6 +32,7 @@ from stratoq.core.workflows import (
     WorkflowNode,
     WorkflowRequest,
     after_failure,
+    child_id,
     node_index,
     node_task_id,
     plan,
@@ -63,14 +65,31 @@ class Workflows:
 
     # ----------------------------------------------------------------- submit
     def submit(
-        self, request: WorkflowRequest, tenant: str, prepare: Prepare | None = None
+        self,
+        request: WorkflowRequest,
+        tenant: str,
+        prepare: Prepare | None = None,
+        *,
+        workflow_id: str | None = None,
+        parent_id: str | None = None,
     ) -> Workflow:
         """Store the workflow and its nodes, then enqueue the nodes without
         dependencies. Raises InvalidWorkflowError (400) naming what makes no DAG, and
-        the task errors of enqueue (unknown queue, payload too large) for a node."""
+        the task errors of enqueue (unknown queue, payload too large) for a node.
+
+        With a fixed `workflow_id` (a handler's sub-workflow), a workflow stored already
+        under it only has its first nodes started again (idempotently): a submit cut
+        short by a crash is finished by its repeat, and a repeat makes nothing twice."""
         graph = plan(request.nodes)
         now = self._clock()
-        wf_id = new_task_id(now)
+        wf_id = workflow_id or new_task_id(now)
+        if workflow_id is not None:
+            existing = self.store.workflow(wf_id, tenant)
+            if existing is not None:
+                nodes_now = self.store.nodes(wf_id, graph.roots)
+                for i in graph.roots:
+                    self._ensure_task(wf_id, i, nodes_now[i])
+                return self._summary(existing)
         tasks: list[Task] = []
         nodes: list[dict[str, Any]] = []
         for i, node in enumerate(request.nodes):
@@ -102,6 +121,7 @@ class Workflows:
             "count": len(nodes),
             "sinks_left": len(graph.sinks),
             "created_at": now,
+            "parent": parent_id,
         }
         self.store.create(item, nodes)
         roots = [tasks[i] for i in graph.roots]
@@ -156,23 +176,47 @@ class Workflows:
                 state = self._state(wf_id, index)
         if state != NodeState.STARTED:
             return  # cancelled meanwhile
+        if not self._ensure_task(wf_id, index, node):
+            return
+        # The workflow may have been stopped between our move and the task's creation;
+        # the sweep that stopped it cannot cancel a task that did not exist yet, so this
+        # start looks once more and cancels the task itself.
+        wf = self.store.workflow(wf_id)
+        if wf is not None and _stopping(wf):
+            self._cancel_started(wf_id, index, node["tenant"], node)
+
+    def _ensure_task(self, wf_id: str, index: int, node: dict[str, Any]) -> bool:
+        """Create node `index`'s task unless it exists, and send its message; False if
+        it exists and is past waiting (nothing sent)."""
         tenant = node["tenant"]
         task_id = node_task_id(wf_id, index)
         request = TaskRequest.model_validate_json(node["request"]).model_copy(
             update={"payload": self.store.decode_payload(node, task_id)}
         )
         task = self._node_task(self.enqueuer.build(request, tenant), wf_id, index, node["node"])
+        return self._create(task)
+
+    def _create(self, task: Task) -> bool:
+        """Send a fixed-id task's message, then store it unless it exists (a repeat: its
+        message goes again only while it waits to run, which claims deduplicate)."""
         self.enqueuer.send_new([task])
-        if not self.store.create_task(task):
-            existing = self.tasks.get(task_id)
-            if existing is None or existing.status not in RUNNABLE:
-                return
-        # The workflow may have been stopped between our move and the task's creation;
-        # the sweep that stopped it cannot cancel a task that did not exist yet, so this
-        # start looks once more and cancels the task itself.
-        wf = self.store.workflow(wf_id)
-        if wf is not None and _stopping(wf):
-            self._cancel_started(wf_id, index, tenant, node)
+        if self.store.create_task(task):
+            return True
+        existing = self.tasks.get(task.id)
+        return existing is not None and existing.status in RUNNABLE
+
+    # -------------------------------------------------- children of a handler
+    def spawn(self, parent: Task, children: Sequence[TaskRequest | WorkflowRequest]) -> None:
+        """Make what a handler spawned (`context().spawn`, `spawn_workflow`), each under
+        an id derived from the parent's and its order, so a repeat makes nothing twice."""
+        for i, child in enumerate(children):
+            cid = child_id(parent.id, i)
+            if isinstance(child, WorkflowRequest):
+                self.submit(child, parent.tenant, workflow_id=cid, parent_id=parent.id)
+                continue
+            request = registry.apply_options(child, registry.options(child.name))
+            task = self.enqueuer.build(request, parent.tenant)
+            self._create(task.model_copy(update={"id": cid, "parent_id": parent.id}))
 
     def _failed(self, wf_id: str, index: int) -> None:
         self.store.flag(wf_id, "failed")
@@ -276,6 +320,7 @@ class Workflows:
             created_at=from_ms(wf["created_at"]),
             finished_at=from_ms(wf.get("finished_at")),
             node_count=int(wf["count"]),
+            parent_id=wf.get("parent"),
         )
 
     # --------------------------------------------------- what a node's task sees

@@ -110,6 +110,7 @@ def task_to_item(task: Task, cipher: PayloadCipher | None = None) -> dict[str, A
         "claim_after": _claim_after(task),
         "wf": task.workflow_id,
         "wf_node": task.workflow_node,
+        "parent": task.parent_id,
     }
 
 
@@ -156,6 +157,7 @@ def item_to_task(item: dict[str, Any], cipher: PayloadCipher | None = None) -> T
         progress=_progress(item.get("progress")),
         workflow_id=item.get("wf"),
         workflow_node=item.get("wf_node"),
+        parent_id=item.get("parent"),
     )
 
 
