@@ -221,6 +221,10 @@ class Task(BaseModel):
         default=None,
         description="The task whose handler spawned this one (`context().spawn`); null: none.",
     )
+    # A workflow node's links, kept on its task so that the worker learns them from the
+    # claim: the numbers of the nodes that depend on it, and how many it depends on.
+    workflow_children: list[int] = Field(default_factory=list, exclude=True)
+    workflow_deps: int = Field(default=0, exclude=True)
 
     @model_validator(mode="after")
     def _final_waits_for_nothing(self) -> Task:

@@ -96,7 +96,10 @@ class Workflows:
             req = node.task_request()
             if prepare is not None:
                 req = prepare(req, f"nodes[{i}]")
-            task = self._node_task(self.enqueuer.build(req, tenant), wf_id, i, node.name)
+            task = self._node_task(
+                self.enqueuer.build(req, tenant), wf_id, i, node.name, graph.children[i]
+            )
+            task.workflow_deps = len(graph.deps[i])
             tasks.append(task)
             nodes.append(
                 {
@@ -130,9 +133,16 @@ class Workflows:
         self.tasks.create_many(roots)
         return self._summary(item)
 
-    def _node_task(self, task: Task, wf_id: str, index: int, name: str) -> Task:
+    def _node_task(
+        self, task: Task, wf_id: str, index: int, name: str, children: Sequence[int]
+    ) -> Task:
         return task.model_copy(
-            update={"id": node_task_id(wf_id, index), "workflow_id": wf_id, "workflow_node": name}
+            update={
+                "id": node_task_id(wf_id, index),
+                "workflow_id": wf_id,
+                "workflow_node": name,
+                "workflow_children": [int(c) for c in children],
+            }
         )
 
     # ------------------------------------------------------ a node has ended
@@ -142,13 +152,12 @@ class Workflows:
         if wf_id is None:
             return
         index = node_index(task.id)
-        node = self.store.node(wf_id, index)
-        if node is None:
-            logger.warning("a workflow task whose node is gone", extra={"task_id": task.id})
-            return
+        # The node's dependents come with its task (no read): a chord member's end is
+        # one conditional update of the callback's item.
+        children = task.workflow_children
         if task.status is TaskStatus.SUCCEEDED:
-            for child in node.get("children", []):
-                self._arrive(wf_id, int(child), index)
+            for child in children:
+                self._arrive(wf_id, child, index)
         elif task.status is TaskStatus.FAILED:
             self._failed(wf_id, index)
         elif task.status is TaskStatus.CANCELLED:
@@ -157,7 +166,7 @@ class Workflows:
             self._cancel_all(wf_id, index, FailurePolicy.CONTINUE)
         else:
             return
-        if not node.get("children"):
+        if not children:
             self._sink(wf_id, index)
 
     def _arrive(self, wf_id: str, child: int, parent: int) -> None:
@@ -193,7 +202,10 @@ class Workflows:
         request = TaskRequest.model_validate_json(node["request"]).model_copy(
             update={"payload": self.store.decode_payload(node, task_id)}
         )
-        task = self._node_task(self.enqueuer.build(request, tenant), wf_id, index, node["node"])
+        task = self._node_task(
+            self.enqueuer.build(request, tenant), wf_id, index, node["node"], node["children"]
+        )
+        task.workflow_deps = int(node.get("ndeps", 0))
         return self._create(task)
 
     def _create(self, task: Task) -> bool:
@@ -326,8 +338,8 @@ class Workflows:
     # --------------------------------------------------- what a node's task sees
     def parent_results(self, task: Task) -> dict[str, Any]:
         """Node name -> result of each dependency of a node's task (all succeeded)."""
-        if task.workflow_id is None:
-            return {}
+        if task.workflow_id is None or not task.workflow_deps:
+            return {}  # no read for a node without dependencies
         node = self.store.node(task.workflow_id, node_index(task.id))
         done: Sequence[int] = sorted(int(p) for p in (node or {}).get("done", ()))
         found = self.store.tasks(node_task_id(task.workflow_id, p) for p in done)

@@ -111,6 +111,8 @@ def task_to_item(task: Task, cipher: PayloadCipher | None = None) -> dict[str, A
         "wf": task.workflow_id,
         "wf_node": task.workflow_node,
         "parent": task.parent_id,
+        "wf_children": task.workflow_children or None,
+        "wf_deps": task.workflow_deps or None,
     }
 
 
@@ -158,6 +160,8 @@ def item_to_task(item: dict[str, Any], cipher: PayloadCipher | None = None) -> T
         workflow_id=item.get("wf"),
         workflow_node=item.get("wf_node"),
         parent_id=item.get("parent"),
+        workflow_children=item.get("wf_children", []),
+        workflow_deps=item.get("wf_deps", 0),
     )
 
 
