@@ -53,13 +53,16 @@ def run(members: int, processes: int, concurrency: int) -> dict[str, Any]:
         wf = services.workflows.submit(request, "default")
         submitted = time.time()
         store = services.workflows.store
+        polls = 0
         while True:
+            polls += 1
             item = store.workflow(wf.id)
             if item is not None and int(item["sinks_left"]) <= 0:
                 break
             time.sleep(0.5)
         ended = time.time()
         counts = emu.counts()
+        counts["DynamoDB.GetItem"] -= polls  # the harness's own reads of the workflow
     finally:
         os.killpg(workers.pid, signal.SIGTERM)
         workers.wait(60)
