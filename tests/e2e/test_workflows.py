@@ -153,3 +153,28 @@ def test_a_handler_spawns_children_and_a_sub_workflow(client: Client) -> None:
     sub = client.wait_workflow(child_id(parent.id, 2), timeout=60)
     assert sub.parent_id == parent.id
     assert [n.result for n in sub.nodes or []] == [1, 3]
+
+
+def test_cancelling_a_node_task_cancels_its_dependents(dev: DevStack, client: Client) -> None:
+    wf = client.submit_workflow(
+        WorkflowRequest(
+            nodes=[
+                NodeRequest(name="first", task="echo", delay_seconds=600),
+                NodeRequest(name="second", task="echo", depends_on=["first"]),
+                NodeRequest(name="third", task="echo", depends_on=["second"]),
+                NodeRequest(name="alone", task="echo", payload="ran"),
+            ],
+            on_failure="continue",
+        )
+    )
+    first = client.get_workflow(wf.id)
+    status, task = dev.request("POST", f"/v1/tasks/{(first.nodes or [])[0].task_id}/cancel")
+    assert status == 200 and task["workflow_id"] == wf.id and task["workflow_node"] == "first"
+    done = client.wait_workflow(wf.id, timeout=60)
+    assert done.status is WorkflowStatus.CANCELLED
+    assert [(n.status, n.result) for n in done.nodes or []] == [
+        ("cancelled", None),
+        ("cancelled", None),
+        ("cancelled", None),
+        ("succeeded", "ran"),
+    ]

@@ -159,11 +159,11 @@ class Workflows:
             for child in children:
                 self._arrive(wf_id, child, index)
         elif task.status is TaskStatus.FAILED:
-            self._failed(wf_id, index)
+            self._failed(wf_id, index, children)
         elif task.status is TaskStatus.CANCELLED:
             self.store.move(wf_id, index, NodeState.CANCELLED, [NodeState.STARTED])
             self.store.flag(wf_id, "cancelled")
-            self._cancel_all(wf_id, index, FailurePolicy.CONTINUE)
+            self._cancel_descendants(wf_id, children)
         else:
             return
         if not children:
@@ -230,28 +230,47 @@ class Workflows:
             task = self.enqueuer.build(request, parent.tenant)
             self._create(task.model_copy(update={"id": cid, "parent_id": parent.id}))
 
-    def _failed(self, wf_id: str, index: int) -> None:
+    def _failed(self, wf_id: str, index: int, children: Sequence[int]) -> None:
         self.store.flag(wf_id, "failed")
         wf = self.store.workflow(wf_id)
         if wf is None:
             return
-        self._cancel_all(wf_id, index, FailurePolicy(wf["policy"]))
+        if FailurePolicy(wf["policy"]) is FailurePolicy.STOP:
+            self._cancel_all(wf_id, index, int(wf["count"]))
+        else:
+            self._cancel_descendants(wf_id, children)
 
-    def _cancel_all(self, wf_id: str, index: int | None, policy: FailurePolicy) -> None:
-        """Cancel what the policy says once node `index` failed (None: a user's cancel,
-        which cancels every node not started)."""
-        wf = self.store.workflow(wf_id)
-        if wf is None:
-            return
-        nodes = self.store.nodes(wf_id, range(int(wf["count"])))
+    def _cancel_all(self, wf_id: str, index: int | None, count: int) -> None:
+        """`stop` once node `index` failed, or a user's cancel (None): cancel every
+        node that has not ended (one read of every node item)."""
+        nodes = self.store.nodes(wf_id, range(count))
         states = {i: NodeState(n["state"]) for i, n in nodes.items()}
         children = {i: [int(c) for c in n.get("children", [])] for i, n in nodes.items()}
         if index is None:
             doomed = {i for i, s in states.items() if not s.final}
         else:
-            doomed = after_failure(policy, index, states, children)
+            doomed = after_failure(FailurePolicy.STOP, index, states, children)
         for j in sorted(doomed):
             self._cancel_node(wf_id, j, nodes[j])
+
+    def _cancel_descendants(self, wf_id: str, children: Sequence[int]) -> None:
+        """`continue` once a node failed, or a node's task was cancelled: cancel the
+        nodes that depend on it, directly or not (none of them can have started), read
+        level by level from its dependents (a chord member reads only the callback)."""
+        seen: set[int] = set()
+        frontier = list(dict.fromkeys(children))
+        while frontier:
+            seen.update(frontier)
+            found = self.store.nodes(wf_id, frontier)
+            after: list[int] = []
+            for j in frontier:
+                node = found.get(j)
+                if node is None:
+                    continue
+                if not NodeState(node["state"]).final:
+                    self._cancel_node(wf_id, j, node)
+                after.extend(int(c) for c in node.get("children", []))
+            frontier = [c for c in dict.fromkeys(after) if c not in seen]
 
     def _cancel_node(self, wf_id: str, index: int, node: dict[str, Any]) -> None:
         state = node["state"]
@@ -290,11 +309,12 @@ class Workflows:
     def cancel(self, wf_id: str, tenant: str) -> Workflow:
         """Cancel every node that has not started; running ones finish. 409 once the
         workflow has ended."""
-        if self.store.workflow(wf_id, tenant) is None:
+        wf = self.store.workflow(wf_id, tenant)
+        if wf is None:
             raise WorkflowNotFoundError(f"no workflow {wf_id}")
         if not self.store.flag(wf_id, "cancelled", only_running=True):
             raise InvalidStateError(f"cannot cancel workflow {wf_id}: it has ended")
-        self._cancel_all(wf_id, None, FailurePolicy.STOP)
+        self._cancel_all(wf_id, None, int(wf["count"]))
         return self.get(wf_id, tenant)
 
     def get(self, wf_id: str, tenant: str) -> Workflow:
