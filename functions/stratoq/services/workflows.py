@@ -19,9 +19,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from stratoq.adapters.store import TaskStore
-from stratoq.adapters.store.workflows import WF_PREFIX, WorkflowStore, workflow_key
+from stratoq.adapters.store.workflows import (
+    WF_PREFIX,
+    WorkflowStore,
+    node_key,
+    node_view,
+    to_workflow,
+    workflow_key,
+)
 from stratoq.core import registry
-from stratoq.core.clock import from_ms, now_ms
+from stratoq.core.clock import now_ms
 from stratoq.core.errors import InvalidStateError, TaskNotFoundError, WorkflowNotFoundError
 from stratoq.core.ids import new_task_id
 from stratoq.core.models import Task, TaskRequest, TaskStatus
@@ -29,14 +36,12 @@ from stratoq.core.workflows import (
     FailurePolicy,
     NodeState,
     Workflow,
-    WorkflowNode,
     WorkflowRequest,
     after_failure,
     child_id,
     node_index,
     node_task_id,
     plan,
-    workflow_status,
 )
 from stratoq.services.enqueue import Enqueuer
 
@@ -89,7 +94,7 @@ class Workflows:
                 nodes_now = self.store.nodes(wf_id, graph.roots)
                 for i in graph.roots:
                     self._ensure_task(wf_id, i, nodes_now[i])
-                return self._summary(existing)
+                return to_workflow(existing)
         tasks: list[Task] = []
         nodes: list[dict[str, Any]] = []
         for i, node in enumerate(request.nodes):
@@ -103,7 +108,7 @@ class Workflows:
             tasks.append(task)
             nodes.append(
                 {
-                    "pk": f"wfn#{wf_id}#{i}",
+                    "pk": node_key(wf_id, i),
                     "tenant": tenant,
                     "node": node.name,
                     "task": req.name,
@@ -131,7 +136,7 @@ class Workflows:
         # Messages first, then the tasks: as every enqueue ("The enqueue gap").
         self.enqueuer.send_new(roots)
         self.tasks.create_many(roots)
-        return self._summary(item)
+        return to_workflow(item)
 
     def _node_task(
         self, task: Task, wf_id: str, index: int, name: str, children: Sequence[int]
@@ -224,9 +229,11 @@ class Workflows:
         for i, child in enumerate(children):
             cid = child_id(parent.id, i)
             if isinstance(child, WorkflowRequest):
-                self.submit(child, parent.tenant, workflow_id=cid, parent_id=parent.id)
+                self.submit(
+                    child, parent.tenant, _task_options, workflow_id=cid, parent_id=parent.id
+                )
                 continue
-            request = registry.apply_options(child, registry.options(child.name))
+            request = _task_options(child, "")
             task = self.enqueuer.build(request, parent.tenant)
             self._create(task.model_copy(update={"id": cid, "parent_id": parent.id}))
 
@@ -331,29 +338,15 @@ class Workflows:
         for i in range(count):
             for c in nodes[i].get("children", []):
                 parents[int(c)].append(nodes[i]["node"])
-        shown = [_node_view(wf_id, i, nodes[i], parents[i], tasks) for i in range(count)]
-        return self._summary(wf).model_copy(update={"nodes": shown})
+        shown = [node_view(wf_id, i, nodes[i], parents[i], tasks) for i in range(count)]
+        return to_workflow(wf).model_copy(update={"nodes": shown})
 
     def list(
         self, tenant: str, limit: int = 50, next_token: str | None = None
     ) -> tuple[list[Workflow], str | None]:
         """A page of the tenant's workflows, newest first (no nodes)."""
         items, token = self.store.list_workflows(tenant, limit, next_token)
-        return [self._summary(i) for i in items], token
-
-    def _summary(self, wf: dict[str, Any]) -> Workflow:
-        return Workflow(
-            id=wf["pk"][len(WF_PREFIX) :],
-            name=wf.get("label", ""),
-            status=workflow_status(
-                int(wf["sinks_left"]), bool(wf.get("failed")), bool(wf.get("cancelled"))
-            ),
-            on_failure=FailurePolicy(wf["policy"]),
-            created_at=from_ms(wf["created_at"]),
-            finished_at=from_ms(wf.get("finished_at")),
-            node_count=int(wf["count"]),
-            parent_id=wf.get("parent"),
-        )
+        return [to_workflow(i) for i in items], token
 
     # --------------------------------------------------- what a node's task sees
     def parent_results(self, task: Task) -> dict[str, Any]:
@@ -366,33 +359,14 @@ class Workflows:
         return {t.workflow_node or t.id: t.result for t in found.values()}
 
 
+def _task_options(request: TaskRequest, path: str) -> TaskRequest:
+    """A spawned task's request, its task's own options filled (the worker has loaded
+    the tasks module), as the API fills them."""
+    return registry.apply_options(request, registry.options(request.name))
+
+
 def _stopping(wf: dict[str, Any]) -> bool:
     """Whether nothing more may start: cancelled, or failed under `stop`."""
     return bool(wf.get("cancelled")) or (
         bool(wf.get("failed")) and wf.get("policy") == FailurePolicy.STOP
-    )
-
-
-def _node_view(
-    wf_id: str, index: int, node: dict[str, Any], parents: list[str], tasks: dict[str, Task]
-) -> WorkflowNode:
-    task = tasks.get(node_task_id(wf_id, index))
-    view = WorkflowNode(
-        name=node["node"],
-        task=node["task"],
-        task_id=node_task_id(wf_id, index),
-        depends_on=parents,
-        status=node["state"] if task is None else task.status.value,
-    )
-    if task is None:
-        return view
-    last = task.errors[-1].message if task.errors else None
-    return view.model_copy(
-        update={
-            "result": task.result,
-            "error": task.error or last,
-            "attempts": task.attempts,
-            "started_at": task.started_at,
-            "finished_at": task.finished_at,
-        }
     )

@@ -29,7 +29,15 @@ from botocore.exceptions import ClientError
 from stratoq.adapters.crypto import decode_value, encode_value
 from stratoq.adapters.store.base import StoreBase
 from stratoq.adapters.store.codec import dump, item_to_task, load, task_to_item, vals
+from stratoq.core.clock import from_ms
 from stratoq.core.models import Task
+from stratoq.core.workflows import (
+    FailurePolicy,
+    Workflow,
+    WorkflowNode,
+    node_task_id,
+    workflow_status,
+)
 
 BATCH_GET_LIMIT = 100
 BATCH_WRITE_LIMIT = 25
@@ -300,3 +308,46 @@ def _start_key(token: str, partition: str) -> dict[str, Any]:
     ):
         raise ValueError("next_token is not one this API issued")
     return dump(key)
+
+
+# ------------------------------------------------------------------- answers
+def to_workflow(wf: dict[str, Any]) -> Workflow:
+    """The workflow a workflow item stores (without its nodes)."""
+    return Workflow(
+        id=wf["pk"][len(WF_PREFIX) :],
+        name=wf.get("label", ""),
+        status=workflow_status(
+            int(wf["sinks_left"]), bool(wf.get("failed")), bool(wf.get("cancelled"))
+        ),
+        on_failure=FailurePolicy(wf["policy"]),
+        created_at=from_ms(wf["created_at"]),
+        finished_at=from_ms(wf.get("finished_at")),
+        node_count=int(wf["count"]),
+        parent_id=wf.get("parent"),
+    )
+
+
+def node_view(
+    wf_id: str, index: int, node: dict[str, Any], parents: list[str], tasks: dict[str, Task]
+) -> WorkflowNode:
+    """A node as shown: its item's state until its task exists, then its task's."""
+    task = tasks.get(node_task_id(wf_id, index))
+    view = WorkflowNode(
+        name=node["node"],
+        task=node["task"],
+        task_id=node_task_id(wf_id, index),
+        depends_on=parents,
+        status=node["state"] if task is None else task.status.value,
+    )
+    if task is None:
+        return view
+    last = task.errors[-1].message if task.errors else None
+    return view.model_copy(
+        update={
+            "result": task.result,
+            "error": task.error or last,
+            "attempts": task.attempts,
+            "started_at": task.started_at,
+            "finished_at": task.finished_at,
+        }
+    )
