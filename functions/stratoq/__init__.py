@@ -2,7 +2,8 @@
 
 Define tasks with `@task("name", queue=..., max_attempts=...)`; raise `Retry(delay)` or
 `Fail(reason)` inside them; enqueue one with `add.enqueue(a=1, b=2)` and wait with
-`.result(timeout=...)`; hold a distributed lock with `with stratoq.lock("name"):`.
+`.result(timeout=...)`; hold a distributed lock with `with stratoq.lock("name"):`; run
+tasks as workflows with `Client().submit_workflow(chain(...) | group(...) | chord(...))`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     )
     from stratoq.core.models import Task, TaskRequest, TaskStatus
     from stratoq.core.registry import TaskContext, TaskOptions, context
+    from stratoq.core.workflows import NodeRequest, WorkflowRequest, chain, chord, group
     from stratoq.sdk.client import Client
     from stratoq.sdk.tasks import TaskFunction, TaskHandle, task
 
@@ -54,6 +56,9 @@ _EXPORTS = {
     **dict.fromkeys(("Task", "TaskRequest", "TaskStatus"), "stratoq.core.models"),
     **dict.fromkeys(("TaskContext", "TaskOptions", "context"), "stratoq.core.registry"),
     "Client": "stratoq.sdk.client",
+    **dict.fromkeys(
+        ("NodeRequest", "WorkflowRequest", "chain", "chord", "group"), "stratoq.core.workflows"
+    ),
     **dict.fromkeys(("TaskFunction", "TaskHandle", "task"), "stratoq.sdk.tasks"),
 }
 
@@ -65,6 +70,7 @@ __all__ = [
     "InvalidRequestError",
     "InvalidStateError",
     "LockUnavailable",
+    "NodeRequest",
     "NotFoundError",
     "Retry",
     "StratoqError",
@@ -76,8 +82,12 @@ __all__ = [
     "TaskOptions",
     "TaskRequest",
     "TaskStatus",
+    "WorkflowRequest",
     "__version__",
+    "chain",
+    "chord",
     "context",
+    "group",
     "lock",
     "task",
 ]

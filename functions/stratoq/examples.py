@@ -93,3 +93,15 @@ def add_numbers(numbers: Numbers) -> Total:
     """Add `a` and `b`: a typed task (the payload is validated into `Numbers`) with
     options (high priority, 3 attempts, 30 s) that a request's own fields override."""
     return Total(total=numbers.a + numbers.b)
+
+
+@task("sum_parents")
+def sum_parents(payload: Any) -> float:
+    """A workflow node: the numbers its dependencies returned, summed, plus payload
+    `add` (default 0). A chain of them keeps a running total; a chord's callback adds
+    up its members."""
+    add = _obj(payload).get("add", 0)
+    if not isinstance(add, int | float):
+        raise Fail("payload field 'add' must be a number")
+    found = context().parent_results.values()
+    return sum(v for v in found if isinstance(v, int | float) and not isinstance(v, bool)) + add

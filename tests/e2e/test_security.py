@@ -148,6 +148,22 @@ class World:
             assert self.call("POST", f"/v1/tasks/{body['id']}/cancel", tenant_key)[0] == 200
         return str(body["id"])
 
+    def workflow(self, tenant_key: str) -> str:
+        status, body = self.call(
+            "POST",
+            "/v1/workflows",
+            tenant_key,
+            {
+                "nodes": [
+                    # Delayed: the workflow is still running when a case cancels it.
+                    {"name": "a", "task": "echo", "delay_seconds": 600},
+                    {"name": "b", "task": "echo", "depends_on": ["a"]},
+                ]
+            },
+        )
+        assert status == 202, body
+        return str(body["id"])
+
     def schedule(self, tenant_key: str) -> str:
         name = f"nightly-{next(_ids)}"
         status, body = self.call(
@@ -353,6 +369,33 @@ ROUTES = [
         owned=True,
     ),
 ]
+ROUTES += [
+    Route("GET", "/v1/workflows", "tasks:read", 200, lambda w: "/v1/workflows"),
+    Route(
+        "POST",
+        "/v1/workflows",
+        "tasks:write",
+        202,
+        lambda w: "/v1/workflows",
+        {"nodes": [{"name": "a", "task": "echo", "delay_seconds": 600}]},
+    ),
+    Route(
+        "GET",
+        "/v1/workflows/{workflow_id}",
+        "tasks:read",
+        200,
+        lambda w: f"/v1/workflows/{w.workflow(w.keys[alpha('tasks:write')])}",
+        owned=True,
+    ),
+    Route(
+        "POST",
+        "/v1/workflows/{workflow_id}/cancel",
+        "tasks:write",
+        200,
+        lambda w: f"/v1/workflows/{w.workflow(w.keys[alpha('tasks:write')])}/cancel",
+        owned=True,
+    ),
+]
 WEAKER = {"tasks:write": "tasks:read", "admin": "tasks:write"}
 
 
@@ -424,6 +467,9 @@ def test_lists_show_only_the_callers_tenant(world: World) -> None:
     assert a_task not in {t["id"] for t in tasks["tasks"]}
     _, schedules = world.call("GET", "/v1/schedules", beta_admin)
     assert a_schedule not in {s["name"] for s in schedules["schedules"]}
+    a_workflow = world.workflow(world.keys[alpha("tasks:write")])
+    _, workflows = world.call("GET", "/v1/workflows?limit=100", beta_admin)
+    assert a_workflow not in {w["id"] for w in workflows["workflows"]}
     _, keys = world.call("GET", "/v1/keys", beta_admin)
     assert {k["tenant"] for k in keys["keys"]} == {"beta"}
     assert world.call("GET", "/v1/keys?tenant=alpha", beta_admin)[0] == 403

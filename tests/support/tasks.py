@@ -149,3 +149,28 @@ def until_cancelled(payload: dict[str, Any]) -> str:
             return "stopped"
         time.sleep(0.05)
     return "ran to the end"
+
+
+@task("add_to_parent")
+def add_to_parent(payload: dict[str, Any]) -> int:
+    """A chain step: the previous step's result (0 for the first) plus payload['n']."""
+    return int(context().parent_result or 0) + int(payload["n"])
+
+
+@task("gather")
+def gather(payload: Any) -> dict[str, Any]:
+    """A chord callback: every dependency's result by node name, and the payload."""
+    return {"parents": dict(context().parent_results), "payload": payload}
+
+
+@task("spawner")
+def spawner(payload: dict[str, Any]) -> str:
+    """Spawn payload['tasks'] echo children and, with payload['chain'], a two-step chain."""
+    from stratoq import chain
+
+    ctx = context()
+    for i in range(payload.get("tasks", 0)):
+        ctx.spawn("echo", {"child": i})
+    if payload.get("chain"):
+        ctx.spawn_workflow(chain(("add_to_parent", {"n": 1}), ("add_to_parent", {"n": 2})))
+    return "spawned"

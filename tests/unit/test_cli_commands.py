@@ -32,6 +32,7 @@ COMMANDS = [
     "top",
     "schedules",
     "scheduler",
+    "workflows",
     "bridge",
     "keys",
 ]

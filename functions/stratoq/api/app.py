@@ -3,10 +3,10 @@
 `ApiFunction(services)` is the API as a Lambda function sees it, `(event, context) ->
 answer`: the Lambda entry (`stratoq.handlers.api`) builds one per process from its
 environment, the dev stack and tests build theirs from their own `Services`. Routes,
-one module per family (tasks, queues, pauses, keys, schedules), parse and validate with the
-contract's models (`stratoq.api.contract`), check the caller's scope, call the services
-and shape the answer. The authorizer has already turned `x-api-key` into a tenant and
-scopes in `requestContext.authorizer`. Errors are answered from one table
+one module per family (tasks, queues, pauses, keys, schedules, workflows), parse and
+validate with the contract's models (`stratoq.api.contract`), check the caller's scope,
+call the services and shape the answer. The authorizer has already turned `x-api-key`
+into a tenant and scopes in `requestContext.authorizer`. Errors are answered from one table
 (`stratoq.api.errors`). `/console` serves the web console's static files
 (`stratoq.api.console`), public as `/health` is.
 """
@@ -23,7 +23,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
 
-from stratoq.api import console, keys, pauses, queues, schedules, tasks
+from stratoq.api import console, keys, pauses, queues, schedules, tasks, workflows
 from stratoq.api.common import RESOLVING, Caller, answer
 from stratoq.api.contract import ErrorDetail, Health, OpenApiDocument, responses
 from stratoq.api.errors import error_body, http_error
@@ -63,7 +63,7 @@ def build_resolver(services: Services) -> APIGatewayRestResolver:
         return Response(200, "application/json", app.get_openapi_json_schema())
 
     # Registration order is the order of the OpenAPI document's paths.
-    for family in (tasks, queues, pauses, keys, schedules):
+    for family in (tasks, queues, pauses, keys, schedules, workflows):
         family.register(app, services, caller)
     console.register(app)
     _answer_errors(app)

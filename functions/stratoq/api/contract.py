@@ -3,8 +3,8 @@
 Defined once and used three ways: the routes (`stratoq.api`) validate requests and
 shape their answers with these models, Powertools generates the OpenAPI document
 (`GET /v1/openapi.json`) from them, and the SDK (`stratoq.sdk.client`) parses answers
-with them. Task and schedule bodies are the core's own models (`Task`, `TaskRequest`,
-`Schedule`, `ScheduleSpec`), re-exported here.
+with them. Task, schedule and workflow bodies are the core's own models (`Task`,
+`TaskRequest`, `Schedule`, `ScheduleSpec`, `WorkflowRequest`, `Workflow`), re-exported here.
 
 Every time in an answer is a `Timestamp` (`stratoq.core.clock`, where the core's models
 get it too): RFC 3339 in UTC with milliseconds and `Z`, e.g. `2026-12-03T12:00:00.123Z`,
@@ -33,6 +33,13 @@ from stratoq.core.models import (
     TaskStatus,
 )
 from stratoq.core.schedules import Schedule, ScheduleSpec
+from stratoq.core.workflows import (
+    NodeRequest,
+    Workflow,
+    WorkflowNode,
+    WorkflowPage,
+    WorkflowRequest,
+)
 
 __all__ = [
     "MAX_BATCH",
@@ -49,6 +56,7 @@ __all__ = [
     "KeyList",
     "KeyRecord",
     "KeyRequest",
+    "NodeRequest",
     "OpenApiDocument",
     "PauseResult",
     "QueueCounts",
@@ -65,6 +73,10 @@ __all__ = [
     "TaskPage",
     "TaskRequest",
     "Timestamp",
+    "Workflow",
+    "WorkflowNode",
+    "WorkflowPage",
+    "WorkflowRequest",
     "responses",
 ]
 
@@ -268,7 +280,7 @@ _ERRORS = {
 _MORE_ERRORS = {
     400: "the body is not JSON, or a value the API did not issue",
     404: "no such resource (or it belongs to another tenant)",
-    409: "the task's status does not allow the operation",
+    409: "the task's (or workflow's) status does not allow the operation",
     413: "the body or a payload is over its size limit",
     503: "SQS did not take the task; nothing was enqueued",
 }

@@ -156,7 +156,13 @@ def register(app: APIGatewayRestResolver, services: Services, caller: Caller) ->
         `cancelled` (its attempt in `errors`, kind `cancelled`; no retry). 409 if it has
         already finished."""
         tenant = caller("tasks:write")
-        return answer(200, cancel.cancel_task(services.store, services.metrics, task_id, tenant))
+        task = cancel.cancel_task(services.store, services.metrics, task_id, tenant)
+        if task.workflow_id is not None and task.status is TaskStatus.CANCELLED:
+            # Its dependents can never run now; should this fail, the cancelled task's
+            # message still reaches a worker, which tells the workflow again. (A running
+            # node ends cancelled at its worker, which tells the workflow then.)
+            services.workflows.ended(task)
+        return answer(200, task)
 
     @app.post(
         "/v1/tasks/<task_id>/retry", responses=responses({202: ("queued", Task)}, 404, 409, 503)

@@ -31,7 +31,18 @@ from botocore.exceptions import (
 )
 from pydantic import ValidationError
 
-from stratoq.cli import backfill, bridge, init, keys, queues, schedules, tasks, top, worker
+from stratoq.cli import (
+    backfill,
+    bridge,
+    init,
+    keys,
+    queues,
+    schedules,
+    tasks,
+    top,
+    worker,
+    workflows,
+)
 from stratoq.cli.common import Subparsers, needs_local_extra
 from stratoq.core.errors import StratoqError
 
@@ -55,6 +66,7 @@ GROUPS: tuple[Register | str, ...] = (
     top.register,
     schedules.register,
     "scheduler",
+    workflows.register,
     bridge.register,
     keys.register,
 )

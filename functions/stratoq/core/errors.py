@@ -66,6 +66,10 @@ class KeyNotFoundError(NotFoundError):
     """No API key with that id."""
 
 
+class WorkflowNotFoundError(NotFoundError):
+    """No workflow with that id (for this tenant)."""
+
+
 class NoDeadLetterQueueError(NotFoundError):
     """The queue has no redrive policy, so no DLQ to redrive."""
 
@@ -93,6 +97,11 @@ class InvalidPayloadError(InvalidRequestError):
         first = problems[0] if problems else ("payload", message)
         super().__init__(message, field=first[0], detail=first[1])
         self.problems = list(problems) or [first]
+
+
+class InvalidWorkflowError(InvalidRequestError):
+    """A workflow's nodes make no DAG: a repeated name, an unknown dependency or a cycle
+    (the message names them, `field` the node at fault)."""
 
 
 class UnknownQueueError(InvalidRequestError):

@@ -217,6 +217,20 @@ class Task(BaseModel):
         description="When a cancel of the task was asked for while it ran: the running "
         "attempt is stopped within seconds and the task ends `cancelled`.",
     )
+    workflow_id: str | None = Field(
+        default=None, description="The workflow this task is a node of (null: none)."
+    )
+    workflow_node: str | None = Field(
+        default=None, description="Its node's name in that workflow (null: none)."
+    )
+    parent_id: str | None = Field(
+        default=None,
+        description="The task whose handler spawned this one (`context().spawn`); null: none.",
+    )
+    # A workflow node's links, kept on its task so that the worker learns them from the
+    # claim: the numbers of the nodes that depend on it, and how many it depends on.
+    workflow_children: list[int] = Field(default_factory=list, exclude=True)
+    workflow_deps: int = Field(default=0, exclude=True)
 
     @model_validator(mode="after")
     def _final_waits_for_nothing(self) -> Task:

@@ -50,11 +50,14 @@ class Outcome:
     result: Any = None
     message: str = ""
     retry_delay: float | None = None
+    # What a successful handler spawned (TaskRequests, WorkflowRequests), in order.
+    children: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
 class Complete:
     result: Any
+    children: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ def decide(
 ) -> Decision:
     """Turn an attempt's outcome into what to record: done, retry after a delay, or failed."""
     if outcome.kind is OutcomeKind.SUCCESS:
-        return Complete(outcome.result)
+        return Complete(outcome.result, outcome.children)
     if outcome.kind in PERMANENT:
         return FailNow(outcome.kind, outcome.message)
     if attempt >= max_attempts:

@@ -8,10 +8,11 @@ handler takes a pydantic model, the model its payload is validated into (`argume
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +29,7 @@ from stratoq.core.models import (
     TaskRequest,
 )
 from stratoq.core.settings import Settings
+from stratoq.core.workflows import WorkflowRequest
 
 Handler = Callable[[Any], Any]
 F = TypeVar("F", bound=Handler)
@@ -97,6 +99,36 @@ class TaskContext:
     # lock name). A hold can lapse under a stalled worker; a resource that accepts only
     # writes with a token at least as new as the last it saw stays safe even then.
     lock_token: int | None = None
+    # A workflow node's dependencies' results, by node name (docs/workflows.md); empty
+    # outside workflows and for nodes without dependencies.
+    parent_results: Mapping[str, Any] = dataclass_field(default_factory=dict)
+
+    @property
+    def parent_result(self) -> Any:
+        """The one dependency's result (a chain's previous step); None unless the node
+        has exactly one dependency."""
+        if len(self.parent_results) != 1:
+            return None
+        return next(iter(self.parent_results.values()))
+
+    def spawn(self, name: str, payload: Any = None, **options: Any) -> None:
+        """Enqueue a child task (`TaskRequest` options) once this attempt succeeds; the
+        child's `parent_id` names this task. Children of an attempt that fails are
+        dropped with it; those of a retried attempt are made once (their ids derive
+        from this task's id and their order), so spawn the same children in the same
+        order on every attempt (docs/workflows.md)."""
+        self._spawn(TaskRequest(name=name, payload=payload, **options))
+
+    def spawn_workflow(self, workflow: WorkflowRequest) -> None:
+        """Submit a sub-workflow once this attempt succeeds, as `spawn` does a task
+        (build it with `stratoq.chain`, `group`, `chord` or nodes)."""
+        self._spawn(workflow)
+
+    def _spawn(self, child: TaskRequest | WorkflowRequest) -> None:
+        children = _children.get()
+        if children is None:
+            raise RuntimeError("spawn() is only available inside a task handler")
+        children.append(child)
 
     def progress(self, value: float, message: str | None = None) -> None:
         """Report how far the task is: `value` the fraction done, 0 to 1, and an optional
@@ -131,6 +163,10 @@ class TaskContext:
 _current: ContextVar[TaskContext | None] = ContextVar("stratoq_task", default=None)
 # Whether the running attempt's task was cancelled (none bound: never, e.g. slot processes).
 _cancel_check: ContextVar[Callable[[], bool] | None] = ContextVar("stratoq_cancel", default=None)
+# What the running handler spawned (`TaskContext.spawn`), made after it succeeds.
+_children: ContextVar[list[TaskRequest | WorkflowRequest] | None] = ContextVar(
+    "stratoq_children", default=None
+)
 # Where the running handler's progress reports go (none: nowhere, e.g. eager tests).
 _reporter: ContextVar[Callable[[float, str | None], None] | None] = ContextVar(
     "stratoq_progress", default=None
@@ -226,13 +262,17 @@ def run_handler(
     payload: Any,
     ctx: TaskContext,
     report: Callable[[float, str | None], None] | None = None,
+    children: list[TaskRequest | WorkflowRequest] | None = None,
 ) -> Any:
     """Call `handler` (with the argument `argument` made) as the task of `ctx`; a model
-    it returns comes back as its JSON dump. `ctx.progress(...)` calls `report`."""
+    it returns comes back as its JSON dump. `ctx.progress(...)` calls `report`, and
+    `ctx.spawn(...)` appends to `children` (spawning raises when it is None)."""
     reset = _current.set(ctx)
     reset_report = _reporter.set(report)
+    reset_children = _children.set(children)
     try:
         return payloads.result_value(handler(payload))
     finally:
+        _children.reset(reset_children)
         _reporter.reset(reset_report)
         _current.reset(reset)

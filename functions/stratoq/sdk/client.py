@@ -50,6 +50,7 @@ from stratoq.core.errors import (
 )
 from stratoq.core.models import TaskStatus
 from stratoq.sdk import dev_file
+from stratoq.sdk.workflows import WorkflowMethods
 
 # The errors the client raises, importable from here as they always were; each is also
 # the core's class of its status (NotFound is a NotFoundError, Conflict an
@@ -126,8 +127,9 @@ def dev_config(path: Path | None = None) -> dict[str, str]:
     return dev_file.load(path).facts
 
 
-class Client:
-    """A thread-safe client with pooled keep-alive connections."""
+class Client(WorkflowMethods):
+    """A thread-safe client with pooled keep-alive connections (workflow methods:
+    `stratoq.sdk.workflows`)."""
 
     def __init__(
         self,

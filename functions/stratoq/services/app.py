@@ -22,6 +22,7 @@ from stratoq.adapters.pauses import PauseStore
 from stratoq.adapters.progress import ProgressStore
 from stratoq.adapters.rules import ScheduleStore
 from stratoq.adapters.store import TaskStore
+from stratoq.adapters.store.workflows import WorkflowStore
 from stratoq.adapters.transport import SqsTransport
 from stratoq.core import registry
 from stratoq.core.clock import now_ms
@@ -33,6 +34,7 @@ from stratoq.services.enqueue import Enqueuer
 from stratoq.services.leases import LeaseKeeper
 from stratoq.services.runner import Runner
 from stratoq.services.worker import Worker
+from stratoq.services.workflows import Workflows
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -156,6 +158,19 @@ class Services:
             lambda: Enqueuer(self.store, self.transport, self.settings, self.metrics),
         )
 
+    @property
+    def workflows(self) -> Workflows:
+        """Workflows (DAGs of tasks) on the task table and queues."""
+
+        def build() -> Workflows:
+            s = self.settings
+            store = WorkflowStore(
+                self.dynamodb, s.tasks_table, retention_days=s.retention_days, cipher=self.cipher
+            )
+            return Workflows(store, self.store, self.enqueuer)
+
+        return self._once("workflows", build)
+
     def load_tasks(self) -> list[str]:
         """Import the settings' tasks module(s); the names of the registered tasks."""
         registry.load(self.settings.tasks_module)
@@ -216,6 +231,7 @@ class Services:
             unknown_task_grace_seconds=self.settings.unknown_task_grace_seconds,
             orphan_grace_seconds=self.settings.orphan_grace_seconds,
             pauses=self.pauses,
+            workflows=self.workflows,
         )
 
     def lease_keeper(self) -> LeaseKeeper:

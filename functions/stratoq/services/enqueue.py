@@ -185,6 +185,13 @@ class Enqueuer:
         self.metrics.tasks_enqueued(r.task for r in results.values() if r.created)
         return [results[t.id] for t in tasks]
 
+    def send_new(self, tasks: Sequence[Task]) -> None:
+        """Send the messages of tasks the caller stores next (workflow nodes): as an
+        enqueue's, they carry the send time, so a worker that finds no record yet waits
+        for it instead of dropping the message ("The enqueue gap")."""
+        self._send(tasks, first=True)
+        self.metrics.tasks_enqueued(tasks)
+
     def send_task(self, task: Task) -> None:
         """(Re)send the message of a stored, runnable task (e.g. after a manual retry)."""
         self._send([task])

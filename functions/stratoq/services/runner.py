@@ -83,8 +83,9 @@ def _execute(job: Job, report: Any) -> Outcome:
         argument = registry.argument(job.name, job.payload)
     except InvalidPayloadError as exc:
         return Outcome(OutcomeKind.INVALID_PAYLOAD, message=str(exc))
+    children: list[Any] = []
     try:
-        result = registry.run_handler(handler, argument, job.context, report)
+        result = registry.run_handler(handler, argument, job.context, report, children)
     except Retry as exc:
         return Outcome(OutcomeKind.RETRY, message=exc.reason, retry_delay=exc.delay)
     except Fail as exc:
@@ -99,7 +100,7 @@ def _execute(job: Job, report: Any) -> Outcome:
         json.dumps(result)
     except (TypeError, ValueError) as exc:
         return Outcome(OutcomeKind.FAIL, message=f"result is not JSON-serialisable: {exc}")
-    return Outcome(OutcomeKind.SUCCESS, result=result)
+    return Outcome(OutcomeKind.SUCCESS, result=result, children=tuple(children))
 
 
 def unknown_task(name: str) -> Outcome:

@@ -27,7 +27,7 @@ from stratoq.adapters.store import Claimed, TaskStore
 from stratoq.adapters.transport import Delivery, SqsTransport, TaskMessage
 from stratoq.core import registry
 from stratoq.core.clock import now_ms
-from stratoq.core.models import Task
+from stratoq.core.models import Task, TaskStatus
 from stratoq.core.pauses import PauseCache
 from stratoq.core.policy import (
     CANCEL_CHECK_SECONDS,
@@ -50,6 +50,7 @@ from stratoq.observability.metrics import Metrics
 from stratoq.services.handback import ACK_OBSOLETE, Action, Disposition, HandBack
 from stratoq.services.leases import CancelWatch, LeaseKeeper, Stop
 from stratoq.services.runner import Job, Runner, unknown_task
+from stratoq.services.workflows import Workflows
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class Worker:
         orphan_grace_seconds: int = 300,
         sleep: Callable[[float], None] = time.sleep,
         cancel_check_seconds: float = CANCEL_CHECK_SECONDS,
+        workflows: Workflows | None = None,
     ) -> None:
         self.store = store
         self.transport = transport
@@ -94,6 +96,8 @@ class Worker:
         self._sleep = sleep
         # Inline attempts (no keeper) check for a cancel this often (CancelWatch).
         self._cancel_check_s = cancel_check_seconds
+        # Told when a workflow node's task ends (tasks outside workflows never reach it).
+        self.workflows = workflows
         # Shared by a process's workers (Services.pauses): one read per TTL per process.
         self.pauses = pauses or PauseCache(PauseStore(store.client, store.table).read)
         self.shutting_down = threading.Event()
@@ -179,6 +183,10 @@ class Worker:
             due_ms = int(due.timestamp() * 1000) if due else now
             delay = max(1, min(MAX_VISIBILITY_SECONDS, (due_ms - now) // 1000 + 1))
             return Disposition(Action.RELEASE, delay=delay, status="early")
+        if reason == "final" and task is not None and task.workflow_id is not None:
+            # A node's task recorded as final by a worker that may have died before its
+            # workflow learned of it: tell the workflow again (each step is idempotent).
+            return self._node_ended(task, ACK_OBSOLETE)
         if reason == "missing":
             logger.warning("message for a task that does not exist", extra=extra)
         elif reason == "tenant":
@@ -305,6 +313,8 @@ class Worker:
                 fencing_token=token,
                 tenant=task.tenant,
                 lock_token=held.token if held is not None else None,
+                # Read only for a workflow's node ({} at once for other tasks).
+                parent_results=self.workflows.parent_results(task) if self.workflows else {},
             )
             started = time.monotonic()
             try:
@@ -361,6 +371,13 @@ class Worker:
         now = self._clock()
         log = {**(log or {}), "task_id": task.id, "task_name": task.name, "attempt": attempt}
         if isinstance(decision, Complete):
+            # Children first: a crash before the record reruns the attempt, whose
+            # children have fixed ids and are not made twice.
+            children = decision.children
+            if children and not self._in_workflow(
+                lambda w: w.spawn(task, children), task, "making spawned children"
+            ):
+                return Disposition(Action.LEAVE, status="spawn_pending")
             ok = self.store.complete(task.id, task.tenant, token, decision.result, now)
             status = "succeeded"
         elif isinstance(decision, RetryLater):
@@ -389,7 +406,26 @@ class Worker:
             return self._cancelled(claim, attempt, message, log)
         self.metrics.task_finished(task, status)
         logger.info(f"task {status}", extra=log)
-        return Disposition(Action.ACK, status=status)
+        done = Disposition(Action.ACK, status=status)
+        if task.workflow_id is not None:
+            return self._node_ended(task.model_copy(update={"status": TaskStatus(status)}), done)
+        return done
+
+    def _node_ended(self, task: Task, done: Disposition) -> Disposition:
+        ok = self._in_workflow(lambda w: w.ended(task), task, "telling its workflow it ended")
+        return done if ok else Disposition(Action.LEAVE, status="workflow_pending")
+
+    def _in_workflow(self, step: Callable[[Workflows], None], task: Task, what: str) -> bool:
+        """Run a workflow step (idempotent); False if it failed: the caller keeps the
+        message, and its next delivery runs the step again."""
+        try:
+            if self.workflows is None:
+                raise RuntimeError("this worker has no workflow service")
+            step(self.workflows)
+        except Exception:
+            logger.exception(f"{what} failed; the message is kept", extra={"task_id": task.id})
+            return False
+        return True
 
     def _cancelled(
         self, claim: Claimed, attempt: int, message: str, log: dict[str, object]
@@ -404,4 +440,8 @@ class Worker:
             return Disposition(Action.LEAVE, status="lost")
         self.metrics.task_cancelled(task)
         logger.info("task cancelled while running", extra=log)
-        return Disposition(Action.ACK, status="cancelled")
+        done = Disposition(Action.ACK, status="cancelled")
+        if task.workflow_id is not None:
+            ended = task.model_copy(update={"status": TaskStatus.CANCELLED})
+            return self._node_ended(ended, done)
+        return done

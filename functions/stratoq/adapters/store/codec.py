@@ -108,6 +108,11 @@ def task_to_item(task: Task, cipher: PayloadCipher | None = None) -> dict[str, A
         "next_attempt_at": to_ms(task.next_attempt_at),
         "gsi1pk": gsi_key(task.tenant, task.status) if task.status is TaskStatus.FAILED else None,
         "claim_after": _claim_after(task),
+        "wf": task.workflow_id,
+        "wf_node": task.workflow_node,
+        "parent": task.parent_id,
+        "wf_children": task.workflow_children or None,
+        "wf_deps": task.workflow_deps or None,
     }
 
 
@@ -153,6 +158,11 @@ def item_to_task(item: dict[str, Any], cipher: PayloadCipher | None = None) -> T
         next_attempt_at=from_ms(item.get("next_attempt_at")),
         progress=_progress(item.get("progress")),
         cancel_requested_at=from_ms(item.get("cancel_requested_at")),
+        workflow_id=item.get("wf"),
+        workflow_node=item.get("wf_node"),
+        parent_id=item.get("parent"),
+        workflow_children=item.get("wf_children", []),
+        workflow_deps=item.get("wf_deps", 0),
     )
 
 
