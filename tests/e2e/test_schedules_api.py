@@ -131,3 +131,37 @@ def test_cli_schedules(fast: DevStack) -> None:
     assert trig.returncode == 0, trig.stderr
     assert fast.cli("schedules", "delete", "report").returncode == 0
     assert fast.cli("schedules", "show", "report").returncode == 1
+
+
+def test_schedule_in_a_time_zone_fires_at_its_zones_minutes(fast: DevStack) -> None:
+    client = Client(fast.api_url, fast.api_key)
+    # Kathmandu is UTC+5:45: every even minute there is an odd minute in UTC.
+    created = client.put_schedule(
+        "nepal", "cron(0/2 * * * ? *)", {"name": "echo"}, timezone="Asia/Kathmandu"
+    )
+    assert created["timezone"] == "Asia/Kathmandu"
+    assert all(t.endswith("+05:45") for t in created["next_runs_local"])
+    assert all(int(t[14:16]) % 2 == 0 for t in created["next_runs_local"])
+    keys = wait_for(
+        lambda: k if len(k := scheduled(client, "nepal")) >= 2 else None, 30, "two zoned fires"
+    )
+    minutes = [datetime.fromisoformat(key.split(":", 2)[2]).minute for key in keys]
+    assert all(m % 2 == 1 for m in minutes), keys
+    fast.request("DELETE", "/v1/schedules/nepal")
+    task = {"name": "echo"}
+    for field, value in [("timezone", "Mars/Olympus"), ("jitter_seconds", 7200), ("missed", "x")]:
+        body = {"expression": "cron(0 9 * * ? *)", "task": task, field: value}
+        status, answer = fast.request("PUT", "/v1/schedules/bad", body)
+        assert (status, answer["errors"][0]["field"]) == (400, field), answer
+    cli = fast.cli(
+        *("schedules", "create", "berlin", "-e", "cron(30 2 * * ? *)", "--task", "echo"),
+        *("--timezone", "Europe/Berlin", "--jitter", "30", "--missed", "run_once"),
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert '"missed": "run_once"' in cli.stdout
+    bad = fast.cli(
+        "schedules", "create", "x", "-e", "rate(1 hour)", "--task", "echo", "--tz", "Nowhere"
+    )
+    assert bad.returncode == 2
+    assert "timezone 'Nowhere' is not an IANA time zone name" in bad.stderr
+    assert "Traceback" not in bad.stderr

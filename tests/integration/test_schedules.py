@@ -13,13 +13,20 @@ from stratoq.adapters import aws
 from stratoq.adapters.rules import ScheduleStore
 from stratoq.core.errors import NotFoundError
 from stratoq.core.models import TaskRequest
-from stratoq.core.schedules import ExpressionError, ScheduleSpec
+from stratoq.core.schedules import (
+    ExpressionError,
+    Schedule,
+    ScheduleSpec,
+    jitter_delay,
+    rule_name,
+)
 from stratoq.core.settings import Settings
 from stratoq.handlers.edge import entry
 from stratoq.handlers.scheduler import SchedulerFunction
 from stratoq.local.clock import RuleClock
 from stratoq.services.app import Services
 from stratoq.services.enqueue import Enqueuer
+from stratoq.services.schedules import put_schedule
 
 
 class ManualTime:
@@ -58,18 +65,21 @@ def scheduled_tasks(core: Enqueuer, tenant: str = "default") -> list[Any]:
     )
 
 
-def spec(expression: str, enabled: bool = True) -> ScheduleSpec:
+def spec(expression: str, enabled: bool = True, **options: Any) -> ScheduleSpec:
     return ScheduleSpec(
-        expression=expression, task=TaskRequest(name="echo", payload={"x": 1}), enabled=enabled
+        expression=expression,
+        task=TaskRequest(name="echo", payload={"x": 1}),
+        enabled=enabled,
+        **options,
     )
 
 
 def test_put_get_list_delete(store: ScheduleStore) -> None:
-    created, is_new = store.put("acme", "nightly", spec("cron(0 3 * * ? *)"))
+    created, is_new, _ = store.put("acme", "nightly", spec("cron(0 3 * * ? *)"))
     assert is_new
     assert created.next_runs[0].hour == 3
     assert len(created.next_runs) == 5
-    _, is_new = store.put("acme", "nightly", spec("rate(1 hour)"))
+    _, is_new, _ = store.put("acme", "nightly", spec("rate(1 hour)"))
     assert not is_new
     got = store.get("acme", "nightly")
     assert got.expression == "rate(1 hour)"
@@ -194,3 +204,83 @@ def test_a_restarted_clock_does_not_replay_missed_fires(
         "schedule:m:2030-03-01T08:02:00Z",
         "schedule:m:2030-03-01T08:13:00Z",
     ]
+
+
+def test_zoned_schedule_round_trip(settings: Settings, store: ScheduleStore) -> None:
+    options = {"timezone": "Europe/Berlin", "jitter_seconds": 30, "missed": "run_once"}
+    put = store.put("acme", "berlin", spec("cron(30 2 * * ? *)", **options))
+    got = store.get("acme", "berlin")
+    assert got.model_dump(include={"expression", "timezone", "jitter_seconds", "missed"}) == {
+        "expression": "cron(30 2 * * ? *)",
+        **options,
+    }
+    assert got.next_runs == put.schedule.next_runs
+    assert all(re.search(r"T02:30:00\+0[12]:00$", t) for t in got.next_runs_local)
+    # EventBridge rules read cron in UTC: the rule fires hourly at :30 and the scheduler
+    # keeps the fire times of the zone.
+    rule = aws.events(settings).describe_rule(
+        Name=rule_name(settings.schedule_prefix, "acme", "berlin")
+    )
+    assert rule["ScheduleExpression"] == "cron(30 * * * ? *)"
+    [listed] = store.list_schedules("acme")
+    assert listed.timezone == "Europe/Berlin"
+
+
+def test_zoned_schedule_fires_once_on_the_fall_back_night_with_jitter(
+    settings: Settings, core: Enqueuer, store: ScheduleStore, fire: Any
+) -> None:
+    # 27 October 2030: Berlin's 02:30 happens twice (CEST, then CET).
+    store.put(
+        "default", "night", spec("cron(30 2 * * ? *)", timezone="Europe/Berlin", jitter_seconds=600)
+    )
+    clock, t = clock_at(settings, fire, datetime(2030, 10, 26, 12, 0, tzinfo=UTC))
+    clock.tick()
+    t.now = datetime(2030, 10, 27, 12, 0, tzinfo=UTC)
+    assert clock.tick() == 24  # the rule fired hourly; the scheduler kept one
+    [task] = scheduled_tasks(core)
+    assert task.idempotency_key == "schedule:night:2030-10-27T00:30:00Z"
+    delay = jitter_delay("default", "night", datetime(2030, 10, 27, 0, 30, tzinfo=UTC), 600)
+    assert delay > 0
+    assert task.status.value == "scheduled"
+    assert task.scheduled_for is not None
+    assert (task.scheduled_for - task.created_at).total_seconds() == pytest.approx(delay, abs=1)
+
+
+def test_run_once_on_enable_catches_up_one_missed_fire(
+    store: ScheduleStore, core: Enqueuer
+) -> None:
+    t0 = datetime(2030, 5, 1, 10, 0, tzinfo=UTC)
+
+    def put(enabled: bool, minutes: int) -> Schedule:
+        hourly = spec("cron(0 * * * ? *)", enabled, missed="run_once")
+        at = t0 + timedelta(minutes=minutes)
+        return put_schedule(store, core, "default", "catch", hourly, at)[0]
+
+    put(True, 0)
+    assert put(False, 5).disabled_at == t0 + timedelta(minutes=5)
+    # Disabling again keeps the first moment; three fire times pass meanwhile.
+    put(False, 60)
+    assert store.get("default", "catch").disabled_at == t0 + timedelta(minutes=5)
+    on = put(True, 200)
+    assert on.caught_up_task_id is not None
+    [task] = scheduled_tasks(core)
+    assert task.id == on.caught_up_task_id
+    assert task.idempotency_key == "schedule:catch:2030-05-01T13:00:00Z"  # the latest missed
+    assert put(True, 240).caught_up_task_id is None  # already enabled: nothing to catch up
+    assert len(scheduled_tasks(core)) == 1
+
+
+def test_skip_policy_and_no_missed_time_enqueue_nothing_on_enable(
+    store: ScheduleStore, core: Enqueuer
+) -> None:
+    t0 = datetime(2030, 5, 1, 10, 0, tzinfo=UTC)
+
+    def put(name: str, enabled: bool, hours: int, missed: str) -> Schedule:
+        daily = spec("cron(0 9 * * ? *)", enabled, missed=missed)
+        return put_schedule(store, core, "default", name, daily, t0 + timedelta(hours=hours))[0]
+
+    put("skip", False, 0, "skip")
+    assert put("skip", True, 72, "skip").caught_up_task_id is None
+    put("early", False, 0, "run_once")
+    assert put("early", True, 20, "run_once").caught_up_task_id is None  # 09:00 not yet
+    assert scheduled_tasks(core) == []

@@ -1,10 +1,11 @@
 """Schedules stored as EventBridge rules (`stratoq.core.schedules` computes; this talks).
 
-A schedule is the rule `rule_name(prefix, tenant, name)` (its expression, ENABLED or
-DISABLED, a description naming tenant and schedule) plus one target, `scheduler`: the
-scheduler function, with the input transformer `target_input` builds (the task request
-travels in it as base64 JSON). Reading a schedule back decodes that task from the
-target; a rule under our prefix without such a target is not a schedule.
+A schedule is the rule `rule_name(prefix, tenant, name)` (its rule expression, ENABLED
+or DISABLED, a JSON description naming tenant and schedule and, while disabled, when it
+was disabled) plus one target, `scheduler`: the scheduler function, with the input
+transformer `target_input` builds (the schedule's expression and options, and the task
+request as base64 JSON). Reading a schedule back decodes them from the target; a rule
+under our prefix without such a target is not a schedule.
 """
 
 from __future__ import annotations
@@ -12,22 +13,33 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from stratoq.core.clock import from_ms, to_ms
 from stratoq.core.errors import InvalidRequestError, NotFoundError
 from stratoq.core.schedules import (
     SCHEDULE_NAME,
-    Expression,
     Schedule,
     ScheduleSpec,
-    decode_task,
-    parse,
+    check_spec,
+    missed_fire,
     rule_name,
+    show,
+    spec_from_template,
     target_input,
 )
 
 if TYPE_CHECKING:
     from mypy_boto3_events.client import EventBridgeClient
+
+
+class Put(NamedTuple):
+    """What `ScheduleStore.put` did: the schedule, whether it is new, and the fire time
+    missed while it was disabled that its `missed: run_once` asks to catch up on."""
+
+    schedule: Schedule
+    created: bool
+    missed: datetime | None
 
 
 class ScheduleStore:
@@ -38,28 +50,49 @@ class ScheduleStore:
         self.prefix = prefix
         self.target_arn = target_arn
 
-    def put(self, tenant: str, name: str, spec: ScheduleSpec) -> tuple[Schedule, bool]:
-        """Create or replace a schedule. Returns (schedule, created)."""
+    def put(self, tenant: str, name: str, spec: ScheduleSpec, now: datetime | None = None) -> Put:
+        """Create or replace a schedule at `now` (the wall clock by default)."""
+        now = now or datetime.now(UTC)
         if not re.match(SCHEDULE_NAME, name):
             raise InvalidRequestError(f"schedule name {name!r} must match {SCHEDULE_NAME}")
-        expr = parse(spec.expression)
+        expr, zone = check_spec(spec)
         rule = rule_name(self.prefix, tenant, name)
         if len(rule) > 64:
             raise InvalidRequestError(
                 f"schedule name {name!r} is too long for this deployment's rule prefix "
                 f"(at most {64 - len(rule) + len(name)} characters)"
             )
-        created = self._describe(rule) is None
-        transformer = target_input(tenant, name, spec.expression, spec.task)
+        previous = self._describe(rule)
+        was_disabled = previous is not None and previous.get("State") != "ENABLED"
+        since = _disabled_at(previous) if was_disabled else None
+        missed = None
+        if spec.enabled:
+            missed = missed_fire(expr, zone, spec.missed, since, now)
+            disabled_at = None
+        else:
+            # Disabling a disabled schedule keeps the moment it was first switched off.
+            disabled_at = since or now
+        transformer = target_input(
+            tenant,
+            name,
+            spec.expression,
+            spec.task,
+            timezone=spec.timezone,
+            jitter_seconds=spec.jitter_seconds,
+            missed=spec.missed,
+        )
+        description: dict[str, Any] = {"stratoq": 1, "tenant": tenant, "name": name}
+        if disabled_at is not None:
+            description["disabled_at"] = to_ms(disabled_at)
         self._events.put_rule(
             Name=rule,
-            ScheduleExpression=spec.expression,
+            ScheduleExpression=expr.rule_expression(zone),
             State="ENABLED" if spec.enabled else "DISABLED",
-            Description=json.dumps({"stratoq": 1, "tenant": tenant, "name": name}),
+            Description=json.dumps(description),
         )
         target: Any = {"Id": "scheduler", "Arn": self.target_arn, "InputTransformer": transformer}
         self._events.put_targets(Rule=rule, Targets=[target])
-        return self._schedule(name, spec, expr), created
+        return Put(show(name, spec, now, disabled_at), previous is None, missed)
 
     def get(self, tenant: str, name: str) -> Schedule:
         rule = rule_name(self.prefix, tenant, name)
@@ -101,21 +134,24 @@ class ScheduleStore:
     def _from_rule(self, name: str, rule: dict[str, Any]) -> Schedule:
         targets = self._events.list_targets_by_rule(Rule=rule["Name"]).get("Targets", [])
         mine = [t for t in targets if t.get("Id") == "scheduler" and "InputTransformer" in t]
-        if not mine:
-            raise NotFoundError(f"no schedule {name}")
-        blob = re.search(
-            r'"task_b64":"([A-Za-z0-9+/=]*)"', mine[0]["InputTransformer"]["InputTemplate"]
+        enabled = rule.get("State") == "ENABLED"
+        spec = (
+            spec_from_template(mine[0]["InputTransformer"]["InputTemplate"], enabled)
+            if mine
+            else None
         )
-        if blob is None:
+        if spec is None:
             raise NotFoundError(f"no schedule {name}")
-        spec = ScheduleSpec(
-            expression=rule["ScheduleExpression"],
-            task=decode_task(blob.group(1)),
-            enabled=rule.get("State") == "ENABLED",
-        )
-        return self._schedule(name, spec, parse(spec.expression))
+        if not spec.expression:
+            spec = spec.model_copy(update={"expression": rule["ScheduleExpression"]})
+        return show(name, spec, datetime.now(UTC), _disabled_at(rule))
 
-    @staticmethod
-    def _schedule(name: str, spec: ScheduleSpec, expr: Expression) -> Schedule:
-        runs = expr.next_runs(datetime.now(UTC), 5) if spec.enabled else []
-        return Schedule(name=name, next_runs=runs, **spec.model_dump())
+
+def _disabled_at(rule: dict[str, Any] | None) -> datetime | None:
+    """When the rule's schedule was disabled, from its description (None: not recorded,
+    e.g. a rule written before schedules kept it)."""
+    try:
+        value = json.loads((rule or {}).get("Description") or "{}").get("disabled_at")
+    except (ValueError, AttributeError):
+        return None
+    return from_ms(value) if isinstance(value, int) else None

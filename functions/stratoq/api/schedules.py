@@ -12,6 +12,7 @@ from stratoq.api.contract import Deleted, Schedule, ScheduleList, ScheduleSpec, 
 from stratoq.core.errors import UnknownQueueError
 from stratoq.core.models import utcnow
 from stratoq.core.schedules import SCHEDULE_NAME, Fire
+from stratoq.services.schedules import put_schedule as put_and_catch_up
 
 if TYPE_CHECKING:
     from stratoq.services.app import Services
@@ -28,7 +29,8 @@ def register(app: APIGatewayRestResolver, services: Services, caller: Caller) ->
 
     @app.get("/v1/schedules/<name>", responses=responses({200: ("the schedule", Schedule)}, 404))
     def get_schedule(name: Annotated[str, Path(pattern=SCHEDULE_NAME)]) -> Response[str]:
-        """A schedule with `next_runs`, its next 5 fire times in UTC (admin)."""
+        """A schedule with `next_runs`, its next 5 fire times in UTC, and `next_runs_local`,
+        the same in its time zone with the offset (admin)."""
         tenant = caller("admin")
         return answer(200, services.schedules.get(tenant, name))
 
@@ -41,13 +43,19 @@ def register(app: APIGatewayRestResolver, services: Services, caller: Caller) ->
     def put_schedule(
         name: Annotated[str, Path(pattern=SCHEDULE_NAME)], spec: ScheduleSpec
     ) -> Response[str]:
-        """Create (201) or replace (200) a schedule: an EventBridge rule and its target."""
+        """Create (201) or replace (200) a schedule: an EventBridge rule and its target.
+
+        Enabling a disabled schedule whose `missed` is `run_once` enqueues one task if a
+        fire time passed while it was disabled (`caught_up_task_id`).
+        """
         tenant = caller("admin")
         check_payload(spec.task, "task.payload")
         check_name(spec.task, services, "task.name")
         if spec.task.queue not in services.transport.queue_names:
             raise UnknownQueueError(f"unknown queue {spec.task.queue!r}")
-        schedule, created = services.schedules.put(tenant, name, spec)
+        schedule, created = put_and_catch_up(
+            services.schedules, services.enqueuer, tenant, name, spec
+        )
         return answer(201 if created else 200, schedule)
 
     @app.delete("/v1/schedules/<name>", responses=responses({200: ("deleted", Deleted)}, 404))

@@ -13,9 +13,22 @@ def register(sub: Subparsers) -> None:
     """Add `schedules` to the command line."""
     sc = sub.add_parser("schedules", help="recurring tasks (needs an admin key)")
     scs = sc.add_subparsers(dest="schedules_command", required=True, metavar="ACTION")
-    sp = scs.add_parser("put", help="create or replace a schedule")
+    sp = scs.add_parser("put", aliases=["create"], help="create or replace a schedule")
     sp.add_argument("name")
-    sp.add_argument("--expression", "-e", required=True, help="cron(...) or rate(...), UTC")
+    sp.add_argument(
+        "--expression", "-e", required=True, help="cron(...) or rate(...), in --timezone"
+    )
+    sp.add_argument(
+        "--timezone", "--tz", default="UTC", help="IANA zone of the cron expression (UTC)"
+    )
+    sp.add_argument(
+        "--jitter", type=int, default=0, metavar="SECONDS", help="random delay 0..SECONDS"
+    )
+    sp.add_argument(
+        "--missed",
+        default="skip",
+        help="skip (default) or run_once: one task on enable if fire times were missed",
+    )
     sp.add_argument("--task", required=True, help="task name")
     sp.add_argument("--payload", help="JSON payload")
     sp.add_argument("--queue")
@@ -38,23 +51,27 @@ def register(sub: Subparsers) -> None:
     sv.add_argument("expression")
     sv.add_argument("--count", "-n", type=positive, default=5)
     sv.add_argument("--after", help="start from this RFC 3339 time (default now)")
+    sv.add_argument(
+        "--timezone", "--tz", default="UTC", help="read the expression in this IANA zone"
+    )
     sv.set_defaults(func=cmd_schedules_preview)
 
 
 def cmd_schedules_put(args: argparse.Namespace) -> int:
     data = payload(args)
     from stratoq.core.models import TaskRequest
-    from stratoq.core.schedules import parse
+    from stratoq.core.schedules import ScheduleSpec, check_spec
 
-    parse(args.expression)  # the same validation the API applies, before any request
     task: dict[str, Any] = {"name": args.task, "payload": data}
     for key in ("queue", "timeout_seconds", "max_attempts"):
         if getattr(args, key) is not None:
             task[key] = getattr(args, key)
+    request = TaskRequest.model_validate(task)
+    options = {"timezone": args.timezone, "jitter_seconds": args.jitter, "missed": args.missed}
+    # The same validation the API applies, before any request: a sentence, exit 2.
+    check_spec(ScheduleSpec(expression=args.expression, task=request, **options))
     print_json(
-        client(args).put_schedule(
-            args.name, args.expression, TaskRequest.model_validate(task), not args.disabled
-        )
+        client(args).put_schedule(args.name, args.expression, request, not args.disabled, **options)
     )
     return 0
 
@@ -63,9 +80,11 @@ def cmd_schedules_list(args: argparse.Namespace) -> int:
     for sched in client(args).list_schedules():
         state = "enabled" if sched["enabled"] else "disabled"
         nxt = sched["next_runs"][0] if sched["next_runs"] else "-"
+        if sched["next_runs_local"]:
+            nxt = sched["next_runs_local"][0]
         print(
             f"{sched['name']:<24} {state:<8} {sched['expression']:<28} "
-            f"next {nxt}  {sched['task']['name']}"
+            f"{sched['timezone']:<16} next {nxt}  {sched['task']['name']}"
         )
     return 0
 
@@ -89,8 +108,9 @@ def cmd_schedules_trigger(args: argparse.Namespace) -> int:
 def cmd_schedules_preview(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from stratoq.core.schedules import parse
+    from stratoq.core.schedules import load_zone, parse
 
+    zone = load_zone(args.timezone)
     after = datetime.now(UTC)
     if args.after:
         try:
@@ -99,6 +119,9 @@ def cmd_schedules_preview(args: argparse.Namespace) -> int:
             raise UsageError(f"--after {args.after!r} is not an RFC 3339 time") from None
         if after.tzinfo is None:
             after = after.replace(tzinfo=UTC)
-    for when in parse(args.expression).next_runs(after, args.count):
-        print(when.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    for when in parse(args.expression).next_runs(after, args.count, zone):
+        if args.timezone == "UTC":
+            print(when.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        else:
+            print(when.astimezone(zone).isoformat(timespec="seconds"))
     return 0

@@ -1,16 +1,12 @@
-"""Recurring tasks: EventBridge schedule expressions, fire times, and the rules' input.
+"""Recurring tasks: the schedule models, the rules' input, firing and missed fires.
 
-Expressions are EventBridge's: `cron(min hour day-of-month month day-of-week year)` and
-`rate(N minute|minutes|hour|hours|day|days)`, in UTC. They are validated the way
-EventBridge validates them, then translated to croniter's dialect, which computes the
-fire times (day-of-week 1-7 = SUN-SAT becomes 0-6, `?` becomes `*`, `5L` becomes `L4`,
-the year becomes croniter's seventh field). The one thing croniter lacks, `LW` (the last
-weekday of the month), is croniter's `L` moved back from a weekend to the Friday.
-
-A schedule is an EventBridge rule plus one target, the scheduler function. The target's
-input carries the task request (base64 JSON, so no character of the payload can be
-taken for an input-transformer placeholder) and the fire time (`<time>`). Reading and
-writing the rules themselves is `stratoq.adapters.rules`; this module only computes.
+Expressions and their fire times (in a time zone) are `stratoq.core.expressions`,
+re-exported here. A schedule is an EventBridge rule plus one target, the scheduler
+function. The target's input carries the task request (base64 JSON, so no character of
+the payload can be taken for an input-transformer placeholder), the schedule's options
+(expression, time zone, jitter, missed-fire policy) and the fire time (`<time>`).
+Reading and writing the rules themselves is `stratoq.adapters.rules`; this module only
+computes.
 """
 
 from __future__ import annotations
@@ -20,261 +16,126 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field
 
 from stratoq.core.clock import Timestamp
 from stratoq.core.errors import ExpressionError as ExpressionError  # importable from here
 from stratoq.core.errors import InvalidRequestError
-from stratoq.core.models import TaskRequest
+from stratoq.core.expressions import Expression as Expression
+from stratoq.core.expressions import is_utc
+from stratoq.core.expressions import load_zone as load_zone
+from stratoq.core.expressions import parse as parse
+from stratoq.core.models import MAX_DELAY_SECONDS, TaskRequest
 
-_MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
-_DAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
-_RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
-_CRON = re.compile(r"^cron\((.*)\)$")
-_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 SCHEDULE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$"
 # EventBridge's own limit on an input template.
 MAX_TEMPLATE_CHARS = 8192
-
-
-@dataclass(frozen=True)
-class _Field:
-    name: str
-    low: int
-    high: int
-    specials: str  # wildcards beyond digits, `,` and `-`
-    names: tuple[str, ...] = ()
-
-
-_FIELDS = (
-    _Field("minutes", 0, 59, "*/"),
-    _Field("hours", 0, 23, "*/"),
-    _Field("day-of-month", 1, 31, "*?/LW"),
-    _Field("month", 1, 12, "*/", tuple(_MONTHS)),
-    _Field("day-of-week", 1, 7, "*?L#", tuple(_DAYS)),
-    _Field("year", 1970, 2199, "*/"),
-)
-
-
-def _number(token: str, f: _Field) -> int:
-    upper = token.upper()
-    if upper in f.names:
-        return f.names.index(upper) + f.low
-    if not token.isdigit():
-        raise ExpressionError(f"{f.name} field: {token!r} is not a number or name")
-    value = int(token)
-    if not f.low <= value <= f.high:
-        raise ExpressionError(f"{f.name} field: {value} is outside {f.low}-{f.high}")
-    return value
-
-
-def _check_field(value: str, f: _Field) -> None:
-    """EventBridge's rules for one cron field (wildcards allowed where, value ranges)."""
-    if value in ("*", "?"):
-        if value == "?" and "?" not in f.specials:
-            raise ExpressionError(f"{f.name} field: '?' is only allowed in day fields")
-        return
-    for part in value.split(","):
-        if not part:
-            raise ExpressionError(f"{f.name} field: empty list item in {value!r}")
-        base, slash, step = part.partition("/")
-        if slash:
-            if "/" not in f.specials:
-                raise ExpressionError(f"{f.name} field: '/' is not allowed here")
-            if not step.isdigit() or int(step) == 0:
-                raise ExpressionError(f"{f.name} field: step {step!r} must be a positive number")
-            if base == "*":
-                continue
-        if f.name == "day-of-month" and base in ("L", "LW"):
-            continue
-        if f.name == "day-of-month" and base.endswith("W"):
-            if "," in value or slash:
-                raise ExpressionError("day-of-month field: W takes a single day, e.g. 15W")
-            _number(base[:-1], f)
-            continue
-        if f.name == "day-of-week" and base == "L":
-            continue
-        if f.name == "day-of-week" and base.endswith("L"):
-            _number(base[:-1], f)
-            continue
-        if f.name == "day-of-week" and "#" in base:
-            day, _, nth = base.partition("#")
-            _number(day, f)
-            if nth not in {"1", "2", "3", "4", "5"}:
-                raise ExpressionError("day-of-week field: the n in day#n must be 1-5")
-            continue
-        lo, dash, hi = base.partition("-")
-        first = _number(lo, f)
-        if dash:
-            last = _number(hi, f)
-            if f.name != "day-of-week" and last < first:
-                raise ExpressionError(f"{f.name} field: range {base} runs backwards")
-
-
-def _dow_to_croniter(value: str) -> str:
-    """EventBridge day-of-week (1-7 = SUN-SAT) to croniter's (0-6)."""
-
-    def day(token: str) -> str:
-        return token if not token.isdigit() else str(int(token) - 1)
-
-    if value in ("*", "?"):
-        return "*"
-    out = []
-    for part in value.split(","):
-        if part == "L":
-            out.append("6")  # EventBridge: L alone is the last day of the week, Saturday
-        elif part.endswith("L"):
-            out.append(f"L{day(part[:-1])}")
-        elif "#" in part:
-            d, _, nth = part.partition("#")
-            out.append(f"{day(d)}#{nth}")
-        else:
-            lo, dash, hi = part.partition("-")
-            out.append(day(lo) + (f"-{day(hi)}" if dash else ""))
-    return ",".join(out)
-
-
-@dataclass(frozen=True)
-class Expression:
-    """A validated EventBridge schedule expression."""
-
-    text: str
-    rate_seconds: int | None = None
-    cron: str | None = None  # croniter dialect, 7 fields (seconds pinned to 0)
-    last_weekday: bool = False  # LW
-
-    def next_runs(self, after: datetime, count: int = 5) -> list[datetime]:
-        """The next `count` fire times strictly after `after` (UTC)."""
-        out: list[datetime] = []
-        t = after
-        while len(out) < count:
-            nxt = self.next_after(t)
-            if nxt is None:
-                break
-            out.append(nxt)
-            t = nxt
-        return out
-
-    def next_after(self, after: datetime) -> datetime | None:
-        after = after.astimezone(UTC)
-        if self.rate_seconds is not None:
-            # Locally, rates are aligned to the epoch so every clock computes the same
-            # times (EventBridge aligns them to the rule's creation; see docs/schedules.md).
-            period = self.rate_seconds
-            n = int(after.timestamp() // period) + 1
-            return datetime.fromtimestamp(n * period, tz=UTC)
-        assert self.cron is not None
-        if self.last_weekday:
-            return self._next_last_weekday(after)
-        try:
-            nxt: datetime = croniter(self.cron, after).get_next(datetime)
-            return nxt
-        except Exception:
-            return None  # past the last year the expression allows
-
-    def _next_last_weekday(self, after: datetime) -> datetime | None:
-        # croniter's L gives each month's last day; a weekend day moves back to Friday,
-        # so start a few days early to catch a shifted date that is still ahead.
-        assert self.cron is not None
-        it = croniter(self.cron, after - timedelta(days=3))
-        for _ in range(30):
-            try:
-                last_day: datetime = it.get_next(datetime)
-            except Exception:
-                return None
-            shift = {5: 1, 6: 2}.get(last_day.weekday(), 0)
-            candidate = last_day - timedelta(days=shift)
-            if candidate > after:
-                return candidate
-        return None
-
-    def prev_at_or_before(self, moment: datetime) -> datetime | None:
-        """The latest fire time at or before `moment` (used when no fire time is given)."""
-        moment = moment.astimezone(UTC)
-        if self.rate_seconds is not None:
-            period = self.rate_seconds
-            return datetime.fromtimestamp(int(moment.timestamp() // period) * period, tz=UTC)
-        assert self.cron is not None
-        # LW moves a fire up to 2 days back, so look from a little later for it.
-        ahead = timedelta(days=3 if self.last_weekday else 0, seconds=1)
-        it = croniter(self.cron, moment + ahead)
-        for _ in range(40):
-            try:
-                prev: datetime = it.get_prev(datetime)
-            except Exception:
-                return None
-            if self.last_weekday:
-                prev -= timedelta(days={5: 1, 6: 2}.get(prev.weekday(), 0))
-            if prev <= moment:
-                return prev
-        return None
-
-
-def parse(text: str) -> Expression:
-    """Validate an EventBridge schedule expression; raises ExpressionError saying why."""
-    if not isinstance(text, str) or text != text.strip():
-        raise ExpressionError("expression must be rate(...) or cron(...) without extra spaces")
-    m = _RATE.match(text)
-    if m:
-        value, unit = int(m.group(1)), m.group(2)
-        if value <= 0:
-            raise ExpressionError("rate value must be a positive whole number")
-        if (value == 1) != (not unit.endswith("s")):
-            raise ExpressionError(
-                f"rate({value} {unit}): the unit must be singular for 1 and plural otherwise"
-            )
-        return Expression(text, rate_seconds=value * _UNIT_SECONDS[unit.rstrip("s")])
-    if text.startswith("rate("):
-        raise ExpressionError(
-            "rate expressions look like rate(5 minutes): a whole number, then minute(s), "
-            "hour(s) or day(s)"
-        )
-    m = _CRON.match(text)
-    if not m:
-        raise ExpressionError("expression must be rate(value unit) or cron(fields)")
-    fields = m.group(1).split()
-    if len(fields) != 6:
-        raise ExpressionError(
-            f"cron expressions have 6 fields (minutes hours day-of-month month day-of-week "
-            f"year), got {len(fields)}"
-        )
-    for value, f in zip(fields, _FIELDS, strict=True):
-        _check_field(value, f)
-    dom, dow = fields[2], fields[4]
-    if (dom == "?") == (dow == "?"):
-        raise ExpressionError(
-            "exactly one of day-of-month and day-of-week must be '?' (EventBridge cannot "
-            "combine them)"
-        )
-    minute, hour, _, month, _, year = fields
-    last_weekday = dom == "LW"
-    cron_dom = "L" if last_weekday else ("*" if dom == "?" else dom)
-    cron = " ".join(
-        [minute, hour, cron_dom, month.upper(), _dow_to_croniter(dow.upper()), "0", year]
-    )
-    if not croniter.is_valid(cron):
-        raise ExpressionError(f"cron expression {text!r} is not valid")
-    return Expression(text, cron=cron, last_weekday=last_weekday)
+MAX_JITTER_SECONDS = 3600
+MISSED_POLICIES = ("skip", "run_once")
 
 
 # ---------------------------------------------------------------- schedules
 class ScheduleSpec(BaseModel):
-    """What `PUT /v1/schedules/{name}` takes."""
+    """What `PUT /v1/schedules/{name}` takes.
+
+    `timezone`, `jitter_seconds` and `missed` are checked by `check_spec` (a 400 naming
+    the field), not by the model, so a wrong value reads as a sentence.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     expression: str = Field(examples=["rate(5 minutes)", "cron(0 12 * * ? *)"])
     task: TaskRequest
     enabled: bool = True
+    timezone: str = Field(
+        default="UTC",
+        description="IANA time zone the cron expression is read in (rates ignore it)",
+        examples=["Europe/Berlin"],
+    )
+    jitter_seconds: int = Field(
+        default=0, description="delay each fire by a random 0..jitter_seconds (0-3600)"
+    )
+    missed: str = Field(
+        default="skip",
+        description=(
+            "fire times missed while the schedule was disabled: skip them, or run_once "
+            "(one task when it is enabled again)"
+        ),
+        examples=["skip", "run_once"],
+    )
 
 
 class Schedule(ScheduleSpec):
     name: str
     next_runs: list[Timestamp] = Field(default_factory=list)
+    next_runs_local: list[str] = Field(
+        default_factory=list,
+        description="next_runs in the schedule's time zone, with its UTC offset",
+    )
+    disabled_at: Timestamp | None = None
+    caught_up_task_id: str | None = Field(
+        default=None,
+        description="the task a PUT enqueued for a fire time missed while disabled (run_once)",
+    )
+
+
+def check_spec(spec: ScheduleSpec) -> tuple[Expression, tzinfo]:
+    """Validate a schedule's expression and options; its parsed expression and zone."""
+    expr = parse(spec.expression)
+    zone = load_zone(spec.timezone)
+    if not 0 <= spec.jitter_seconds <= MAX_JITTER_SECONDS:
+        raise InvalidRequestError(
+            f"jitter_seconds must be between 0 and {MAX_JITTER_SECONDS}, got {spec.jitter_seconds}",
+            field="jitter_seconds",
+        )
+    if spec.missed not in MISSED_POLICIES:
+        raise InvalidRequestError(
+            f"missed must be skip or run_once, got {spec.missed!r}", field="missed"
+        )
+    return expr, zone
+
+
+def show(
+    name: str, spec: ScheduleSpec, now: datetime, disabled_at: datetime | None = None
+) -> Schedule:
+    """The schedule as the API shows it: its next 5 fire times in UTC and in its zone."""
+    expr, zone = check_spec(spec)
+    runs = expr.next_runs(now, 5, zone) if spec.enabled else []
+    local = [t.astimezone(zone).isoformat(timespec="seconds") for t in runs]
+    return Schedule(
+        name=name,
+        next_runs=runs,
+        next_runs_local=local,
+        disabled_at=None if spec.enabled else disabled_at,
+        **spec.model_dump(),
+    )
+
+
+def missed_fire(
+    expr: Expression,
+    zone: tzinfo,
+    policy: str,
+    disabled_at: datetime | None,
+    now: datetime,
+) -> datetime | None:
+    """The fire time to catch up on when a schedule disabled at `disabled_at` is enabled
+    at `now`: under run_once the latest fire time missed in between, else None."""
+    if policy != "run_once" or disabled_at is None:
+        return None
+    last = expr.prev_at_or_before(now, zone)
+    return last if last is not None and last > disabled_at else None
+
+
+def jitter_delay(tenant: str, schedule: str, when: datetime, jitter_seconds: int) -> int:
+    """The delay (0..jitter_seconds) of one fire: random-looking, but the same for every
+    delivery of that fire, so a double fire asks for one due time."""
+    if jitter_seconds <= 0:
+        return 0
+    seed = f"{tenant}\n{schedule}\n{when.astimezone(UTC).isoformat()}".encode()
+    return int.from_bytes(hashlib.sha256(seed).digest()[:8], "big") % (jitter_seconds + 1)
 
 
 def rule_name(prefix: str, tenant: str, name: str) -> str:
@@ -291,9 +152,25 @@ def decode_task(blob: str) -> TaskRequest:
     return TaskRequest.model_validate_json(base64.b64decode(blob))
 
 
-def target_input(tenant: str, name: str, expression: str, task: TaskRequest) -> dict[str, Any]:
+def target_input(
+    tenant: str,
+    name: str,
+    expression: str,
+    task: TaskRequest,
+    *,
+    timezone: str = "UTC",
+    jitter_seconds: int = 0,
+    missed: str = "skip",
+) -> dict[str, Any]:
     """The input transformer of a schedule's target (the fire time is `<time>`)."""
-    body = {"schedule": name, "tenant": tenant, "expression": expression}
+    body: dict[str, Any] = {"schedule": name, "tenant": tenant, "expression": expression}
+    # Written only when set, so a UTC schedule's input stays what it always was.
+    if timezone != "UTC":
+        body["timezone"] = timezone
+    if jitter_seconds:
+        body["jitter_seconds"] = jitter_seconds
+    if missed != "skip":
+        body["missed"] = missed
     head = json.dumps(body, separators=(",", ":"))[:-1]
     template = f'{head},"time":<time>,"task_b64":"{encode_task(task)}"}}'
     if len(template) > MAX_TEMPLATE_CHARS:
@@ -302,6 +179,23 @@ def target_input(tenant: str, name: str, expression: str, task: TaskRequest) -> 
             f"({len(template)} of {MAX_TEMPLATE_CHARS} characters); keep its payload small"
         )
     return {"InputPathsMap": {"time": "$.time"}, "InputTemplate": template}
+
+
+def spec_from_template(template: str, enabled: bool) -> ScheduleSpec | None:
+    """The schedule `target_input` wrote into `template` (None: not one of ours)."""
+    try:
+        body = json.loads(template.replace("<time>", "null"))
+        task = decode_task(body["task_b64"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return ScheduleSpec(
+        expression=body.get("expression", ""),
+        task=task,
+        enabled=enabled,
+        timezone=body.get("timezone", "UTC"),
+        jitter_seconds=body.get("jitter_seconds", 0),
+        missed=body.get("missed", "skip"),
+    )
 
 
 # ------------------------------------------------------------------ firing
@@ -313,6 +207,7 @@ class Fire:
     tenant: str
     task: TaskRequest
     time: datetime
+    jitter_seconds: int = 0
 
     @property
     def idempotency_key(self) -> str:
@@ -321,12 +216,21 @@ class Fire:
         return f"schedule:{self.schedule}:{self.time.strftime('%Y-%m-%dT%H:%M:%SZ')}"
 
     def request(self) -> TaskRequest:
-        return self.task.model_copy(update={"idempotency_key": self.idempotency_key})
+        """The task to enqueue: the schedule's, keyed by fire time, delayed by jitter."""
+        update: dict[str, Any] = {"idempotency_key": self.idempotency_key}
+        delay = jitter_delay(self.tenant, self.schedule, self.time, self.jitter_seconds)
+        if delay and self.task.run_at is None:
+            update["delay_seconds"] = min(MAX_DELAY_SECONDS, (self.task.delay_seconds or 0) + delay)
+        return self.task.model_copy(update=update)
 
 
-def fire_from_input(event: dict[str, Any], now: datetime) -> Fire:
+def fire_from_input(event: dict[str, Any], now: datetime) -> Fire | None:
     """Read the scheduler function's input: our target's transformed input, or a
-    constant Input (static schedules in template.yaml, which have no fire time)."""
+    constant Input (static schedules in template.yaml, which have no fire time).
+
+    None: the rule fired at a minute that is not a fire time of the schedule in its
+    time zone (a zoned schedule's rule fires at every candidate minute in UTC).
+    """
     if "task_b64" in event:
         task = decode_task(event["task_b64"])
     elif "task" in event:
@@ -336,11 +240,19 @@ def fire_from_input(event: dict[str, Any], now: datetime) -> Fire:
     name = str(event.get("schedule") or "")
     if not re.match(SCHEDULE_NAME, name):
         raise InvalidRequestError(f"scheduler input: schedule name {name!r} is not valid")
+    zone = load_zone(str(event.get("timezone") or "UTC"))
+    expression = event.get("expression")
+    expr = parse(expression) if isinstance(expression, str) else None
     when: datetime | None = None
     if isinstance(event.get("time"), str):
         when = datetime.fromisoformat(event["time"].replace("Z", "+00:00"))
-    elif isinstance(event.get("expression"), str):
-        when = parse(event["expression"]).prev_at_or_before(now + timedelta(seconds=5))
+        if expr is not None and expr.cron is not None and not is_utc(zone):
+            if not expr.fires_at(when, zone):
+                return None
+            when = when.replace(second=0, microsecond=0)
+    elif expr is not None:
+        when = expr.prev_at_or_before(now + timedelta(seconds=5), zone)
     if when is None:
         when = now.replace(second=0, microsecond=0)  # one task per schedule per minute
-    return Fire(name, str(event.get("tenant") or "default"), task, when.astimezone(UTC))
+    jitter = int(event.get("jitter_seconds") or 0)
+    return Fire(name, str(event.get("tenant") or "default"), task, when.astimezone(UTC), jitter)

@@ -1,7 +1,9 @@
 """Lambda target of schedule rules: enqueue the schedule's task for this fire time.
 
 The task goes through the same enqueue path as the API, with an idempotency key derived
-from (schedule, fire time): a double fire makes one task.
+from (schedule, fire time): a double fire makes one task. A schedule in a time zone
+other than UTC has a rule firing at every UTC minute that could be a fire time; the
+minutes that are not (in the zone, daylight saving included) end here without a task.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class SchedulerFunction:
 
     def __call__(self, event: dict[str, Any], context: LambdaContext | None) -> dict[str, Any]:
         fire = fire_from_input(event, utcnow())
+        if fire is None:
+            return {"task_id": None, "created": False}
         result = self.enqueuer.enqueue(fire.request(), fire.tenant)
         logger.info(
             "schedule fired",
@@ -37,6 +41,7 @@ class SchedulerFunction:
                 "fire_time": fire.time.isoformat(),
                 "task_id": result.task.id,
                 "duplicate": not result.created,
+                "due": result.task.scheduled_for.isoformat() if result.task.scheduled_for else None,
             },
         )
         return {"task_id": result.task.id, "created": result.created}

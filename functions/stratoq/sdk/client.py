@@ -379,10 +379,27 @@ class Client(WorkflowMethods):
         expression: str,
         task: TaskRequest | dict[str, Any],
         enabled: bool = True,
+        *,
+        timezone: str = "UTC",
+        jitter_seconds: int = 0,
+        missed: str = "skip",
     ) -> dict[str, Any]:
-        """Create or replace a recurring task (needs admin)."""
+        """Create or replace a recurring task (needs admin).
+
+        `timezone` (IANA) is the zone the cron expression is read in; each fire is
+        delayed by a random 0..`jitter_seconds`; `missed` ("skip" or "run_once") says
+        whether enabling it again runs one task for fire times missed while disabled
+        (the answer's `caught_up_task_id`).
+        """
         req = task if isinstance(task, TaskRequest) else TaskRequest.model_validate(task)
-        body = {"expression": expression, "task": _body(req), "enabled": enabled}
+        body = {
+            "expression": expression,
+            "task": _body(req),
+            "enabled": enabled,
+            "timezone": timezone,
+            "jitter_seconds": jitter_seconds,
+            "missed": missed,
+        }
         return _dump(Schedule.model_validate(self._call("PUT", f"/v1/schedules/{name}", body)))
 
     def get_schedule(self, name: str) -> dict[str, Any]:
