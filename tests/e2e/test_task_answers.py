@@ -18,6 +18,8 @@ from tests.support.procs import wait_for
 # RFC 3339 in UTC, milliseconds, `Z`: the one format of every time the API answers.
 TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 LOOKS_LIKE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T")
+# The one documented exception: a schedule's fire times in its own zone, with the offset.
+LOCAL_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[+-]\d{2}:\d{2}")
 
 
 def get(dev: DevStack, task_id: str) -> dict[str, Any]:
@@ -127,11 +129,13 @@ def test_final_tasks_that_older_code_stored_show_no_pending_retry(
 # ------------------------------------------------------------- times (issue 25, 5)
 def times_in(body: Any, key: str = "") -> list[str | None]:
     """Every time in an answer: values of `*_at`, `at` and `next_runs`, and any string
-    that starts like a date."""
+    that starts like a date; `next_runs_local` is checked here against its own format."""
     found: list[str | None] = []
     if isinstance(body, dict):
         for k, v in body.items():
-            if k.endswith("_at") or k == "at":
+            if k == "next_runs_local":
+                assert [t for t in v if not LOCAL_TIME.fullmatch(t)] == [], body
+            elif k.endswith("_at") or k == "at":
                 found.append(v if v is None or isinstance(v, str) else repr(v))
             else:
                 found.extend(times_in(v, k))
