@@ -217,6 +217,12 @@ class Task(BaseModel):
         description="When a cancel of the task was asked for while it ran: the running "
         "attempt is stopped within seconds and the task ends `cancelled`.",
     )
+    holder: str | None = Field(
+        default=None,
+        description="The worker that holds the task's lease while it runs, and the last "
+        "one that held it after: `host/pid/slot` for a container worker, the invocation's "
+        "request id for a Lambda worker; null if no attempt has started.",
+    )
 
     @model_validator(mode="after")
     def _final_waits_for_nothing(self) -> Task:

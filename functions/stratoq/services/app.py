@@ -32,7 +32,7 @@ from stratoq.observability.metrics import Metrics
 from stratoq.services.enqueue import Enqueuer
 from stratoq.services.leases import LeaseKeeper
 from stratoq.services.runner import Runner
-from stratoq.services.worker import Worker
+from stratoq.services.worker import Worker, thread_holder
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -198,10 +198,11 @@ class Services:
         keeper: LeaseKeeper | None = None,
         time_left_ms: Callable[[], int] | None = None,
         clock: Callable[[], int] = now_ms,
+        holder: Callable[[], str] = thread_holder,
     ) -> Worker:
         """A worker over this process's store, transport, locks and metrics. `clock`
         (epoch ms) is the wall clock except in eager tests, which skip waits by running
-        it ahead (stratoq.testing)."""
+        it ahead (stratoq.testing). `holder` names the claimer (`Task.holder`)."""
         self.load_tasks()
         return Worker(
             self.store,
@@ -216,6 +217,7 @@ class Services:
             unknown_task_grace_seconds=self.settings.unknown_task_grace_seconds,
             orphan_grace_seconds=self.settings.orphan_grace_seconds,
             pauses=self.pauses,
+            holder=holder,
         )
 
     def lease_keeper(self) -> LeaseKeeper:

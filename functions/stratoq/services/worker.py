@@ -12,7 +12,9 @@ what they do with the returned Disposition.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -57,6 +59,13 @@ logger = logging.getLogger(__name__)
 RECORD_GRACE_MS = 15_000
 
 
+def thread_holder() -> str:
+    """Who runs an attempt in this thread, for people (`Task.holder`): `host/pid/slot`,
+    the slot being the thread's name (a poller's slot threads are `stratoq-slot-<n>`)."""
+    slot = threading.current_thread().name.removeprefix("stratoq-")
+    return f"{socket.gethostname()}/{os.getpid()}/{slot}"
+
+
 class Worker:
     """Processes deliveries. `lease_ms` and `time_left_ms` let each loop set its bounds."""
 
@@ -78,6 +87,7 @@ class Worker:
         orphan_grace_seconds: int = 300,
         sleep: Callable[[float], None] = time.sleep,
         cancel_check_seconds: float = CANCEL_CHECK_SECONDS,
+        holder: Callable[[], str] = thread_holder,
     ) -> None:
         self.store = store
         self.transport = transport
@@ -92,6 +102,7 @@ class Worker:
         self._unknown_grace_s = unknown_task_grace_seconds
         self._orphan_grace_s = orphan_grace_seconds
         self._sleep = sleep
+        self._holder = holder
         # Inline attempts (no keeper) check for a cancel this often (CancelWatch).
         self._cancel_check_s = cancel_check_seconds
         # Shared by a process's workers (Services.pauses): one read per TTL per process.
@@ -127,7 +138,7 @@ class Worker:
             handed_back = self.back.unknown(delivery, msg, msg.name, now)
             if handed_back is not None:
                 return handed_back
-        claim = self.store.claim(msg.task_id, msg.tenant, now, self._lease_ms())
+        claim = self.store.claim(msg.task_id, msg.tenant, now, self._lease_ms(), self._holder())
         if not isinstance(claim, Claimed):
             if claim.reason == "missing" and msg.enqueued_ms is not None:
                 return self._before_record(delivery, msg, msg.enqueued_ms, now)
@@ -144,7 +155,9 @@ class Worker:
             for wait_ms in MISSING_REREADS_MS:
                 self._sleep(wait_ms / 1000)
                 now = self._clock()
-                claim = self.store.claim(msg.task_id, msg.tenant, now, self._lease_ms())
+                claim = self.store.claim(
+                    msg.task_id, msg.tenant, now, self._lease_ms(), self._holder()
+                )
                 if isinstance(claim, Claimed):
                     return self._run(delivery, msg, claim)
                 if claim.reason != "missing":

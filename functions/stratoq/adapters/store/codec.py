@@ -108,6 +108,7 @@ def task_to_item(task: Task, cipher: PayloadCipher | None = None) -> dict[str, A
         "next_attempt_at": to_ms(task.next_attempt_at),
         "gsi1pk": gsi_key(task.tenant, task.status) if task.status is TaskStatus.FAILED else None,
         "claim_after": _claim_after(task),
+        "holder": task.holder,
     }
 
 
@@ -153,6 +154,7 @@ def item_to_task(item: dict[str, Any], cipher: PayloadCipher | None = None) -> T
         next_attempt_at=from_ms(item.get("next_attempt_at")),
         progress=_progress(item.get("progress")),
         cancel_requested_at=from_ms(item.get("cancel_requested_at")),
+        holder=item.get("holder"),
     )
 
 
