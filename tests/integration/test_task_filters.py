@@ -14,6 +14,7 @@ import pytest
 
 from stratoq import Client
 from stratoq.adapters.store import Claimed
+from stratoq.cli import main as cli
 from stratoq.core.clock import from_ms
 from stratoq.core.errors import InvalidRequest
 from stratoq.core.models import Task, TaskRequest, TaskStatus
@@ -21,7 +22,7 @@ from stratoq.core.settings import Settings
 from stratoq.services.enqueue import Enqueuer
 from stratoq.services.runner import InlineRunner
 from stratoq.services.worker import Worker
-from tests.support.gateway import serve_api
+from tests.support.gateway import Served, serve_api
 from tests.support.pump import pump_until_final
 from tests.support.store import NOW, OTHER
 
@@ -34,10 +35,15 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-def api(settings: Settings) -> Iterator[Client]:
+def served(settings: Settings) -> Iterator[Served]:
+    with serve_api(settings) as running:
+        yield running
+
+
+@pytest.fixture
+def api(served: Served) -> Client:
     """The SDK on the API, with an admin key of the default tenant (the operator's)."""
-    with serve_api(settings) as served:
-        yield Client(served.url, served.key)
+    return Client(served.url, served.key)
 
 
 def put(core: Enqueuer, at_ms: int, tenant: str = "default", **fields: Any) -> Task:
@@ -81,6 +87,24 @@ def test_list_by_queue_and_creation_time_page_by_page(core: Enqueuer, api: Clien
     assert every(
         api.list(TaskStatus.QUEUED, "echo", queue="reports", created_before=at(NOW + 21))
     ) == [reports[2], reports[1], reports[0]]
+
+
+def test_the_cli_lists_and_retries_by_the_same_filters(
+    core: Enqueuer, served: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def stratoq(*argv: str) -> str:
+        assert cli.main(["--api-url", served.url, "--api-key", served.key, *argv]) == 0
+        return capsys.readouterr().out
+
+    failed = [put(core, NOW + i, queue="reports", status=TaskStatus.FAILED).id for i in range(3)]
+    put(core, NOW + 5, status=TaskStatus.FAILED)  # another queue
+    listed = stratoq("tasks", "--queue", "reports", "--created-after", "2027-01-15T08:00:00Z")
+    assert [line.split()[0] for line in listed.splitlines()] == failed[:0:-1]
+    out = stratoq(
+        "retry", "--failed", "--queue", "reports", "--created-before", "2027-01-15T08:00:00.002Z"
+    )
+    assert out.strip() == "retried 2 failed task(s)"
+    assert {t.status for t in core.store.get_many(failed[:2]).values()} == {TaskStatus.QUEUED}
 
 
 def test_a_token_holds_for_the_filters_it_was_made_with(core: Enqueuer, api: Client) -> None:
@@ -157,3 +181,7 @@ def test_the_lease_holder_is_shown_while_running_and_after(core: Enqueuer, api: 
     running = api.get(held)
     assert (running.status, running.holder) == (TaskStatus.RUNNING, "box-7/42/slot-3")
     assert claim.token not in str(running.model_dump(mode="json"))  # the fence stays secret
+
+
+def test_whoami_names_the_key(settings: Settings, api: Client) -> None:
+    assert api.whoami() == {"tenant": "default", "scopes": ["admin"], "operator": True}

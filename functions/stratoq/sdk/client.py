@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,6 +27,7 @@ from stratoq.api.contract import (
     MAX_WAIT_SECONDS,
     CancelResult,
     CreatedKey,
+    Identity,
     KeyList,
     KeyRecord,
     PauseResult,
@@ -320,29 +322,11 @@ class Client:
         more: `pages()` goes on until `next_token` is None. Times are RFC 3339 text or
         aware datetimes; both ends are exclusive."""
         after, before = _time(created_after), _time(created_before)
-        query = {
-            "status": status,
-            "name": name,
-            "queue": queue,
-            "created_after": after,
-            "created_before": before,
-            "limit": limit,
-            "next_token": next_token,
-        }
+        query = {"status": status, "name": name, "queue": queue, "limit": limit}
+        query.update(created_after=after, created_before=before, next_token=next_token)
         page = TaskPage.model_validate(self._call("GET", "/v1/tasks", query=query))
-        return Page(
-            page.tasks,
-            page.next_token,
-            lambda token: self.list(
-                status,
-                name,
-                limit,
-                token,
-                queue=queue,
-                created_after=after,
-                created_before=before,
-            ),
-        )
+        rest = partial(self.list, queue=queue, created_after=after, created_before=before)
+        return Page(page.tasks, page.next_token, lambda token: rest(status, name, limit, token))
 
     def iter_tasks(
         self,
@@ -454,6 +438,10 @@ class Client:
     def list_keys(self, tenant: str | None = None) -> builtins.list[dict[str, Any]]:
         answer = KeyList.model_validate(self._call("GET", "/v1/keys", query={"tenant": tenant}))
         return [_dump(k) for k in answer.keys]
+
+    def whoami(self) -> dict[str, Any]:
+        """The key's `{"tenant", "scopes", "operator"}` (`GET /v1/whoami`)."""
+        return _dump(Identity.model_validate(self._call("GET", "/v1/whoami")))
 
     def revoke_key(self, key_id: str) -> dict[str, Any]:
         return _dump(KeyRecord.model_validate(self._call("DELETE", f"/v1/keys/{key_id}")))
