@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,12 @@ class Console:
             else:
                 self.page.fill(f"#filter-{field}", value)
         self.page.click("#task-filters button[type=submit]")
+
+    def requests(self, part: str) -> list[str]:
+        """URLs the page asks the API for from now on, those containing `part`."""
+        seen: list[str] = []
+        self.page.on("request", lambda r: seen.append(r.url) if part in r.url else None)
+        return seen
 
     def row(self, task_id: str) -> Any:
         return self.page.locator("#tasks tr.task-row", has_text=task_id)
@@ -175,6 +182,74 @@ def test_find_a_failed_task_open_it_and_retry_it_to_success(
     expect(console.status()).to_have_text("succeeded", timeout=WAIT_MS)
     expect(page.locator("#result")).to_have_text('"ok"')
     assert client.get(task.id).status is TaskStatus.SUCCEEDED
+
+
+def local(when: datetime) -> str:
+    """A time as a datetime-local input takes it (the console reads it as UTC)."""
+    return f"{when:%Y-%m-%dT%H:%M:%S}.{when.microsecond // 1000:03d}"
+
+
+def test_filter_by_queue_and_time_range(console: Console, stack: DevStack, acme: str) -> None:
+    client = Client(stack.api_url, acme)
+    first, middle, last = (client.enqueue("echo", {"n": i}, delay_seconds=900) for i in range(3))
+    console.sign_in(acme)
+    asked = console.requests("/v1/tasks?")
+    console.search(queue="default", after=local(first.created_at), before=local(last.created_at))
+    expect(console.row(middle.id)).to_be_visible()
+    expect(console.page.locator("#tasks tr.task-row")).to_have_count(1)  # both ends exclusive
+    console.shot("filters")
+    console.search(queue="reports")
+    expect(console.page.locator("#tasks tr.task-row")).to_have_count(0)
+    expect(console.page.get_by_text("No task on this page.")).to_be_visible()
+    # The API filtered (over every task, not within a page the browser holds).
+    assert any("queue=reports" in u and "created_after=" in u for u in asked), asked
+
+
+def test_retry_the_failed_tasks_of_a_filter(
+    console: Console, stack: DevStack, acme: str, tmp_path: Path
+) -> None:
+    flag = tmp_path / "broken"
+    flag.write_text("")
+    client = Client(stack.api_url, acme)
+    # Failed tasks of earlier tests were made before the marker: outside the range.
+    marker = client.enqueue("echo", {"marker": True})
+    failed = [
+        client.enqueue("fail_while", {"path": str(flag), "n": i}, max_attempts=1) for i in range(2)
+    ]
+    for task in failed:
+        assert client.wait(task.id, timeout=60).status is TaskStatus.FAILED
+    console.sign_in(acme)
+    console.search(name="fail_while", after=local(marker.created_at))
+    console.page.click("#retry-failed")
+    text = console.page.locator("#confirm-text")
+    expect(text).to_contain_text("Run again 2 failed task(s) named fail_while, created after")
+    flag.unlink()
+    console.confirm()
+    expect(console.page.locator("#notice")).to_have_text("2 failed task(s) queued again.")
+    for task in failed:
+        assert client.wait(task.id, timeout=60).status is TaskStatus.SUCCEEDED
+
+
+def test_a_running_task_shows_its_lease_holder(
+    console: Console, stack: DevStack, acme: str, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    client = Client(stack.api_url, acme)
+    task = client.enqueue("progress", {"gate": str(gate)})
+    wait_for(lambda: client.get(task.id).status is TaskStatus.RUNNING, 60, "the task to start")
+    console.sign_in(acme)
+    console.search(id=task.id)
+    page = console.page
+    expect(console.status()).to_have_text("running")
+    expect(page.locator("#task dt", has_text="Lease holder")).to_be_visible()
+    # A poller's slot: host/pid/slot-<n>.
+    expect(page.locator("#holder")).to_have_text(re.compile(r"^[^/]+/\d+/slot-\d+$"))
+    holder = page.locator("#holder").inner_text()
+    console.shot("running")
+    gate.write_text("")
+    expect(console.status()).to_have_text("succeeded", timeout=WAIT_MS)
+    expect(page.locator("#task dt", has_text="Last lease holder")).to_be_visible()
+    expect(page.locator("#holder")).to_have_text(holder)
 
 
 def test_cancel_a_task_that_has_not_started(console: Console, stack: DevStack, acme: str) -> None:
@@ -274,10 +349,13 @@ def test_queues_schedules_and_keys_pages(console: Console, stack: DevStack, acme
     console.sign_in(acme)
     page = console.page
 
+    expect(page.locator("#whoami")).to_have_text("tenant acme")
     page.click("nav >> text=Queues")
     default = page.locator("#queues tbody tr", has_text="default").first
     expect(default).to_contain_text("running")  # the state as a word
-    console.shot("queues")
+    # Pausing and redriving are the operator's: an admin key of a tenant is not offered them.
+    expect(page.locator("#queues tbody tr")).to_have_count(3)  # default at 3 priorities
+    expect(page.locator("#queues button")).to_have_count(0)
 
     page.click("nav >> text=Schedules")
     row = page.locator("#schedules tbody tr", has_text="nightly-report")
@@ -310,3 +388,26 @@ def test_queues_schedules_and_keys_pages(console: Console, stack: DevStack, acme
     key_row.get_by_role("button", name="Revoke").click()
     console.confirm()
     expect(key_row).to_contain_text("revoked")
+
+
+def test_only_the_operator_is_offered_pause_and_redrive(console: Console, stack: DevStack) -> None:
+    console.sign_in(stack.api_key)  # the bootstrap key: an admin key of the operator tenant
+    page = console.page
+    expect(page.locator("#whoami")).to_have_text(re.compile(r"\(operator\)$"))
+    page.click("nav >> text=Queues")
+    queues = page.locator("#queues")
+    expect(queues.get_by_role("button", name="Pause")).to_be_visible()
+    expect(queues.get_by_role("button", name="Redrive dead letters")).to_be_visible()
+    console.shot("queues")
+
+
+def test_a_read_only_key_is_offered_no_action(console: Console, stack: DevStack, acme: str) -> None:
+    task = Client(stack.api_url, acme).enqueue("echo", {"later": True}, delay_seconds=900)
+    console.sign_in(key_for(stack, "acme", "tasks:read"))
+    page = console.page
+    expect(page.locator("#whoami")).to_have_text("tenant acme")
+    expect(page.locator("#retry-failed")).to_be_hidden()
+    expect(page.locator("nav >> text=API keys")).to_be_hidden()
+    console.search(id=task.id)
+    expect(console.status()).to_have_text(task.status.value)
+    expect(page.locator("#cancel")).to_be_hidden()

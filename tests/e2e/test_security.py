@@ -218,6 +218,7 @@ ROUTES = [
     Route("GET", "/v1/openapi.json", "tasks:read", 200, lambda w: "/v1/openapi.json"),
     Route("GET", "/v1/queues", "tasks:read", 200, lambda w: "/v1/queues"),
     Route("GET", "/v1/tasks", "tasks:read", 200, lambda w: "/v1/tasks"),
+    Route("GET", "/v1/whoami", "tasks:read", 200, lambda w: "/v1/whoami"),
     Route(
         "POST",
         "/v1/tasks",
@@ -483,6 +484,16 @@ def test_lists_show_only_the_callers_tenant(world: World) -> None:
         "GET", f"/v1/tasks?limit=1&next_token={page['next_token']}", beta_admin
     )
     assert status == 400, body
+
+
+def test_whoami_names_the_keys_tenant_and_scopes(world: World) -> None:
+    expected = {
+        "operator": {"tenant": "default", "scopes": ["admin"], "operator": True},
+        "alpha:admin": {"tenant": "alpha", "scopes": ["admin"], "operator": False},
+        "beta:tasks:read": {"tenant": "beta", "scopes": ["tasks:read"], "operator": False},
+    }
+    for name, identity in expected.items():
+        assert world.call("GET", "/v1/whoami", world.keys[name]) == (200, identity)
 
 
 # --------------------------------------------------------- nothing leaks out

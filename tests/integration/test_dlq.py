@@ -195,7 +195,7 @@ def test_every_failed_task_is_listed_page_by_page(core: Enqueuer) -> None:
 def test_retry_failed_requeues_in_bulk(core: Enqueuer, worker: Worker) -> None:
     echo = many_failed(core, 7)
     other = many_failed(core, 2, name="sleep")
-    by_name = dlq.retry_failed(core, "default", name="sleep")
+    by_name = dlq.retry_failed(core, "default", dlq.FailedFilter(name="sleep"))
     assert sorted(by_name.retried) == sorted(other) and by_name.more is False
 
     first = dlq.retry_failed(core, "default", max_tasks=5)

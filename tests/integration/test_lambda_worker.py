@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 
@@ -42,6 +43,9 @@ def test_batch_with_partial_failure(core: Enqueuer, esm: EventSourceMapping) -> 
         TaskStatus.RUNNING,
     ]
     assert [t.result for t in tasks[:2]] == [0, 1]
+    # The lease holder of a Lambda attempt is its invocation's request id.
+    assert all(re.fullmatch(r"[0-9a-f-]{36}", t.holder or "") for t in tasks[:2])
+    assert tasks[2].holder is None  # claimed above without a name
     # Only the failed record is left, hidden until the holder's lease would end.
     assert queue_counts(core) == {"visible": 0, "in_flight": 1, "delayed": 0}
 

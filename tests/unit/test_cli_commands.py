@@ -175,6 +175,9 @@ def test_an_unreachable_aws_endpoint_is_a_sentence(tmp_path: Path) -> None:
         (["cancel", "abc", "--queue", "q"], "give a task id or filters"),
         (["cancel", "--created-before", "yesterday"], "--created-before 'yesterday' is not an"),
         (["cancel", "--status", "succeeded"], "invalid choice: 'succeeded'"),
+        (["tasks", "--created-after", "yesterday"], "--created-after 'yesterday' is not an"),
+        (["retry", "--failed", "--created-before", "soon"], "--created-before 'soon' is not"),
+        (["retry", "abc", "--queue", "q"], "go with --failed, not with a task id"),
     ],
 )
 def test_cancel_says_what_is_wrong_with_its_input(

@@ -96,6 +96,11 @@ class Caller:
             raise ForbiddenError(f"this API key lacks the {scope!r} scope")
         return str(tenant)
 
+    def scopes(self) -> list[str]:
+        """The scopes of the caller's key, as granted (checked by `__call__` first)."""
+        authorizer = self._app.current_event.request_context.authorizer
+        return str(authorizer.get("scopes") or "").split()
+
     def is_operator(self, tenant: str) -> bool:
         """Whether `tenant`'s admin keys manage every tenant (the operator's do)."""
         return manages_every_tenant(tenant, self._services.settings.operator_tenant)

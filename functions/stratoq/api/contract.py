@@ -53,6 +53,7 @@ __all__ = [
     "ErrorBody",
     "ErrorDetail",
     "Health",
+    "Identity",
     "KeyList",
     "KeyRecord",
     "KeyRequest",
@@ -111,8 +112,18 @@ class RedriveRequest(BaseModel):
 
 
 class RetryFailedRequest(BaseModel):
+    """Which of the caller's failed tasks `POST /v1/tasks/retry` runs again: those
+    matching every filter given (none: every failed task)."""
+
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(default=None, max_length=128)
+    queue: QueueName | None = None
+    created_after: AwareTimestamp | None = Field(
+        default=None, description="only tasks created after this time (RFC 3339)"
+    )
+    created_before: AwareTimestamp | None = Field(
+        default=None, description="only tasks created before this time (RFC 3339)"
+    )
     max_tasks: int = Field(default=100, ge=1, le=1000)
 
 
@@ -241,6 +252,17 @@ class PauseResult(BaseModel):
     name: str
     paused: bool = Field(description="whether it is paused now")
     changed: bool = Field(description="false: it already was (pausing twice is pausing once)")
+
+
+class Identity(BaseModel):
+    """Who the calling key is (`GET /v1/whoami`)."""
+
+    tenant: str
+    scopes: list[str] = Field(description="as granted: admin implies every other scope")
+    operator: bool = Field(
+        description="an admin key of the operator tenant: it may pause queues and task "
+        "names, redrive dead letters and manage every tenant's keys"
+    )
 
 
 class KeyRecord(BaseModel):

@@ -1,4 +1,5 @@
-"""Routes of `/v1/keys`: create, list and revoke API keys (admin)."""
+"""Routes of `/v1/keys`: create, list and revoke API keys (admin); and `/v1/whoami`,
+what any key may ask about itself."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 
 from stratoq.api.common import Caller, answer
-from stratoq.api.contract import CreatedKey, KeyList, KeyRecord, KeyRequest, responses
+from stratoq.api.contract import (
+    CreatedKey,
+    Identity,
+    KeyList,
+    KeyRecord,
+    KeyRequest,
+    responses,
+)
 from stratoq.core.errors import ForbiddenError
 
 if TYPE_CHECKING:
@@ -26,6 +34,17 @@ def register(app: APIGatewayRestResolver, services: Services, caller: Caller) ->
         if tenant is not None and tenant != caller_tenant:
             raise ForbiddenError(f"this API key manages the keys of tenant {caller_tenant!r} only")
         return False
+
+    @app.get("/v1/whoami", responses=responses({200: ("the caller's key", Identity)}))
+    def whoami() -> Response[str]:
+        """The tenant and scopes of the calling key, and whether it is one of the
+        operator's (whose admin keys act on what every tenant shares: pausing queues,
+        redriving dead letters, every tenant's keys). Any valid key may ask; a client
+        (the console) shows only what the key can do."""
+        tenant = caller("tasks:read")  # every scope implies it: any valid key
+        scopes = caller.scopes()
+        operator = "admin" in scopes and caller.is_operator(tenant)
+        return answer(200, Identity(tenant=tenant, scopes=scopes, operator=operator))
 
     @app.post("/v1/keys", responses=responses({201: ("the key, shown once", CreatedKey)}, 400, 413))
     def create_key(request: KeyRequest) -> Response[str]:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from pydantic import AwareDatetime
 
 from stratoq.api.common import (
     RESOLVING,
@@ -32,12 +33,17 @@ from stratoq.api.contract import (
 )
 from stratoq.core.clock import to_ms
 from stratoq.core.errors import InvalidRequestError, TaskNotFoundError
-from stratoq.core.models import TaskStatus, utcnow
+from stratoq.core.models import QUEUE_PATTERN, TaskStatus, utcnow
 from stratoq.core.policy import recheck_delay
 from stratoq.services import cancel, dlq
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from stratoq.services.app import Services
+
+_AFTER = "only tasks created after this time (RFC 3339, e.g. 2030-01-01T09:00:00Z)"
+_BEFORE = "only tasks created before this time (RFC 3339)"
 
 
 def register(app: APIGatewayRestResolver, services: Services, caller: Caller) -> None:
@@ -80,24 +86,45 @@ def register(app: APIGatewayRestResolver, services: Services, caller: Caller) ->
 
     @app.post("/v1/tasks/retry", responses=responses({202: ("requeued", RetryResult)}, 400, 503))
     def retry_failed(request: RetryFailedRequest | None = None) -> Response[str]:
-        """Run the caller's failed tasks again (newest first, up to `max_tasks`; optional
-        `name`)."""
+        """Run the caller's failed tasks that match every filter given again (newest
+        first, up to `max_tasks`): attempts reset, as `POST /v1/tasks/{task_id}/retry`
+        does. The answer counts them; call again while `more`."""
         tenant = caller("tasks:write")
         req = request or RetryFailedRequest()
-        report = dlq.retry_failed(services.enqueuer, tenant, req.name, req.max_tasks)
+        after, before = time_range(req.created_after, req.created_before)
+        which = dlq.FailedFilter(req.name, req.queue, after, before)
+        report = dlq.retry_failed(services.enqueuer, tenant, which, req.max_tasks)
         return answer(202, RetryResult.model_validate(report.as_dict()))
 
     @app.get("/v1/tasks", responses=responses({200: ("a page", TaskPage)}, 400))
     def list_tasks(
         status: Annotated[TaskStatus | None, Query()] = None,
         name: Annotated[str | None, Query(max_length=128)] = None,
+        queue: Annotated[str | None, Query(pattern=QUEUE_PATTERN)] = None,
+        created_after: Annotated[AwareDatetime | None, Query(description=_AFTER)] = None,
+        created_before: Annotated[AwareDatetime | None, Query(description=_BEFORE)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         next_token: Annotated[str | None, Query(max_length=2048)] = None,
     ) -> Response[str]:
-        """A page of the caller's tasks, newest first; `next_token` fetches the next page."""
+        """A page of the caller's tasks that match every filter given, newest first.
+
+        A page may hold fewer than `limit` tasks, even none, while `next_token` says
+        there are more (filters are applied to what each page reads); pass the token
+        back with the same filters for the next page. The time range is read from the
+        index directly: a narrow range is cheap however many tasks there are."""
         tenant = caller("tasks:read")
+        after, before = time_range(created_after, created_before)
         try:
-            tasks, token = services.store.list_tasks(tenant, status, name, limit, next_token)
+            tasks, token = services.store.list_tasks(
+                tenant,
+                status,
+                name,
+                limit,
+                next_token,
+                before,
+                queue=queue,
+                created_after_ms=after,
+            )
         except ValueError as exc:
             raise InvalidRequestError(str(exc), field="next_token") from None
         return answer(200, TaskPage(tasks=tasks, next_token=token))
@@ -194,3 +221,14 @@ def _filter(request: CancelRequest) -> cancel.CancelFilter:
         )
     except ValueError as exc:
         raise InvalidRequestError(str(exc), field="status") from None
+
+
+def time_range(after: datetime | None, before: datetime | None) -> tuple[int | None, int | None]:
+    """The creation-time filter in epoch ms; 400 naming `created_after` for a range that
+    cannot hold a task."""
+    lo, hi = to_ms(after), to_ms(before)
+    if lo is not None and hi is not None and lo >= hi:
+        raise InvalidRequestError(
+            "created_after must be earlier than created_before", field="created_after"
+        )
+    return lo, hi

@@ -61,6 +61,11 @@ def register(sub: Subparsers) -> None:
         choices=["scheduled", "queued", "running", "retrying", "succeeded", "failed", "cancelled"],
     )
     t.add_argument("--name")
+    t.add_argument("--queue")
+    t.add_argument(
+        "--created-after", dest="created_after", help="RFC 3339 time, e.g. 2030-01-01T09:00:00Z"
+    )
+    t.add_argument("--created-before", dest="created_before", help="RFC 3339 time")
     t.add_argument("--limit", type=positive, default=50)
     t.add_argument("--next-token", dest="next_token")
     t.add_argument("--json", action="store_true")
@@ -82,6 +87,9 @@ def register(sub: Subparsers) -> None:
     r.add_argument("id", nargs="?")
     r.add_argument("--failed", action="store_true", help="retry failed tasks, newest first")
     r.add_argument("--name", help="with --failed: only tasks of this name")
+    r.add_argument("--queue", help="with --failed: only tasks of this queue")
+    r.add_argument("--created-after", dest="created_after", help="with --failed: RFC 3339 time")
+    r.add_argument("--created-before", dest="created_before", help="with --failed: RFC 3339 time")
     r.add_argument("--max", type=positive, help="with --failed: at most this many")
     r.set_defaults(func=cmd_retry)
 
@@ -180,8 +188,27 @@ class _Progress:
             sys.stderr.write("\n")
 
 
+def time_arg(flag: str, value: str | None) -> datetime | None:
+    """An RFC 3339 time given on the command line (UTC when it names no offset)."""
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"{flag} {value!r} is not an RFC 3339 time") from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
-    page = client(args).list(args.status, args.name, args.limit, args.next_token)
+    page = client(args).list(
+        args.status,
+        args.name,
+        args.limit,
+        args.next_token,
+        queue=args.queue,
+        created_after=time_arg("--created-after", args.created_after),
+        created_before=time_arg("--created-before", args.created_before),
+    )
     if args.json:
         tasks = [t.model_dump(mode="json") for t in page]
         print_json({"tasks": tasks, "next_token": page.next_token})
@@ -207,16 +234,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         raise UsageError(
             "give a task id, or at least one of --queue, --name, --status, --created-before"
         )
-    before = None
-    if args.created_before is not None:
-        try:
-            before = datetime.fromisoformat(args.created_before.replace("Z", "+00:00"))
-        except ValueError:
-            raise UsageError(
-                f"--created-before {args.created_before!r} is not an RFC 3339 time"
-            ) from None
-        if before.tzinfo is None:
-            before = before.replace(tzinfo=UTC)
+    before = time_arg("--created-before", args.created_before)
     api = client(args)
     left = args.max
     cancelled = requested = 0
@@ -243,18 +261,30 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_retry(args: argparse.Namespace) -> int:
     if (args.id is None) == (not args.failed):
         raise UsageError("give a task id, or --failed to retry failed tasks in bulk")
+    filters = (args.name, args.queue, args.created_after, args.created_before, args.max)
     if args.id is not None:
-        if args.name is not None or args.max is not None:
-            raise UsageError("--name and --max go with --failed, not with a task id")
+        if any(f is not None for f in filters):
+            raise UsageError(
+                "--name, --queue, --created-after, --created-before and --max go with "
+                "--failed, not with a task id"
+            )
         print_json(client(args).retry(args.id).model_dump(mode="json"))
         return 0
+    after = time_arg("--created-after", args.created_after)
+    before = time_arg("--created-before", args.created_before)
     api = client(args)
     left = args.max
     total = 0
     seen: set[str] = set()
     while True:
         # The API retries at most 1,000 per call; without --max, go on until none is left.
-        answer = api.retry_failed(args.name, min(1000, left) if left is not None else 1000)
+        answer = api.retry_failed(
+            args.name,
+            min(1000, left) if left is not None else 1000,
+            queue=args.queue,
+            created_after=after,
+            created_before=before,
+        )
         total += answer["retried"]
         if left is not None:
             left -= answer["retried"]

@@ -231,6 +231,12 @@ class Task(BaseModel):
     # claim: the numbers of the nodes that depend on it, and how many it depends on.
     workflow_children: list[int] = Field(default_factory=list, exclude=True)
     workflow_deps: int = Field(default=0, exclude=True)
+    holder: str | None = Field(
+        default=None,
+        description="The worker that holds the task's lease while it runs, and the last "
+        "one that held it after: `host/pid/slot` for a container worker, the invocation's "
+        "request id for a Lambda worker; null if no attempt has started.",
+    )
 
     @model_validator(mode="after")
     def _final_waits_for_nothing(self) -> Task:

@@ -28,6 +28,7 @@ from stratoq.observability.logging import stream_handler
 from stratoq.services.app import Services
 from stratoq.services.handback import Action
 from stratoq.services.runner import InlineRunner
+from stratoq.services.worker import thread_holder
 
 # The "stratoq" logger and its one handler: Powertools formats every stratoq.* logger.
 logger = Logger(service="stratoq", logger_handler=stream_handler())
@@ -47,13 +48,21 @@ class WorkerFunction:
         self.services = services
         # `clock`: the wall clock, except in eager tests (stratoq.testing), which run
         # this very function with a clock that jumps over retry delays.
-        self.worker = services.worker(InlineRunner(), time_left_ms=self._time_left_ms, clock=clock)
+        self.worker = services.worker(
+            InlineRunner(), time_left_ms=self._time_left_ms, clock=clock, holder=self._holder
+        )
         # The invocation being handled, per thread (a local consumer may call from many).
         self._local = threading.local()
 
     def _time_left_ms(self) -> int:
         ctx: LambdaContext | None = getattr(self._local, "context", None)
         return ctx.get_remaining_time_in_millis() if ctx is not None else NO_DEADLINE_MS
+
+    def _holder(self) -> str:
+        # On Lambda, the invocation's request id: what its logs and traces are keyed by.
+        ctx: LambdaContext | None = getattr(self._local, "context", None)
+        request_id = getattr(ctx, "aws_request_id", None) if ctx is not None else None
+        return str(request_id) if request_id else thread_holder()
 
     def record(self, record: SQSRecord) -> None:
         worker = self.worker

@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,6 +27,7 @@ from stratoq.api.contract import (
     MAX_WAIT_SECONDS,
     CancelResult,
     CreatedKey,
+    Identity,
     KeyList,
     KeyRecord,
     PauseResult,
@@ -277,12 +279,25 @@ class Client(WorkflowMethods):
     def retry(self, task_id: str) -> Task:
         return Task.model_validate(self._call("POST", f"/v1/tasks/{task_id}/retry"))
 
-    def retry_failed(self, name: str | None = None, max_tasks: int = 100) -> dict[str, Any]:
-        """Run up to `max_tasks` failed tasks again (newest first, optionally one task
-        name): `{"retried", "task_ids", "more"}`; call again while `more`."""
-        body: dict[str, Any] = {"max_tasks": max_tasks}
-        if name is not None:
-            body["name"] = name
+    def retry_failed(
+        self,
+        name: str | None = None,
+        max_tasks: int = 100,
+        *,
+        queue: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+    ) -> dict[str, Any]:
+        """Run up to `max_tasks` failed tasks again (newest first), those matching every
+        filter given: `{"retried", "task_ids", "more"}`; call again while `more`."""
+        given = {
+            "name": name,
+            "queue": queue,
+            "created_after": _time(created_after),
+            "created_before": _time(created_before),
+        }
+        body: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        body["max_tasks"] = max_tasks
         return _dump(RetryResult.model_validate(self._call("POST", "/v1/tasks/retry", body)))
 
     def redrive(self, queue: str = "default", max_messages: int | None = None) -> dict[str, Any]:
@@ -298,26 +313,43 @@ class Client(WorkflowMethods):
         name: str | None = None,
         limit: int = 50,
         next_token: str | None = None,
+        *,
+        queue: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
     ) -> Page:
-        """One page of tasks (at most `limit`), newest first: a `Page`, which iterates
-        over its tasks and has `tasks`, `next_token`, `next_page()` and `pages()`."""
-        answer = self._call(
-            "GET",
-            "/v1/tasks",
-            query={"status": status, "name": name, "limit": limit, "next_token": next_token},
-        )
-        page = TaskPage.model_validate(answer)
-        return Page(
-            page.tasks,
-            page.next_token,
-            lambda token: self.list(status, name, limit, token),
-        )
+        """One page of the tasks matching every filter given, newest first: a `Page`,
+        which iterates over its tasks and has `tasks`, `next_token`, `next_page()` and
+        `pages()`. A page may hold fewer than `limit` tasks (even none) while there are
+        more: `pages()` goes on until `next_token` is None. Times are RFC 3339 text or
+        aware datetimes; both ends are exclusive."""
+        after, before = _time(created_after), _time(created_before)
+        query = {"status": status, "name": name, "queue": queue, "limit": limit}
+        query.update(created_after=after, created_before=before, next_token=next_token)
+        page = TaskPage.model_validate(self._call("GET", "/v1/tasks", query=query))
+        rest = partial(self.list, queue=queue, created_after=after, created_before=before)
+        return Page(page.tasks, page.next_token, lambda token: rest(status, name, limit, token))
 
     def iter_tasks(
-        self, status: TaskStatus | str | None = None, name: str | None = None, page_size: int = 100
+        self,
+        status: TaskStatus | str | None = None,
+        name: str | None = None,
+        page_size: int = 100,
+        *,
+        queue: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
     ) -> Iterator[Task]:
         """Every matching task, newest first, fetched `page_size` at a time."""
-        for page in self.list(status, name, page_size).pages():
+        first = self.list(
+            status,
+            name,
+            page_size,
+            queue=queue,
+            created_after=created_after,
+            created_before=created_before,
+        )
+        for page in first.pages():
             yield from page
 
     def wait(self, task_id: str, timeout: float = 60.0, poll: float = 0.2) -> Task:
@@ -426,8 +458,17 @@ class Client(WorkflowMethods):
         answer = KeyList.model_validate(self._call("GET", "/v1/keys", query={"tenant": tenant}))
         return [_dump(k) for k in answer.keys]
 
+    def whoami(self) -> dict[str, Any]:
+        """The key's `{"tenant", "scopes", "operator"}` (`GET /v1/whoami`)."""
+        return _dump(Identity.model_validate(self._call("GET", "/v1/whoami")))
+
     def revoke_key(self, key_id: str) -> dict[str, Any]:
         return _dump(KeyRecord.model_validate(self._call("DELETE", f"/v1/keys/{key_id}")))
+
+
+def _time(value: datetime | str | None) -> str | None:
+    """A time filter as the API takes it (RFC 3339 text)."""
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 def _dump(answer: BaseModel) -> dict[str, Any]:

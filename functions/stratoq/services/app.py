@@ -35,6 +35,7 @@ from stratoq.services.leases import LeaseKeeper
 from stratoq.services.runner import Runner
 from stratoq.services.worker import Worker
 from stratoq.services.workflows import Workflows
+from stratoq.services.worker import Worker, thread_holder
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -213,10 +214,11 @@ class Services:
         keeper: LeaseKeeper | None = None,
         time_left_ms: Callable[[], int] | None = None,
         clock: Callable[[], int] = now_ms,
+        holder: Callable[[], str] = thread_holder,
     ) -> Worker:
         """A worker over this process's store, transport, locks and metrics. `clock`
         (epoch ms) is the wall clock except in eager tests, which skip waits by running
-        it ahead (stratoq.testing)."""
+        it ahead (stratoq.testing). `holder` names the claimer (`Task.holder`)."""
         self.load_tasks()
         return Worker(
             self.store,
@@ -232,6 +234,7 @@ class Services:
             orphan_grace_seconds=self.settings.orphan_grace_seconds,
             pauses=self.pauses,
             workflows=self.workflows,
+            holder=holder,
         )
 
     def lease_keeper(self) -> LeaseKeeper:

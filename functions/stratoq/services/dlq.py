@@ -180,29 +180,57 @@ class RetryReport:
         return {"retried": len(self.retried), "task_ids": self.retried, "more": self.more}
 
 
+@dataclass(frozen=True)
+class FailedFilter:
+    """Which failed tasks a bulk retry takes: every field given must match (None: any);
+    creation times in epoch ms, both exclusive."""
+
+    name: str | None = None
+    queue: str | None = None
+    created_after_ms: int | None = None
+    created_before_ms: int | None = None
+
+    def page(
+        self, core: Enqueuer, tenant: str, limit: int, token: str | None
+    ) -> tuple[list[Task], str | None]:
+        """A page of the matching failed tasks (the sparse failed-task index)."""
+        return core.store.list_tasks(
+            tenant,
+            TaskStatus.FAILED,
+            self.name,
+            limit,
+            token,
+            self.created_before_ms,
+            queue=self.queue,
+            created_after_ms=self.created_after_ms,
+        )
+
+
 def retry_failed(
     core: Enqueuer,
     tenant: str,
-    name: str | None = None,
+    which: FailedFilter | None = None,
     max_tasks: int = 100,
     *,
     budget_seconds: float = TIME_BUDGET_SECONDS,
     clock: Callable[[], float] = time.monotonic,
 ) -> RetryReport:
-    """Requeue up to `max_tasks` of a tenant's failed tasks (newest first) and send them.
+    """Requeue up to `max_tasks` of a tenant's failed tasks that match `which` (newest
+    first) and send them.
 
-    Reads the sparse failed-task index page by page; each task is one conditional
-    requeue (the same as `POST /v1/tasks/{id}/retry`), the messages go out in batches.
+    Reads the sparse failed-task index page by page (the time range as a key condition,
+    name and queue as a filter: see `adapters.store.listing`); each task is one
+    conditional requeue (the same as `POST /v1/tasks/{id}/retry`), the messages go out
+    in batches.
     """
+    which = which or FailedFilter()
     retried: list[str] = []
     token: str | None = None
     deadline = clock() + budget_seconds
     while len(retried) < max_tasks:
         if clock() >= deadline:
             return RetryReport(retried, True)
-        page, token = core.store.list_tasks(
-            tenant, TaskStatus.FAILED, name, min(100, max_tasks - len(retried)), token
-        )
+        page, token = which.page(core, tenant, min(100, max_tasks - len(retried)), token)
         requeued: list[Task] = []
         now = to_ms(utcnow()) or 0
         for task in page:
@@ -223,8 +251,8 @@ def retry_failed(
         if token is None:
             return RetryReport(retried, False)
     # Stopped at max_tasks: say whether any failed task is left (one cheap read; with a
-    # name filter an empty page proves nothing, so the page token decides).
-    if name is None:
-        left, _ = core.store.list_tasks(tenant, TaskStatus.FAILED, None, 1)
+    # name or queue filter an empty page proves nothing, so the page token decides).
+    if which.name is None and which.queue is None:
+        left, _ = which.page(core, tenant, 1, None)
         return RetryReport(retried, bool(left))
     return RetryReport(retried, token is not None)

@@ -12,7 +12,9 @@ what they do with the returned Disposition.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -58,6 +60,13 @@ logger = logging.getLogger(__name__)
 RECORD_GRACE_MS = 15_000
 
 
+def thread_holder() -> str:
+    """Who runs an attempt in this thread, for people (`Task.holder`): `host/pid/slot`,
+    the slot being the thread's name (a poller's slot threads are `stratoq-slot-<n>`)."""
+    slot = threading.current_thread().name.removeprefix("stratoq-")
+    return f"{socket.gethostname()}/{os.getpid()}/{slot}"
+
+
 class Worker:
     """Processes deliveries. `lease_ms` and `time_left_ms` let each loop set its bounds."""
 
@@ -80,6 +89,7 @@ class Worker:
         sleep: Callable[[float], None] = time.sleep,
         cancel_check_seconds: float = CANCEL_CHECK_SECONDS,
         workflows: Workflows | None = None,
+        holder: Callable[[], str] = thread_holder,
     ) -> None:
         self.store = store
         self.transport = transport
@@ -94,6 +104,7 @@ class Worker:
         self._unknown_grace_s = unknown_task_grace_seconds
         self._orphan_grace_s = orphan_grace_seconds
         self._sleep = sleep
+        self._holder = holder
         # Inline attempts (no keeper) check for a cancel this often (CancelWatch).
         self._cancel_check_s = cancel_check_seconds
         # Told when a workflow node's task ends (tasks outside workflows never reach it).
@@ -131,7 +142,7 @@ class Worker:
             handed_back = self.back.unknown(delivery, msg, msg.name, now)
             if handed_back is not None:
                 return handed_back
-        claim = self.store.claim(msg.task_id, msg.tenant, now, self._lease_ms())
+        claim = self.store.claim(msg.task_id, msg.tenant, now, self._lease_ms(), self._holder())
         if not isinstance(claim, Claimed):
             if claim.reason == "missing" and msg.enqueued_ms is not None:
                 return self._before_record(delivery, msg, msg.enqueued_ms, now)
@@ -148,7 +159,9 @@ class Worker:
             for wait_ms in MISSING_REREADS_MS:
                 self._sleep(wait_ms / 1000)
                 now = self._clock()
-                claim = self.store.claim(msg.task_id, msg.tenant, now, self._lease_ms())
+                claim = self.store.claim(
+                    msg.task_id, msg.tenant, now, self._lease_ms(), self._holder()
+                )
                 if isinstance(claim, Claimed):
                     return self._run(delivery, msg, claim)
                 if claim.reason != "missing":

@@ -113,6 +113,7 @@ def task_to_item(task: Task, cipher: PayloadCipher | None = None) -> dict[str, A
         "parent": task.parent_id,
         "wf_children": task.workflow_children or None,
         "wf_deps": task.workflow_deps or None,
+        "holder": task.holder,
     }
 
 
@@ -163,6 +164,7 @@ def item_to_task(item: dict[str, Any], cipher: PayloadCipher | None = None) -> T
         parent_id=item.get("parent"),
         workflow_children=item.get("wf_children", []),
         workflow_deps=item.get("wf_deps", 0),
+        holder=item.get("holder"),
     )
 
 

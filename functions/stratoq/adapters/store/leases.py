@@ -73,17 +73,23 @@ def _error_entry(attempt: int, kind: str, message: str, now_ms: int) -> dict[str
 class TaskLeases(StoreBase):
     """Claims and the fenced writes of the lease holder."""
 
-    def claim(self, task_id: str, tenant: str, now_ms: int, lease_ms: int) -> ClaimResult:
-        """Take the lease on a task so that only the caller runs this attempt."""
+    def claim(
+        self, task_id: str, tenant: str, now_ms: int, lease_ms: int, holder: str | None = None
+    ) -> ClaimResult:
+        """Take the lease on a task so that only the caller runs this attempt. `holder`
+        names the caller for people (`Task.holder`); it stays after the attempt, as the
+        last holder. The token alone fences: it is never shown."""
         token = new_token()
         expires = now_ms + lease_ms
+        # The holder rides on the claim's own write: no request of its own.
+        named = ", holder = :holder" if holder else ""
         try:
             out = self._db.update_item(
                 TableName=self.table,
                 Key={"pk": {"S": task_id}},
                 UpdateExpression=(
                     "SET #s = :running, claim_after = :cl, lease_token = :tok, "
-                    "started_at = :now, attempts = attempts + :one"
+                    "started_at = :now, attempts = attempts + :one" + named
                 ),
                 # Guards against running a task twice: only a task that is due (runnable
                 # and past its delay, up to a second early for SQS's whole-second
@@ -101,6 +107,7 @@ class TaskLeases(StoreBase):
                     due=now_ms + EARLY_MS,
                     one=1,
                     tenant=tenant,
+                    **({"holder": holder} if holder else {}),
                 ),
                 ReturnValues="ALL_OLD",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -118,6 +125,7 @@ class TaskLeases(StoreBase):
                 "status": TaskStatus.RUNNING,
                 "attempts": old_task.attempts + 1,
                 "started_at": from_ms(now_ms),
+                "holder": holder or old_task.holder,
             }
         )
         return Claimed(

@@ -6,7 +6,21 @@ task ids in order. GSI `by-status` lists failed tasks only (sparse). A `next_tok
 the base64 JSON of where the next page starts: for `listing`, the last entry's key and
 how many ids of that entry's page were already returned; for `by-status`, the query's
 LastEvaluatedKey. Tokens come back from clients, so they are checked before DynamoDB
-sees them (UNKNOWN_PAGE otherwise).
+sees them (UNKNOWN_PAGE otherwise), and hold for the filters they were made with.
+
+What each filter costs (DynamoDB bills what a query reads, not what it returns):
+
+- creation time (`created_after_ms`, `created_before_ms`): a key condition on the sort
+  key `created_at` of either index, so a query starts and stops at the range's ends and
+  reads nothing outside it: a narrow range over millions of tasks costs its own tasks.
+- on failed tasks (`by-status`, projection ALL), `name` and `queue`: a FilterExpression.
+  DynamoDB still reads (and bills) every entry of the range; `Limit` counts entries read
+  before the filter, so a page can hold few matches, even none, with a `next_token`.
+- on the `listing` index, `status`, `name` and `queue`: tested on the task items the page
+  reads anyway (BatchGetItem; the index is KEYS_ONLY and a batch's listing page mixes
+  names and queues, so there is nothing for a FilterExpression to test). The same cost
+  and the same short pages as a FilterExpression. An index per queue would make these
+  reads exact, at one more index write per task: the write listing pages exist to avoid.
 """
 
 from __future__ import annotations
@@ -45,35 +59,43 @@ class TaskListing(StoreBase):
         limit: int = 50,
         next_token: str | None = None,
         created_before_ms: int | None = None,
+        *,
+        queue: str | None = None,
+        created_after_ms: int | None = None,
     ) -> tuple[list[Task], str | None]:
         """A page of the tenant's tasks, newest first, and the token of the next page.
 
         Failed tasks come from the sparse `by-status` index. Everything else is read
         through `listing`: its entries are tasks created alone and listing pages of
         batches, expanded in order. A page of the answer may hold fewer than `limit`
-        tasks (even none) while `next_token` says there is more: with a status or name
-        filter, or when listed tasks have expired. `created_before_ms` (epoch ms) starts
-        the listing below that creation time (a key condition: newer tasks are not read).
+        tasks (even none) while `next_token` says there is more: with a status, name or
+        queue filter, or when listed tasks have expired. `created_after_ms` and
+        `created_before_ms` (epoch ms, both exclusive) bound the creation time with a key
+        condition: tasks outside the range are not read. A token holds for the filters
+        it was made with; ValueError(UNKNOWN_PAGE) for one that cannot be.
         """
+        span = _Span(created_after_ms, created_before_ms)
+        if span.empty:
+            return [], None
         if status is TaskStatus.FAILED:
-            return self._list_failed(tenant, name, limit, next_token, created_before_ms)
-        key, skip = _decode_listing_token(next_token, tenant)
+            return self._list_failed(tenant, name, queue, limit, next_token, span)
+        key, skip = _decode_listing_token(next_token, tenant, span)
         ids: list[str] = []
         if skip:
             # Resume inside the listing page `key`; a page gone since (TTL) has no rest.
             found = self._get_many([key["pk"]["S"]]) if key else []
             rest = page_ids(found[0], tenant)[skip:] if found else []
             if len(rest) > limit:
-                return self._listed(rest[:limit], tenant, status, name), (
+                return self._listed(rest[:limit], tenant, status, name, queue, span), (
                     _encode_listing_token(key, skip + limit)
                 )
             ids += rest
         token: str | None = None
         if len(ids) < limit:
-            token = self._expand_listing(tenant, key, limit, ids, created_before_ms)
+            token = self._expand_listing(tenant, key, limit, ids, span)
         elif key is not None:
             token = _encode_listing_token(key, 0)
-        return self._listed(ids, tenant, status, name), token
+        return self._listed(ids, tenant, status, name, queue, span), token
 
     def _expand_listing(
         self,
@@ -81,14 +103,14 @@ class TaskListing(StoreBase):
         start: dict[str, Any] | None,
         limit: int,
         ids: list[str],
-        created_before_ms: int | None = None,
+        span: _Span,
     ) -> str | None:
         """Add the task ids of `listing` entries after `start` to `ids`, up to `limit`;
         returns the token of the rest, if any."""
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": "listing",
-            **_key_condition("listed", tenant, created_before_ms),
+            **span.key_condition("listed", tenant),
             "Limit": limit - len(ids),  # every entry lists at least one task
             "ScanIndexForward": False,
         }
@@ -122,38 +144,64 @@ class TaskListing(StoreBase):
         return _encode_listing_token(last, 0) if last else None
 
     def _listed(
-        self, ids: list[str], tenant: str, status: TaskStatus | None, name: str | None
+        self,
+        ids: list[str],
+        tenant: str,
+        status: TaskStatus | None,
+        name: str | None,
+        queue: str | None,
+        span: _Span,
     ) -> list[Task]:
-        items = [i for i in self._get_many(ids) if i.get("tenant") == tenant and "name" in i]
+        # The filters of the `listing` index, on the items read anyway (see module doc);
+        # the span again too: a batch's tasks are listed at their page's latest time.
+        items = [
+            i
+            for i in self._get_many(ids)
+            if i.get("tenant") == tenant and "name" in i and span.contains(i["created_at"])
+        ]
         if status is not None:
             items = [i for i in items if i.get("status") == status.value]
         if name:
             items = [i for i in items if i.get("name") == name]
+        if queue:
+            items = [i for i in items if i.get("queue", "default") == queue]
         return [item_to_task(i, self.cipher) for i in items]
 
     def _list_failed(
         self,
         tenant: str,
         name: str | None,
+        queue: str | None,
         limit: int,
         next_token: str | None,
-        created_before_ms: int | None = None,
+        span: _Span,
     ) -> tuple[list[Task], str | None]:
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": "by-status",
-            **_key_condition("gsi1pk", gsi_key(tenant, TaskStatus.FAILED), created_before_ms),
+            **span.key_condition("gsi1pk", gsi_key(tenant, TaskStatus.FAILED)),
             "Limit": limit,
             "ScanIndexForward": False,
         }
+        # Read, billed, then dropped by DynamoDB: the index projects every attribute.
+        tests: list[str] = []
+        names: dict[str, str] = {}
         if name:
-            kwargs["FilterExpression"] = "#n = :name"
-            kwargs["ExpressionAttributeNames"] = {"#n": "name"}
+            tests.append("#n = :name")
+            names["#n"] = "name"
             kwargs["ExpressionAttributeValues"].update(vals(name=name))
+        if queue:
+            tests.append("#q = :queue")
+            names["#q"] = "queue"
+            kwargs["ExpressionAttributeValues"].update(vals(queue=queue))
+        if tests:
+            kwargs["FilterExpression"] = " AND ".join(tests)
+            kwargs["ExpressionAttributeNames"] = names
         if next_token:
-            kwargs["ExclusiveStartKey"] = _query_key(
+            key = _query_key(
                 _read_token(next_token), "gsi1pk", kwargs["ExpressionAttributeValues"][":k"]
             )
+            kwargs["ExclusiveStartKey"] = span.holds(key)
         out = self._db.query(**kwargs)
         last = out.get("LastEvaluatedKey")
         token = encode_page_token(last) if last else None
@@ -215,18 +263,43 @@ class TaskListing(StoreBase):
             kwargs["ExclusiveStartKey"] = out["LastEvaluatedKey"]
 
 
-def _key_condition(partition: str, value: str, created_before_ms: int | None) -> dict[str, Any]:
-    """A listing query's key condition: the index partition, and its entries created
-    before `created_before_ms` if given (the sort key: older entries only are read)."""
-    if created_before_ms is None:
-        return {
-            "KeyConditionExpression": f"{partition} = :k",
-            "ExpressionAttributeValues": vals(k=value),
-        }
-    return {
-        "KeyConditionExpression": f"{partition} = :k AND created_at < :before",
-        "ExpressionAttributeValues": vals(k=value, before=created_before_ms),
-    }
+class _Span:
+    """A range of creation times (epoch ms, both ends exclusive; None: open)."""
+
+    def __init__(self, after_ms: int | None, before_ms: int | None) -> None:
+        self.after, self.before = after_ms, before_ms
+
+    @property
+    def empty(self) -> bool:
+        return self.after is not None and self.before is not None and self.before - self.after < 2
+
+    def contains(self, at_ms: int) -> bool:
+        return (self.after is None or at_ms > self.after) and (
+            self.before is None or at_ms < self.before
+        )
+
+    def key_condition(self, partition: str, value: str) -> dict[str, Any]:
+        """A query's key condition: the index partition, and the range on the sort key
+        `created_at` (entries outside it are not read, nor billed)."""
+        condition, values = f"{partition} = :k", vals(k=value)
+        if self.after is not None and self.before is not None:
+            # BETWEEN is inclusive; the span is not (and never empty here).
+            condition += " AND created_at BETWEEN :lo AND :hi"
+            values.update(vals(lo=self.after + 1, hi=self.before - 1))
+        elif self.after is not None:
+            condition += " AND created_at > :lo"
+            values.update(vals(lo=self.after))
+        elif self.before is not None:
+            condition += " AND created_at < :hi"
+            values.update(vals(hi=self.before))
+        return {"KeyConditionExpression": condition, "ExpressionAttributeValues": values}
+
+    def holds(self, key: dict[str, Any]) -> dict[str, Any]:
+        """`key` if its `created_at` is in the span: DynamoDB refuses a start key outside
+        the key condition, and a page token only ever holds a key of its own query."""
+        if not self.contains(int(key["created_at"]["N"])):
+            raise ValueError(UNKNOWN_PAGE)
+        return key
 
 
 # ------------------------------------------------------------------- tokens
@@ -266,7 +339,9 @@ def _encode_listing_token(key: dict[str, Any] | None, skip: int) -> str:
     return encode_page_token({"k": None if key is None else _listing_key(key), "s": skip})
 
 
-def _decode_listing_token(token: str | None, tenant: str) -> tuple[dict[str, Any] | None, int]:
+def _decode_listing_token(
+    token: str | None, tenant: str, span: _Span
+) -> tuple[dict[str, Any] | None, int]:
     """(ExclusiveStartKey, ids to skip in the next entry); client input, so checked."""
     if not token:
         return None, 0
@@ -281,7 +356,7 @@ def _decode_listing_token(token: str | None, tenant: str) -> tuple[dict[str, Any
         if skip:
             raise ValueError(UNKNOWN_PAGE)
         return None, 0
-    key = _query_key(key, "listed", {"S": tenant})
+    key = span.holds(_query_key(key, "listed", {"S": tenant}))
     if skip and not key["pk"]["S"].startswith(PAGE_PREFIX):
         raise ValueError(UNKNOWN_PAGE)  # only a listing page is resumed inside
     return key, skip

@@ -50,6 +50,13 @@
     return encodeURIComponent(value);
   }
 
+  // A datetime-local input's value, read as UTC (the page shows every time in UTC), as
+  // RFC 3339; '' stays ''.
+  function utc(value) {
+    if (!value) return '';
+    return (value.length === 16 ? value + ':00' : value) + 'Z';
+  }
+
   function component() {
     return {
       signedIn: Boolean(window.sessionStorage.getItem(KEY)),
@@ -58,8 +65,9 @@
       notice: '',
       noticeKind: '',
       statuses: STATUSES,
-      filters: { status: '', name: '', queue: '', id: '' },
-      applied: { status: '', name: '', queue: '' },
+      filters: { status: '', name: '', queue: '', after: '', before: '', id: '' },
+      applied: { status: '', name: '', queue: '', after: '', before: '' },
+      me: null, // GET /v1/whoami: what this key may do, so the page offers only that
       tasks: [],
       nextToken: null,
       pageToken: null,
@@ -79,6 +87,10 @@
 
       init: function () {
         var self = this;
+        if (this.signedIn) {
+          // A reload keeps the key (session storage): ask again what it may do.
+          call('GET', '/v1/whoami').then(function (me) { self.me = me; }).catch(this.failed.bind(this));
+        }
         window.addEventListener('hashchange', function () { self.route(); });
         this.route();
         // Live numbers: the open page reloads its data every few seconds, in place.
@@ -125,7 +137,7 @@
         window.sessionStorage.setItem(KEY, this.keyInput.trim());
         this.keyInput = '';
         try {
-          await call('GET', '/v1/tasks?limit=1');
+          this.me = await call('GET', '/v1/whoami');
         } catch (err) {
           if (err instanceof ApiError && err.status === 401) {
             this.forget();
@@ -139,6 +151,7 @@
       },
       forget: function () {
         window.sessionStorage.removeItem(KEY);
+        this.me = null;
         this.signedIn = false;
         this.tasks = [];
         this.task = null;
@@ -188,16 +201,21 @@
       load_tasks: async function () {
         var q = '?limit=' + PAGE_SIZE;
         if (this.applied.status) q += '&status=' + enc(this.applied.status);
-        if (this.applied.name) q += '&name=' + enc(this.applied.name);
+        q += this.filterQuery();
         if (this.pageToken) q += '&next_token=' + enc(this.pageToken);
         var page = await call('GET', '/v1/tasks' + q);
         this.tasks = page.tasks;
         this.nextToken = page.next_token;
       },
-      // The API filters by status and name; the queue is matched within each page.
-      get shownTasks() {
-        var queue = this.applied.queue;
-        return queue ? this.tasks.filter(function (t) { return t.queue === queue; }) : this.tasks;
+      // Every filter is the API's (server-side, over all tasks): name, queue, time range.
+      filterQuery: function () {
+        var a = this.applied;
+        var q = '';
+        if (a.name) q += '&name=' + enc(a.name);
+        if (a.queue) q += '&queue=' + enc(a.queue);
+        if (a.after) q += '&created_after=' + enc(a.after);
+        if (a.before) q += '&created_before=' + enc(a.before);
+        return q;
       },
       search: function () {
         var id = this.filters.id.trim();
@@ -208,7 +226,9 @@
         this.applied = {
           status: this.filters.status,
           name: this.filters.name.trim(),
-          queue: this.filters.queue.trim()
+          queue: this.filters.queue.trim(),
+          after: utc(this.filters.after),
+          before: utc(this.filters.before)
         };
         this.pageToken = null;
         this.tokens = [];
@@ -223,16 +243,48 @@
         this.pageToken = this.tokens.pop() || null;
         this.refresh();
       },
-      retryFailed: function () {
-        var name = this.filters.name.trim();
-        var what = 'Run again up to ' + BULK_RETRY + ' failed tasks' + (name ? ' named ' + name : '') + '?';
-        this.ask(what, async function () {
+      // Runs again the failed tasks of the filters shown (applied by Search), after
+      // saying how many match and which filters they are.
+      retryFailed: async function () {
+        var a = this.applied;
+        var preview;
+        try {
+          preview = await call('GET', '/v1/tasks?status=failed&limit=' + BULK_RETRY + this.filterQuery());
+        } catch (err) {
+          this.failed(err);
+          return;
+        }
+        var count = preview.tasks.length + (preview.next_token ? ' or more' : '');
+        var what = [];
+        if (a.name) what.push('named ' + a.name);
+        if (a.queue) what.push('in queue ' + a.queue);
+        if (a.after) what.push('created after ' + this.when(a.after));
+        if (a.before) what.push('created before ' + this.when(a.before));
+        var text = 'Run again ' + count + ' failed task(s)' + (what.length ? ' ' + what.join(', ') : '') +
+          ' (at most ' + BULK_RETRY + ')?';
+        this.ask(text, async function () {
           var body = { max_tasks: BULK_RETRY };
-          if (name) body.name = name;
+          if (a.name) body.name = a.name;
+          if (a.queue) body.queue = a.queue;
+          if (a.after) body.created_after = a.after;
+          if (a.before) body.created_before = a.before;
           var r = await call('POST', '/v1/tasks/retry', body);
           this.say(r.retried + ' failed task(s) queued again' + (r.more ? '; more remain.' : '.'));
           await this.load_tasks();
         });
+      },
+      get canWrite() {
+        return this.me === null || this.me.scopes.some(function (s) { return s === 'tasks:write' || s === 'admin'; });
+      },
+      get isAdmin() {
+        return this.me === null || this.me.scopes.indexOf('admin') >= 0;
+      },
+      // Pausing and redriving act on what every tenant shares: the operator's keys only.
+      get isOperator() {
+        return this.me !== null && this.me.operator;
+      },
+      get whoText() {
+        return this.me ? 'tenant ' + this.me.tenant + (this.me.operator ? ' (operator)' : '') : '';
       },
 
       // ------------------------------------------------------------ one task
