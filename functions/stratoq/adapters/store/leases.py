@@ -81,8 +81,12 @@ class TaskLeases(StoreBase):
             out = self._db.update_item(
                 TableName=self.table,
                 Key={"pk": {"S": task_id}},
+                # `claim_prev_*` keep what the claim overwrote (operands read the item as
+                # it was), for a claim that must recognise itself after a lost answer.
                 UpdateExpression=(
-                    "SET #s = :running, claim_after = :cl, lease_token = :tok, "
+                    "SET claim_prev_status = #s, "
+                    "claim_prev_started = if_not_exists(started_at, :zero), "
+                    "#s = :running, claim_after = :cl, lease_token = :tok, "
                     "started_at = :now, attempts = attempts + :one"
                 ),
                 # Guards against running a task twice: only a task that is due (runnable
@@ -100,6 +104,7 @@ class TaskLeases(StoreBase):
                     now=now_ms,
                     due=now_ms + EARLY_MS,
                     one=1,
+                    zero=0,
                     tenant=tenant,
                 ),
                 ReturnValues="ALL_OLD",
@@ -109,7 +114,13 @@ class TaskLeases(StoreBase):
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
             raw: Any = exc.response.get("Item")
-            return self._refusal(load(raw) if raw else None, tenant)
+            item = load(raw) if raw else None
+            if item is not None and item.get("lease_token") == token:
+                # Our own claim, applied by an attempt whose answer was lost (botocore
+                # retried it, and the retry met the lease it had just taken): the task
+                # is ours, not busy with someone else. Tokens are fresh random values.
+                return self._own_claim(item, token, expires)
+            return self._refusal(item, tenant)
         old = load(out["Attributes"])
         old_task = item_to_task(old, self.cipher)
         took_over = old_task.status is TaskStatus.RUNNING
@@ -127,6 +138,19 @@ class TaskLeases(StoreBase):
             took_over=took_over,
             previous_status=old_task.status,
             previous_started_ms=old.get("started_at"),
+        )
+
+    def _own_claim(self, item: dict[str, Any], token: str, expires: int) -> Claimed:
+        """The Claimed our own earlier claim of `item` made (see `claim`)."""
+        previous = TaskStatus(item.get("claim_prev_status", TaskStatus.QUEUED.value))
+        started = int(item.get("claim_prev_started", 0))
+        return Claimed(
+            task=item_to_task(item, self.cipher),
+            token=token,
+            lease_expires_ms=expires,
+            took_over=previous is TaskStatus.RUNNING,
+            previous_status=previous,
+            previous_started_ms=started or None,
         )
 
     def _refusal(self, item: dict[str, Any] | None, tenant: str) -> NotClaimed:
@@ -199,6 +223,7 @@ class TaskLeases(StoreBase):
             expression,
             values,
             {"#e": "error"},
+            recorded=True,
             running_only=True,
             cancel_required=True,
         )
@@ -219,6 +244,7 @@ class TaskLeases(StoreBase):
                 "ttl": (now_ms + self._retention_ms) // 1000,
             },
             {"#r": "result", "#e": "error"},
+            recorded=True,
             cancellable=True,
         )
 
@@ -233,6 +259,7 @@ class TaskLeases(StoreBase):
         next_attempt_ms: int,
         now_ms: int,
     ) -> bool:
+        entry = _error_entry(attempt, kind, message, now_ms)
         return self._fenced_update(
             task_id,
             token,
@@ -243,9 +270,11 @@ class TaskLeases(StoreBase):
                 "next": next_attempt_ms,
                 "msg": message[:MAX_ERROR_CHARS],
                 "empty": [],
-                "err": [_error_entry(attempt, kind, message, now_ms)],
+                "err": [entry],
             },
             {"#e": "error"},
+            recorded=True,
+            entry=entry,
             cancellable=True,
         )
 
@@ -259,6 +288,7 @@ class TaskLeases(StoreBase):
         message: str,
         now_ms: int,
     ) -> bool:
+        entry = _error_entry(attempt, kind, message, now_ms)
         return self._fenced_update(
             task_id,
             token,
@@ -273,9 +303,11 @@ class TaskLeases(StoreBase):
                 "att": attempt,
                 "ttl": (now_ms + self._retention_ms) // 1000,
                 "empty": [],
-                "err": [_error_entry(attempt, kind, message, now_ms)],
+                "err": [entry],
             },
             {"#e": "error"},
+            recorded=True,
+            entry=entry,
             cancellable=True,
         )
 
@@ -286,6 +318,7 @@ class TaskLeases(StoreBase):
             token,
             "SET #s = :st, attempts = attempts - :one, claim_after = :zero REMOVE lease_token",
             {"st": "queued", "one": 1, "zero": 0},
+            recorded=True,
             running_only=True,
         )
 
@@ -307,7 +340,7 @@ class TaskLeases(StoreBase):
             values["sa"] = claimed.previous_started_ms
         # claim_after 0: runnable at once; the re-delayed message paces the next claim.
         return self._fenced_update(
-            claimed.task.id, claimed.token, expression, values, running_only=True
+            claimed.task.id, claimed.token, expression, values, recorded=True, running_only=True
         )
 
     def record_lost_attempt(
@@ -319,6 +352,7 @@ class TaskLeases(StoreBase):
             token,
             "SET errors = list_append(if_not_exists(errors, :empty), :err)",
             {"empty": [], "err": [_error_entry(attempt, "lost", message, now_ms)]},
+            recorded=True,
         )
 
     def _fenced_update(
@@ -328,9 +362,35 @@ class TaskLeases(StoreBase):
         expression: str,
         values: dict[str, Any],
         names: dict[str, str] | None = None,
+        *,
+        recorded: bool = False,
+        entry: dict[str, Any] | None = None,
         **conditions: bool,
     ) -> bool:
-        return self._fenced_write(task_id, token, expression, values, names, **conditions) is None
+        """True if written, by this call or by an earlier try of it whose answer was lost.
+
+        botocore retries a write whose answer was lost; the retry is refused, as the
+        write it repeats already changed the item (spent the token, moved the status).
+        `recorded`: the write also stores `done_write`, a value fresh for this call, so
+        that the refused retry finds it and knows the write for its own (a second,
+        different call of the same holder is still refused). `entry`: the error entry
+        the write appends, which identifies it even once a later outcome replaced
+        `done_write`."""
+        write = new_token()
+        if recorded:
+            expression = "SET done_write = :write, " + expression.removeprefix("SET ")
+            values = {**values, "write": write}
+        refused = self._fenced_write(
+            task_id, token, expression, values, names, once=recorded, **conditions
+        )
+        if refused is None:
+            return True
+        if recorded and refused.get("done_write") == write:
+            return True
+        fields = ("attempt", "kind", "message", "at")
+        return entry is not None and any(
+            all(e.get(f) == entry[f] for f in fields) for e in refused.get("errors", [])
+        )
 
     def _fenced_write(
         self,
@@ -343,6 +403,7 @@ class TaskLeases(StoreBase):
         running_only: bool = False,
         cancellable: bool = False,
         cancel_required: bool = False,
+        once: bool = False,
     ) -> dict[str, Any] | None:
         """None if written; else the item that refused the write ({} if none)."""
         names = {"#s": "status", **(names or {})}
@@ -360,6 +421,10 @@ class TaskLeases(StoreBase):
             condition += " AND attribute_not_exists(cancel_requested_at)"
         if cancel_required:
             condition += " AND attribute_exists(cancel_requested_at)"
+        if once:
+            # A retry of this very write (its answer lost) must not apply it twice: an
+            # appended error entry would be doubled.
+            condition += " AND (attribute_not_exists(done_write) OR done_write <> :write)"
         used = {n: v for n, v in names.items() if n in expression or n in condition}
         kwargs: dict[str, Any] = {}
         if used:
@@ -374,7 +439,8 @@ class TaskLeases(StoreBase):
                 # paused, partitioned or slow) must not overwrite the newer attempt.
                 ConditionExpression=condition,
                 ExpressionAttributeValues=vals(tok=token, **values),
-                ReturnValuesOnConditionCheckFailure="ALL_OLD" if cancellable else "NONE",
+                # The refusing item tells a cancel request, or our own earlier write.
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 **kwargs,
             )
         except ClientError as exc:
