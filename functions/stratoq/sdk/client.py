@@ -46,6 +46,7 @@ from stratoq.core.errors import (
     Conflict,
     InvalidRequest,
     NotFound,
+    ServiceUnavailable,
     WaitTimeout,
 )
 from stratoq.core.models import TaskStatus
@@ -53,7 +54,8 @@ from stratoq.sdk import dev_file
 
 # The errors the client raises, importable from here as they always were; each is also
 # the core's class of its status (NotFound is a NotFoundError, Conflict an
-# InvalidStateError, AuthError an AccessDeniedError, InvalidRequest an InvalidRequestError).
+# InvalidStateError, AuthError an AccessDeniedError, InvalidRequest an InvalidRequestError,
+# ServiceUnavailable a BackendUnavailableError).
 __all__ = [
     "ApiError",
     "AuthError",
@@ -62,6 +64,7 @@ __all__ = [
     "InvalidRequest",
     "NotFound",
     "Page",
+    "ServiceUnavailable",
     "Submitted",
     "WaitTimeout",
     "dev_config",
