@@ -63,6 +63,7 @@ def test_every_status_the_api_answered_before() -> None:
         errors.UnknownQueueError: 422,
         errors.UnknownTaskNameError: 400,
         errors.ExpressionError: 422,
+        errors.BackendUnavailableError: 503,
         errors.EnqueueError: 503,
     }
 
@@ -161,7 +162,7 @@ def test_errors_that_are_bugs_are_not_in_the_table() -> None:
         (413, errors.InvalidRequest, errors.InvalidRequestError),
         (422, errors.InvalidRequest, errors.InvalidRequestError),
         (429, errors.ApiError, errors.StratoqError),
-        (503, errors.ApiError, errors.StratoqError),
+        (503, errors.ServiceUnavailable, errors.BackendUnavailableError),
         (502, errors.ApiError, errors.StratoqError),
     ],
 )

@@ -6,9 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from stratoq.core.errors import ConfigError
+from stratoq.core.errors import BackendUnavailableError, ConfigError
 from stratoq.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -18,9 +19,36 @@ if TYPE_CHECKING:
     from mypy_boto3_events.client import EventBridgeClient
     from mypy_boto3_sqs.client import SQSClient
 
-# Standard retry mode retries throttling and 5xx with backoff; enough pooled connections
-# for a poller's threads to share one client.
+# Standard retry mode retries throttling, 5xx, and dropped or refused connections, with
+# jittered exponential backoff, up to 5 retries (6 tries), and stops retrying early when
+# most calls fail (its retry quota), so an outage fails fast instead of piling up
+# retries. Adaptive mode would also rate-limit the client after throttling, which slows
+# every thread of a poller for one hot item; standard fits a shared client better. A
+# write retried after a lost answer meets its own earlier success: every conditional
+# write recognises that (docs/reliability.md). Enough pooled connections for a poller's
+# threads to share one client.
 _CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=64)
+
+# Error codes that mean "not now" rather than "never": botocore's throttling codes and
+# the 5xx codes of DynamoDB and SQS.
+_TRANSIENT_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "LimitExceededException",
+        "TransactionInProgressException",
+        "InternalServerError",
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+    }
+)
 
 
 def client(service: str, settings: Settings) -> Any:
@@ -37,6 +65,25 @@ def client(service: str, settings: Settings) -> Any:
         config=_CONFIG,
         **creds,
     )
+
+
+def unavailable(exc: BaseException) -> BackendUnavailableError | None:
+    """The core error for an AWS call that failed for now (throttled, a 5xx, no
+    connection) after botocore's retries; None for any other exception."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = error.get("Code", "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in _TRANSIENT_CODES or status >= 500:
+            operation = getattr(exc, "operation_name", "a call")
+            return BackendUnavailableError(
+                f"AWS is unavailable for the moment ({operation}: {code or status})"
+            )
+        return None
+    if isinstance(exc, HTTPClientError | BotoConnectionError):
+        # Refused, reset or timed-out connections (EndpointConnectionError, ...).
+        return BackendUnavailableError(f"AWS is unavailable for the moment ({type(exc).__name__})")
+    return None
 
 
 def dynamodb(settings: Settings) -> DynamoDBClient:

@@ -32,6 +32,7 @@ import os
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -99,13 +100,15 @@ class LockStore:
     def acquire(self, tenant: str, name: str, owner: str, ttl_ms: int, now: int) -> Acquired | Held:
         """Take the lock for `ttl_ms` if it is free; else say who holds it until when."""
         until = now + max(1, ttl_ms)
+        # Names this acquisition, so that its retry after a lost answer knows it.
+        nonce = uuid.uuid4().hex
         try:
             out = self._db.update_item(
                 TableName=self.table,
                 Key={"pk": {"S": lock_pk(tenant, name)}},
                 UpdateExpression=(
                     "SET fence = if_not_exists(fence, :floor) + :one, holder = :owner, "
-                    "lock_until = :until, expires_at = :ttl"
+                    "lock_until = :until, expires_at = :ttl, acquisition = :nonce"
                 ),
                 # Guards exclusivity: only a lock that was never taken, was released
                 # (lock_until 0) or whose hold has ended can be taken; of two racing
@@ -118,6 +121,7 @@ class LockStore:
                     until=until,
                     ttl=until // 1000 + TTL_GRACE_SECONDS,
                     now=now,
+                    nonce=nonce,
                 ),
                 ReturnValues="UPDATED_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -126,6 +130,10 @@ class LockStore:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
             old: Any = exc.response.get("Item") or {}
+            if old.get("acquisition", {}).get("S") == nonce:
+                # Our own acquisition, applied by a try whose answer was lost (botocore
+                # retried it, and the retry met the hold it had just taken): ours.
+                return Acquired(tenant, name, int(old["fence"]["N"]), until)
             return Held(
                 holder=old.get("holder", {}).get("S", "?"),
                 until_ms=int(old.get("lock_until", {}).get("N", now)),
@@ -148,11 +156,14 @@ class LockStore:
         return self._fenced(
             lock,
             "SET lock_until = :zero, expires_at = :ttl REMOVE holder",
+            releasing=True,
             zero=0,
             ttl=now // 1000 + TTL_GRACE_SECONDS,
         )
 
-    def _fenced(self, lock: Acquired, expression: str, **values: Any) -> bool:
+    def _fenced(
+        self, lock: Acquired, expression: str, *, releasing: bool = False, **values: Any
+    ) -> bool:
         try:
             self._db.update_item(
                 TableName=self.table,
@@ -163,10 +174,18 @@ class LockStore:
                 # release `holder` is gone, so a late extend cannot revive the lock.
                 ConditionExpression="fence = :tok AND attribute_exists(holder)",
                 ExpressionAttributeValues=_vals(tok=lock.token, **values),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
+                old: Any = exc.response.get("Item") or {}
+                # Still our token but no holder: released by this acquisition (only its
+                # holder can), e.g. by a try of this very release whose answer was lost.
+                return (
+                    releasing
+                    and old.get("fence", {}).get("N") == str(lock.token)
+                    and "holder" not in old
+                )
             raise
         return True
 

@@ -23,10 +23,11 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
 
+from stratoq.adapters import aws
 from stratoq.api import console, keys, pauses, queues, schedules, tasks, workflows
 from stratoq.api.common import RESOLVING, Caller, answer
 from stratoq.api.contract import ErrorDetail, Health, OpenApiDocument, responses
-from stratoq.api.errors import error_body, http_error
+from stratoq.api.errors import error_body, error_headers, http_error
 from stratoq.core.errors import StratoqError
 from stratoq.core.version import __version__
 
@@ -85,11 +86,15 @@ def _answer_errors(app: APIGatewayRestResolver) -> None:
 
     @app.exception_handler(StratoqError)
     def _refused(exc: StratoqError) -> Response[str]:
-        mapped = http_error(exc)
-        return _internal_error(exc) if mapped is None else answer(*mapped)
+        return _error_answer(exc)
 
     @app.exception_handler(Exception)
     def _unexpected(exc: Exception) -> Response[str]:
+        outage = aws.unavailable(exc)
+        if outage is not None:
+            # AWS refused even after retries: a 503 to try again, not a bug's 500.
+            logger.warning("AWS unavailable", extra={"error": str(exc)})
+            return _error_answer(outage)
         return _internal_error(exc)
 
     @app.not_found
@@ -125,6 +130,16 @@ class ApiFunction:
         # One request at a time: Powertools' request state is shared (`OneAtATime`).
         with RESOLVING.held():
             return self.resolver.resolve(event, context)
+
+
+def _error_answer(exc: StratoqError) -> Response[str]:
+    """The table's answer for `exc` (api/errors.py), headers included; 500 if unlisted."""
+    mapped = http_error(exc)
+    if mapped is None:
+        return _internal_error(exc)
+    out = answer(*mapped)
+    out.headers.update(error_headers(exc))
+    return out
 
 
 def _internal_error(exc: Exception) -> Response[str]:

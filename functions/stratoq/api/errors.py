@@ -15,6 +15,7 @@ from stratoq.api.contract import ErrorBody, ErrorDetail
 from stratoq.core.errors import (
     ApiError,
     AuthError,
+    BackendUnavailableError,
     Conflict,
     EnqueueError,
     ExpressionError,
@@ -26,6 +27,7 @@ from stratoq.core.errors import (
     NotFound,
     NotFoundError,
     PayloadTooLargeError,
+    ServiceUnavailable,
     StratoqError,
     UnauthorizedError,
     UnknownQueueError,
@@ -53,11 +55,18 @@ ANSWERS: dict[type[StratoqError], Answer] = {
     UnknownQueueError: Answer(422, "queue"),
     UnknownTaskNameError: Answer(400, "name"),
     ExpressionError: Answer(422, "expression", "expression: {}"),
+    BackendUnavailableError: Answer(503, message="{}; try again shortly"),
     EnqueueError: Answer(503, message="{}; nothing was enqueued, try again"),
 }
 
 # What the SDK raises for the statuses above, each an ApiError and a core class.
-SDK_ERRORS: tuple[type[ApiError], ...] = (AuthError, NotFound, Conflict, InvalidRequest)
+SDK_ERRORS: tuple[type[ApiError], ...] = (
+    AuthError,
+    NotFound,
+    Conflict,
+    InvalidRequest,
+    ServiceUnavailable,
+)
 
 
 def answer_of(error: StratoqError) -> Answer | None:
@@ -67,6 +76,13 @@ def answer_of(error: StratoqError) -> Answer | None:
         if found is not None:
             return found
     return None
+
+
+def error_headers(error: StratoqError) -> dict[str, str]:
+    """Headers an error answer carries: Retry-After for a backend outage."""
+    if isinstance(error, BackendUnavailableError):
+        return {"Retry-After": str(error.retry_after)}
+    return {}
 
 
 def error_body(message: str | None, errors: list[ErrorDetail] | None = None) -> dict[str, Any]:

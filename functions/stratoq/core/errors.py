@@ -116,7 +116,15 @@ class InvalidStateError(StratoqError):
     """The task's status does not allow the operation (e.g. cancelling a finished task)."""
 
 
-class EnqueueError(StratoqError):
+class BackendUnavailableError(StratoqError):
+    """AWS (DynamoDB, SQS) refused or did not answer, still after the SDK's retries:
+    throttling, a 5xx, a dropped connection. Transient: the API answers 503 with
+    Retry-After `retry_after` seconds, and service resumes when AWS does."""
+
+    retry_after = 5
+
+
+class EnqueueError(BackendUnavailableError):
     """The task could not be handed to SQS; nothing was enqueued."""
 
 
@@ -125,7 +133,8 @@ class ApiError(StratoqError):
     """The API answered with an error. `status`, `message` and `errors` say what.
 
     The SDK raises the subclass that matches the status (`AuthError`, `NotFound`,
-    `Conflict`, `InvalidRequest`), or `ApiError` itself (429, 5xx).
+    `Conflict`, `InvalidRequest`, `ServiceUnavailable`), or `ApiError` itself (429,
+    other 5xx).
     """
 
     def __init__(self, status: int, message: str, errors: list[Any] | None = None) -> None:
@@ -149,6 +158,10 @@ class Conflict(ApiError, InvalidStateError):
 
 class InvalidRequest(ApiError, InvalidRequestError):
     """400, 413 or 422: the request was refused as it is; `errors` names the fields."""
+
+
+class ServiceUnavailable(ApiError, BackendUnavailableError):
+    """503: the service's backend is unavailable for a moment; try again later."""
 
 
 class WaitTimeout(StratoqError, TimeoutError):

@@ -82,7 +82,39 @@ def register_dev(sub: Subparsers) -> None:
         "saved when the stack stops, restored at the next start (emulator.state next to "
         "--state-file)",
     )
+    d.add_argument(
+        "--faults",
+        type=_fault_spec,
+        default=os.environ.get("STRATOQ_FAULTS", ""),
+        metavar="SPEC",
+        help="inject AWS faults into the emulator's answers, e.g. "
+        "'dynamodb:UpdateItem=lost:0.05,sqs:*=throttle:0.02' (default: env STRATOQ_FAULTS; "
+        "docs/reliability.md)",
+    )
+    d.add_argument(
+        "--faults-seed",
+        type=int,
+        default=_env_int("STRATOQ_FAULTS_SEED"),
+        metavar="N",
+        help="seed of the fault injector's choices, to repeat a run (default: env "
+        "STRATOQ_FAULTS_SEED, else random)",
+    )
     d.set_defaults(func=cmd_dev)
+
+
+def _fault_spec(text: str) -> str:
+    from stratoq.local.faults import FaultSpecError, parse_spec
+
+    try:
+        parse_spec(text)
+    except FaultSpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value.lstrip("-").isdigit() else None
 
 
 def register_provision(sub: Subparsers) -> None:
@@ -116,6 +148,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
             clock_speed=args.clock_speed,
             tls=args.tls,
             persist=args.persist,
+            faults=args.faults,
+            faults_seed=args.faults_seed,
         )
     )
 

@@ -42,6 +42,9 @@ class DevOptions:
     tls: bool = False
     # Save the emulator's state at stop and restore it at start (local/snapshot.py).
     persist: bool = False
+    # Faults to inject into the emulator's answers once the stack is up (local/faults.py).
+    faults: str = ""
+    faults_seed: int | None = None
 
     @property
     def emulator_state(self) -> Path:
@@ -144,6 +147,8 @@ class DevStack:
                     ttl=1.0,
                 )
             )
+        # After provisioning and the bootstrap key: the stack starts whatever the spec.
+        emulator.faults.configure(o.faults, o.faults_seed)
         self._start_workers(services)
         self._start_clock(services)
 
@@ -235,6 +240,7 @@ def run(options: DevOptions) -> int:
             f"  console:     {facts['api_url']}/console   (sign in with an API key)\n"
             f"  metrics:     {facts['metrics_url'] or 'off'}\n"
             f"  AWS emulator {facts['aws_endpoint_url']}\n"
+            f"{_faults_line(options)}"
             f"{ca_line}"
             f"{_state_line(options, stack.restored)}"
             f"  workers:     {options.workers} poller slots, "
@@ -249,6 +255,13 @@ def run(options: DevOptions) -> int:
     finally:
         stack.stop()
     return 0
+
+
+def _faults_line(options: DevOptions) -> str:
+    if not options.faults:
+        return ""
+    seed = "" if options.faults_seed is None else f" (seed {options.faults_seed})"
+    return f"  faults:      {options.faults}{seed}   (docs/reliability.md)\n"
 
 
 def _state_line(options: DevOptions, restored: bool) -> str:

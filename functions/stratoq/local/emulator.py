@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 
 from stratoq.core.errors import StratoqError
+from stratoq.local.faults import FaultInjector
 
 
 class EmulatorError(StratoqError):
@@ -15,13 +17,21 @@ class EmulatorError(StratoqError):
 
 
 class Emulator:
-    """moto server on a free (or given) loopback port. `url` is the AWS endpoint."""
+    """moto server on a free (or given) loopback port. `url` is the AWS endpoint.
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
+    Requests pass through a fault injector (`faults`, local/faults.py): none until a
+    spec is given, here or later through its control endpoint.
+    """
+
+    def __init__(
+        self, port: int = 0, host: str = "127.0.0.1", faults: FaultInjector | None = None
+    ) -> None:
         import logging
 
-        from moto.server import ThreadedMotoServer
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+        from werkzeug.serving import make_server
 
+        from stratoq.local.faults import request_handler
         from stratoq.local.moto_patches import install
 
         install()
@@ -30,10 +40,16 @@ class Emulator:
 
         if port:
             _check_free(host, port)
-        self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
-        self._server.start()
-        bound_host, bound_port = self._server.get_host_and_port()
-        self.url = f"http://{bound_host}:{bound_port}"
+        self.faults = faults or FaultInjector()
+        # moto's ThreadedMotoServer, with the injector around its app.
+        app = self.faults.wrap(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(host, port, app, True, request_handler=request_handler())
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="stratoq-emulator", daemon=True
+        )
+        self._thread.start()
+        bound_host, bound_port = self._server.server_address[:2]
+        self.url = f"http://{bound_host!s}:{bound_port}"
         wait_ready(self.url)
 
     def reset(self) -> None:
@@ -48,7 +64,9 @@ class Emulator:
             pass
 
     def stop(self) -> None:
-        self._server.stop()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
 
 
 def _check_free(host: str, port: int) -> None:

@@ -40,6 +40,9 @@ PUBLIC_PREFIXES = (("GET", "/console/"),)
 GATEWAY_MAX_BODY = 10 * 1024 * 1024
 
 
+AUTHORIZER_FAILURE = "the API key could not be checked just now; try again shortly"
+
+
 def _json_response(status: int, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
     return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
 
@@ -157,8 +160,11 @@ class Gateway:
         except Exception as exc:
             if str(exc) == "Unauthorized":
                 return _json_response(401, {"message": "Unauthorized"}), {}
+            # As the template's AUTHORIZER_FAILURE gateway response: the key could not
+            # be checked (its table did not answer), so a 503 to try again.
             logger.exception("the authorizer raised")
-            return _json_response(500, {"message": None}), {}
+            status, headers, body = _json_response(503, {"message": AUTHORIZER_FAILURE})
+            return (status, {**headers, "Retry-After": "5"}, body), {}
         statements = policy.get("policyDocument", {}).get("Statement", [])
         if not any(s.get("Effect") == "Allow" for s in statements) or any(
             s.get("Effect") == "Deny" for s in statements

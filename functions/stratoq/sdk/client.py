@@ -48,6 +48,7 @@ from stratoq.core.errors import (
     Conflict,
     InvalidRequest,
     NotFound,
+    ServiceUnavailable,
     WaitTimeout,
 )
 from stratoq.core.models import TaskStatus
@@ -56,7 +57,8 @@ from stratoq.sdk.workflows import WorkflowMethods
 
 # The errors the client raises, importable from here as they always were; each is also
 # the core's class of its status (NotFound is a NotFoundError, Conflict an
-# InvalidStateError, AuthError an AccessDeniedError, InvalidRequest an InvalidRequestError).
+# InvalidStateError, AuthError an AccessDeniedError, InvalidRequest an InvalidRequestError,
+# ServiceUnavailable a BackendUnavailableError).
 __all__ = [
     "ApiError",
     "AuthError",
@@ -65,6 +67,7 @@ __all__ = [
     "InvalidRequest",
     "NotFound",
     "Page",
+    "ServiceUnavailable",
     "Submitted",
     "WaitTimeout",
     "dev_config",

@@ -18,8 +18,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from stratoq.adapters.crypto import encode_value
-from stratoq.adapters.store.base import StoreBase
 from stratoq.adapters.store.codec import gsi_key, item_to_task, load, vals
+from stratoq.adapters.store.fencing import FencedWrites
 from stratoq.core.clock import from_ms
 from stratoq.core.ids import new_token
 from stratoq.core.models import FINAL_STATUSES, RUNNABLE_STATUSES, Task, TaskStatus
@@ -70,7 +70,7 @@ def _error_entry(attempt: int, kind: str, message: str, now_ms: int) -> dict[str
     return {"attempt": attempt, "kind": kind, "message": message[:MAX_ERROR_CHARS], "at": now_ms}
 
 
-class TaskLeases(StoreBase):
+class TaskLeases(FencedWrites):
     """Claims and the fenced writes of the lease holder."""
 
     def claim(
@@ -87,8 +87,12 @@ class TaskLeases(StoreBase):
             out = self._db.update_item(
                 TableName=self.table,
                 Key={"pk": {"S": task_id}},
+                # `claim_prev_*` keep what the claim overwrote (operands read the item as
+                # it was), for a claim that must recognise itself after a lost answer.
                 UpdateExpression=(
-                    "SET #s = :running, claim_after = :cl, lease_token = :tok, "
+                    "SET claim_prev_status = #s, "
+                    "claim_prev_started = if_not_exists(started_at, :zero), "
+                    "#s = :running, claim_after = :cl, lease_token = :tok, "
                     "started_at = :now, attempts = attempts + :one" + named
                 ),
                 # Guards against running a task twice: only a task that is due (runnable
@@ -106,6 +110,7 @@ class TaskLeases(StoreBase):
                     now=now_ms,
                     due=now_ms + EARLY_MS,
                     one=1,
+                    zero=0,
                     tenant=tenant,
                     **({"holder": holder} if holder else {}),
                 ),
@@ -116,7 +121,13 @@ class TaskLeases(StoreBase):
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
             raw: Any = exc.response.get("Item")
-            return self._refusal(load(raw) if raw else None, tenant)
+            item = load(raw) if raw else None
+            if item is not None and item.get("lease_token") == token:
+                # Our own claim, applied by an attempt whose answer was lost (botocore
+                # retried it, and the retry met the lease it had just taken): the task
+                # is ours, not busy with someone else. Tokens are fresh random values.
+                return self._own_claim(item, token, expires)
+            return self._refusal(item, tenant)
         old = load(out["Attributes"])
         old_task = item_to_task(old, self.cipher)
         took_over = old_task.status is TaskStatus.RUNNING
@@ -135,6 +146,19 @@ class TaskLeases(StoreBase):
             took_over=took_over,
             previous_status=old_task.status,
             previous_started_ms=old.get("started_at"),
+        )
+
+    def _own_claim(self, item: dict[str, Any], token: str, expires: int) -> Claimed:
+        """The Claimed our own earlier claim of `item` made (see `claim`)."""
+        previous = TaskStatus(item.get("claim_prev_status", TaskStatus.QUEUED.value))
+        started = int(item.get("claim_prev_started", 0))
+        return Claimed(
+            task=item_to_task(item, self.cipher),
+            token=token,
+            lease_expires_ms=expires,
+            took_over=previous is TaskStatus.RUNNING,
+            previous_status=previous,
+            previous_started_ms=started or None,
         )
 
     def _refusal(self, item: dict[str, Any] | None, tenant: str) -> NotClaimed:
@@ -207,6 +231,7 @@ class TaskLeases(StoreBase):
             expression,
             values,
             {"#e": "error"},
+            recorded=True,
             running_only=True,
             cancel_required=True,
         )
@@ -227,6 +252,7 @@ class TaskLeases(StoreBase):
                 "ttl": (now_ms + self._retention_ms) // 1000,
             },
             {"#r": "result", "#e": "error"},
+            recorded=True,
             cancellable=True,
         )
 
@@ -241,6 +267,7 @@ class TaskLeases(StoreBase):
         next_attempt_ms: int,
         now_ms: int,
     ) -> bool:
+        entry = _error_entry(attempt, kind, message, now_ms)
         return self._fenced_update(
             task_id,
             token,
@@ -251,9 +278,11 @@ class TaskLeases(StoreBase):
                 "next": next_attempt_ms,
                 "msg": message[:MAX_ERROR_CHARS],
                 "empty": [],
-                "err": [_error_entry(attempt, kind, message, now_ms)],
+                "err": [entry],
             },
             {"#e": "error"},
+            recorded=True,
+            entry=entry,
             cancellable=True,
         )
 
@@ -267,6 +296,7 @@ class TaskLeases(StoreBase):
         message: str,
         now_ms: int,
     ) -> bool:
+        entry = _error_entry(attempt, kind, message, now_ms)
         return self._fenced_update(
             task_id,
             token,
@@ -281,9 +311,11 @@ class TaskLeases(StoreBase):
                 "att": attempt,
                 "ttl": (now_ms + self._retention_ms) // 1000,
                 "empty": [],
-                "err": [_error_entry(attempt, kind, message, now_ms)],
+                "err": [entry],
             },
             {"#e": "error"},
+            recorded=True,
+            entry=entry,
             cancellable=True,
         )
 
@@ -294,6 +326,7 @@ class TaskLeases(StoreBase):
             token,
             "SET #s = :st, attempts = attempts - :one, claim_after = :zero REMOVE lease_token",
             {"st": "queued", "one": 1, "zero": 0},
+            recorded=True,
             running_only=True,
         )
 
@@ -315,7 +348,7 @@ class TaskLeases(StoreBase):
             values["sa"] = claimed.previous_started_ms
         # claim_after 0: runnable at once; the re-delayed message paces the next claim.
         return self._fenced_update(
-            claimed.task.id, claimed.token, expression, values, running_only=True
+            claimed.task.id, claimed.token, expression, values, recorded=True, running_only=True
         )
 
     def record_lost_attempt(
@@ -327,70 +360,8 @@ class TaskLeases(StoreBase):
             token,
             "SET errors = list_append(if_not_exists(errors, :empty), :err)",
             {"empty": [], "err": [_error_entry(attempt, "lost", message, now_ms)]},
+            recorded=True,
         )
-
-    def _fenced_update(
-        self,
-        task_id: str,
-        token: str,
-        expression: str,
-        values: dict[str, Any],
-        names: dict[str, str] | None = None,
-        **conditions: bool,
-    ) -> bool:
-        return self._fenced_write(task_id, token, expression, values, names, **conditions) is None
-
-    def _fenced_write(
-        self,
-        task_id: str,
-        token: str,
-        expression: str,
-        values: dict[str, Any],
-        names: dict[str, str] | None = None,
-        *,
-        running_only: bool = False,
-        cancellable: bool = False,
-        cancel_required: bool = False,
-    ) -> dict[str, Any] | None:
-        """None if written; else the item that refused the write ({} if none)."""
-        names = {"#s": "status", **(names or {})}
-        condition = "lease_token = :tok"
-        if running_only:
-            # The attempt is over once recorded (the token stays on the item for the
-            # record): a late heartbeat or release must not revive a finished task.
-            condition += " AND #s = :fenced_running"
-            values = {**values, "fenced_running": "running"}
-        if cancellable:
-            # A cancel request and this attempt's outcome (or renewal) race: the request
-            # wins once it is on the item, so the worker records `cancelled` instead
-            # (`finish_cancelled`) and a cancel the API accepted is never overwritten by
-            # success, a retry or a failure.
-            condition += " AND attribute_not_exists(cancel_requested_at)"
-        if cancel_required:
-            condition += " AND attribute_exists(cancel_requested_at)"
-        used = {n: v for n, v in names.items() if n in expression or n in condition}
-        kwargs: dict[str, Any] = {}
-        if used:
-            kwargs["ExpressionAttributeNames"] = used
-        try:
-            self._db.update_item(
-                TableName=self.table,
-                Key={"pk": {"S": task_id}},
-                UpdateExpression=expression,
-                # Fencing: only the current lease holder may record an outcome or extend
-                # the lease. A worker whose lease expired and was taken over (it was
-                # paused, partitioned or slow) must not overwrite the newer attempt.
-                ConditionExpression=condition,
-                ExpressionAttributeValues=vals(tok=token, **values),
-                ReturnValuesOnConditionCheckFailure="ALL_OLD" if cancellable else "NONE",
-                **kwargs,
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raw: Any = exc.response.get("Item")
-                return load(raw) if raw else {}
-            raise
-        return None
 
 
 def _cancel_pending(item: dict[str, Any], token: str) -> bool:

@@ -37,10 +37,22 @@ class TaskRecords(StoreBase):
         """
         item = dump(task_to_item(task, self.cipher))
         if task.idempotency_key is None:
-            # Guards against a task id collision overwriting another task (ids are random).
-            self._db.put_item(
-                TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)"
-            )
+            try:
+                # Guards against a task id collision overwriting another task (ids are
+                # random).
+                self._db.put_item(
+                    TableName=self.table,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(pk)",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+                if exc.response.get("Item") != item:
+                    raise
+                # Our own put, applied by a try whose answer was lost (botocore retried
+                # it and the retry met the item it had written): created, not a clash.
             return task, True
         idem_pk = f"idem#{task.tenant}#{task.idempotency_key}"
         expires_ms = now_ms + (self._idem_window_ms if window_ms is None else window_ms)
@@ -51,7 +63,10 @@ class TaskRecords(StoreBase):
         ).get("Item")
         existing = self.get(load(record)["task_id"], task.tenant) if record else None
         if existing is not None:
-            return existing, False
+            # The record naming this very task: our own transaction, applied by a try
+            # whose answer was lost (botocore retried it, and the retry met the key it had
+            # just taken). Task ids are fresh random values, so no one else wrote it.
+            return existing, existing.id == task.id
         if record is not None and self._take_key(
             task, item, idem_pk, expires_ms, now_ms, stale_task=load(record)["task_id"]
         ):
