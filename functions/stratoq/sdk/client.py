@@ -49,6 +49,7 @@ from stratoq.core.errors import (
     WaitTimeout,
 )
 from stratoq.core.models import TaskStatus
+from stratoq.observability import tracing
 from stratoq.sdk import dev_file
 
 # The errors the client raises, importable from here as they always were; each is also
@@ -177,7 +178,10 @@ class Client:
 
             url += "?" + urlencode(fields)
         data = None if body is None else json.dumps(body, default=str).encode()
-        resp = self._http.request(method, url, body=data, headers=self._headers)
+        # The caller's current span (OpenTelemetry's `traceparent`) goes on in the API,
+        # the enqueue and the task: a handler's own enqueues join its task's trace.
+        headers = {**self._headers, **tracing.headers()}
+        resp = self._http.request(method, url, body=data, headers=headers)
         try:
             payload = json.loads(resp.data) if resp.data else {}
         except ValueError:
