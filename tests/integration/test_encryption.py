@@ -95,8 +95,9 @@ def test_messages_carry_only_the_task_id_and_tenant(core: Enqueuer, settings: Se
     assert bodies, "the undelayed message should be visible"
     for body in bodies:
         assert MARKER not in body
-        # Metadata only: id, tenant, name, due time, enqueue time, first hand-back, wait.
-        assert set(json.loads(body)) <= {"id", "t", "nb", "n", "e", "u", "w"}
+        # Metadata only: id, tenant, name, due time, enqueue time, first hand-back, wait,
+        # and the enqueue's trace context (only while tracing).
+        assert set(json.loads(body)) <= {"id", "t", "nb", "n", "e", "u", "w", "tp"}
         assert json.loads(body)["n"] == "echo"  # the name, so unknown names go back unclaimed
 
 

@@ -1,8 +1,9 @@
 """SQS transport: batched sends, long-poll receives, lease extension, batched deletes.
 
-A message carries only the task id, the tenant and (for waits longer than SQS allows)
-the time the task is due. Everything else is read from the task store when the task is
-claimed, so a message is tiny and never holds a payload.
+A message carries only the task id, the tenant, its name, (for waits longer than SQS
+allows) the time the task is due and, while tracing, the enqueue's span context.
+Everything else is read from the task store when the task is claimed, so a message is
+tiny and never holds a payload.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ class TaskMessage:
     # enqueue's first message): a worker that finds no record waits for it this long
     # after, then drops the message as an orphan. Not part of what the message means.
     enqueued_ms: int | None = field(default=None, compare=False)
+    # The span context of the enqueue that sent it (a W3C traceparent; only while the
+    # sender traces, observability/tracing.py): the worker's spans continue that trace.
+    # Hand-backs and retries keep it: every attempt is a child of the one enqueue.
+    trace: str | None = field(default=None, compare=False)
 
     def encode(self) -> str:
         body: dict[str, Any] = {"id": self.task_id, "t": self.tenant}
@@ -58,6 +63,8 @@ class TaskMessage:
             body["w"] = self.waiting_since_ms
         if self.enqueued_ms is not None:
             body["e"] = self.enqueued_ms
+        if self.trace is not None:
+            body["tp"] = self.trace
         return json.dumps(body, separators=(",", ":"))
 
     @classmethod
@@ -81,6 +88,8 @@ class TaskMessage:
             unknown_since_ms=data.get("u"),
             waiting_since_ms=data.get("w"),
             enqueued_ms=data.get("e"),
+            # A trace is never worth a task: one that is not text is ignored, not fatal.
+            trace=trace if isinstance(trace := data.get("tp"), str) and trace else None,
         )
 
 

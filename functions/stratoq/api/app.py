@@ -30,6 +30,7 @@ from stratoq.api.contract import ErrorDetail, Health, OpenApiDocument, responses
 from stratoq.api.errors import error_body, error_headers, http_error
 from stratoq.core.errors import StratoqError
 from stratoq.core.version import __version__
+from stratoq.observability import tracing
 
 if TYPE_CHECKING:
     from stratoq.services.app import Services
@@ -128,7 +129,8 @@ class ApiFunction:
         if event.get("multiValueHeaders") is not None:
             event["multiValueHeaders"]["content-type"] = ["application/json"]
         # One request at a time: Powertools' request state is shared (`OneAtATime`).
-        with RESOLVING.held():
+        # A caller's `traceparent` header: its trace goes on into the enqueue and the task.
+        with RESOLVING.held(), tracing.extracted(event.get("headers")):
             return self.resolver.resolve(event, context)
 
 

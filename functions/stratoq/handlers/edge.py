@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from stratoq.handlers.emf import EmfRecorder
+from stratoq.observability import tracing
 from stratoq.observability.metrics import Metrics
 from stratoq.services.app import Services
 
@@ -40,5 +41,7 @@ def entry(
             return handler()(event, context)
         finally:
             made().metrics.flush()
+            # The instance may be frozen once it answers: spans go out now, not later.
+            tracing.flush()
 
     return lambda_handler

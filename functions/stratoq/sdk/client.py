@@ -52,6 +52,7 @@ from stratoq.core.errors import (
     WaitTimeout,
 )
 from stratoq.core.models import TaskStatus
+from stratoq.observability import tracing
 from stratoq.sdk import dev_file
 from stratoq.sdk.workflows import WorkflowMethods
 
@@ -184,7 +185,10 @@ class Client(WorkflowMethods):
 
             url += "?" + urlencode(fields)
         data = None if body is None else json.dumps(body, default=str).encode()
-        resp = self._http.request(method, url, body=data, headers=self._headers)
+        # The caller's current span (OpenTelemetry's `traceparent`) goes on in the API,
+        # the enqueue and the task: a handler's own enqueues join its task's trace.
+        headers = {**self._headers, **tracing.headers()}
+        resp = self._http.request(method, url, body=data, headers=headers)
         try:
             payload = json.loads(resp.data) if resp.data else {}
         except ValueError:

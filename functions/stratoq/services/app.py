@@ -33,9 +33,8 @@ from stratoq.observability.metrics import Metrics
 from stratoq.services.enqueue import Enqueuer
 from stratoq.services.leases import LeaseKeeper
 from stratoq.services.runner import Runner
-from stratoq.services.worker import Worker
-from stratoq.services.workflows import Workflows
 from stratoq.services.worker import Worker, thread_holder
+from stratoq.services.workflows import Workflows
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient

@@ -27,6 +27,7 @@ from stratoq.core.models import (
 )
 from stratoq.core.registry import apply_options, deployment_defaults
 from stratoq.core.settings import Settings
+from stratoq.observability import tracing
 from stratoq.observability.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,13 @@ class Enqueuer:
         )
 
     def enqueue(self, request: TaskRequest, tenant: str = "default") -> Enqueued:
+        with tracing.span("stratoq.enqueue", kind="producer") as span:
+            enqueued = self._enqueue(request, tenant)
+            task = enqueued.task
+            tracing.note(span, tracing.task_attributes(task, created=enqueued.created))
+            return enqueued
+
+    def _enqueue(self, request: TaskRequest, tenant: str) -> Enqueued:
         task = self.build(request, tenant)
         now = to_ms(task.created_at) or 0
         held = self._holder(task, now)
@@ -144,6 +152,10 @@ class Enqueuer:
         one task: the first entry decides it, later ones answer it with `created=False`,
         as a key stored by an earlier request does.
         """
+        with tracing.span("stratoq.enqueue", {"stratoq.count": len(requests)}, "producer"):
+            return self._enqueue_many(requests, tenant)
+
+    def _enqueue_many(self, requests: Sequence[TaskRequest], tenant: str) -> list[Enqueued]:
         tasks = [self.build(r, tenant) for r in requests]
         plain = [t for t in tasks if t.idempotency_key is None]
         # Keys already held answer their tasks and send nothing new (see `_holder`).
@@ -222,11 +234,15 @@ class Enqueuer:
         now = to_ms(utcnow()) or 0
         if not tasks:
             return now
+        # The current span's context (the enqueue's): the worker's spans continue it.
+        trace = tracing.traceparent()
         messages: list[Outgoing] = [
             outgoing_for(
                 # Each priority has its own SQS queue where one is configured.
                 self.transport.route(t.queue, t.priority.value),
-                TaskMessage(t.id, t.tenant, name=t.name, enqueued_ms=now if first else None),
+                TaskMessage(
+                    t.id, t.tenant, name=t.name, enqueued_ms=now if first else None, trace=trace
+                ),
                 to_ms(t.next_attempt_at),
                 now,
             )

@@ -35,6 +35,7 @@ from stratoq.core.errors import Fail, InvalidPayloadError, Retry, TaskCancelled,
 from stratoq.core.policy import Outcome, OutcomeKind
 from stratoq.core.registry import TaskContext
 from stratoq.core.settings import Settings
+from stratoq.observability import tracing
 from stratoq.services.progress import AttemptProgress
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ class Job:
     name: str
     payload: Any
     context: TaskContext
+    # The run span's context (a W3C traceparent; None while not tracing): the handler
+    # runs in it, here or in a slot's process, so the tasks it enqueues join the trace.
+    trace: str | None = None
 
     @property
     def timeout(self) -> float:
@@ -67,7 +71,8 @@ def execute(job: Job) -> Outcome:
     store = progress_store.current()
     reporter = AttemptProgress(store, job.context) if store is not None else None
     try:
-        return _execute(job, reporter.report if reporter is not None else None)
+        with tracing.continued(job.trace):
+            return _execute(job, reporter.report if reporter is not None else None)
     finally:
         if reporter is not None:
             reporter.close()

@@ -48,6 +48,7 @@ from stratoq.core.policy import (
     orphan_delay,
 )
 from stratoq.core.registry import TaskContext, cancel_check
+from stratoq.observability import tracing
 from stratoq.observability.metrics import Metrics
 from stratoq.services.handback import ACK_OBSOLETE, Action, Disposition, HandBack
 from stratoq.services.leases import CancelWatch, LeaseKeeper, Stop
@@ -133,6 +134,15 @@ class Worker:
                 extra={"message_id": delivery.message_id, "reason": str(exc)},
             )
             return Disposition(Action.ACK, status="malformed")
+        # The enqueue's trace continues here (observability/tracing.py): claim, run and
+        # complete are children of this span.
+        attributes = {tracing.TASK_ID: msg.task_id, tracing.TASK_NAME: msg.name}
+        with tracing.consumer("stratoq.process", msg.trace, attributes) as span:
+            disposition = self._process(delivery, msg)
+            tracing.note(span, {"stratoq.disposition": disposition.status})
+            return disposition
+
+    def _process(self, delivery: Delivery, msg: TaskMessage) -> Disposition:
         now = self._clock()
         if not is_due(msg.not_before_ms, now):
             return self.back.hop(delivery, msg, msg.not_before_ms, now)
@@ -142,7 +152,10 @@ class Worker:
             handed_back = self.back.unknown(delivery, msg, msg.name, now)
             if handed_back is not None:
                 return handed_back
-        claim = self.store.claim(msg.task_id, msg.tenant, now, self._lease_ms(), self._holder())
+        with tracing.span("stratoq.claim", {tracing.TASK_ID: msg.task_id}) as span:
+            claim = self.store.claim(msg.task_id, msg.tenant, now, self._lease_ms(), self._holder())
+            if isinstance(claim, Claimed):
+                tracing.note(span, tracing.task_attributes(claim.task))
         if not isinstance(claim, Claimed):
             if claim.reason == "missing" and msg.enqueued_ms is not None:
                 return self._before_record(delivery, msg, msg.enqueued_ms, now)
@@ -346,7 +359,10 @@ class Worker:
                     # this worker's store; process slots bind their own.
                     scope.enter_context(bound(self.locks))
                     scope.enter_context(bind_progress(self.progress))
-                    outcome = self.runner.run(Job(task.name, task.payload, ctx), lost)
+                    with tracing.span("stratoq.run", tracing.task_attributes(task)) as span:
+                        job = Job(task.name, task.payload, ctx, tracing.traceparent())
+                        outcome = self.runner.run(job, lost)
+                        tracing.note(span, {"stratoq.outcome": outcome.kind.value})
             finally:
                 stop = self.keeper.untrack(token) if self.keeper else Stop.NONE
             log["duration_ms"] = int((time.monotonic() - started) * 1000)
@@ -369,7 +385,10 @@ class Worker:
             logger.warning("lease lost; leaving the task to its new holder", extra=log)
             return Disposition(Action.LEAVE, status="lost")
         decision = decide(outcome, attempt, task.max_attempts, task.backoff, self._rng)
-        return self._record(delivery, msg, claim, decision, attempt, log)
+        with tracing.span("stratoq.complete", tracing.task_attributes(task)) as span:
+            done = self._record(delivery, msg, claim, decision, attempt, log)
+            tracing.note(span, {"stratoq.status": done.status})
+            return done
 
     def _record(
         self,
