@@ -22,7 +22,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
 
-from stratoq.api import keys, pauses, queues, schedules, tasks
+from stratoq.api import keys, limits, pauses, queues, schedules, tasks
 from stratoq.api.common import RESOLVING, Caller, answer
 from stratoq.api.contract import ErrorDetail, Health, OpenApiDocument, responses
 from stratoq.api.errors import error_body, http_error
@@ -62,7 +62,7 @@ def build_resolver(services: Services) -> APIGatewayRestResolver:
         return Response(200, "application/json", app.get_openapi_json_schema())
 
     # Registration order is the order of the OpenAPI document's paths.
-    for family in (tasks, queues, pauses, keys, schedules):
+    for family in (tasks, queues, pauses, limits, keys, schedules):
         family.register(app, services, caller)
     _answer_errors(app)
     return app

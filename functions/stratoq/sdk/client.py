@@ -48,6 +48,7 @@ from stratoq.core.errors import (
 )
 from stratoq.core.models import TaskStatus
 from stratoq.sdk import dev_file
+from stratoq.sdk.limits import LimitMethods
 
 # The errors the client raises, importable from here as they always were; each is also
 # the core's class of its status (NotFound is a NotFoundError, Conflict an
@@ -124,7 +125,7 @@ def dev_config(path: Path | None = None) -> dict[str, str]:
     return dev_file.load(path).facts
 
 
-class Client:
+class Client(LimitMethods):
     """A thread-safe client with pooled keep-alive connections."""
 
     def __init__(
@@ -189,7 +190,8 @@ class Client:
     # ------------------------------------------------------------------- tasks
     def enqueue(self, name: str, payload: Any = None, **options: Any) -> Task:
         """Enqueue one task. Options: queue, priority, delay_seconds, run_at,
-        timeout_seconds, max_attempts, backoff, idempotency_key, lock_key, and
+        timeout_seconds, max_attempts, backoff, idempotency_key, lock_key, the limits
+        concurrency_key, max_concurrency, rate_limit, rate_limit_key, and
         `unique=True` (the key is derived from name + payload; not with idempotency_key)
         and idempotency_window_seconds (1 s to 7 days; default the deployment's 24 h);
         `allow_unknown_name=True` where the API checks task names and this one's workers

@@ -13,9 +13,20 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from stratoq.adapters.store import TaskStore
-from stratoq.adapters.transport import Outgoing, SqsTransport, TaskMessage, outgoing_for
+from stratoq.adapters.transport import (
+    Outgoing,
+    SqsTransport,
+    TaskMessage,
+    limits_of,
+    outgoing_for,
+)
 from stratoq.core.clock import to_ms
-from stratoq.core.errors import EnqueueError, PayloadTooLargeError, UnknownQueueError
+from stratoq.core.errors import (
+    EnqueueError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    UnknownQueueError,
+)
 from stratoq.core.ids import new_task_id
 from stratoq.core.models import (
     MAX_PAYLOAD_BYTES,
@@ -68,6 +79,7 @@ class Enqueuer:
             raise UnknownQueueError(
                 f"unknown queue {request.queue!r}; this deployment has: {known}"
             )
+        _keys_have_limits(request)
         size = payload_size(request.payload)
         if size > MAX_PAYLOAD_BYTES:
             # Checked here, not only by the API: every way in (bridges, schedules, the
@@ -96,6 +108,10 @@ class Enqueuer:
             # `unique` derives the key from name and payload (TaskRequest.unique_key).
             idempotency_key=request.effective_idempotency_key(),
             lock_key=request.lock_key,
+            concurrency_key=request.concurrency_key,
+            max_concurrency=request.max_concurrency,
+            rate_limit=request.rate_limit,
+            rate_limit_key=request.rate_limit_key,
             created_at=now,
             scheduled_for=due,
             next_attempt_at=due,
@@ -219,7 +235,13 @@ class Enqueuer:
             outgoing_for(
                 # Each priority has its own SQS queue where one is configured.
                 self.transport.route(t.queue, t.priority.value),
-                TaskMessage(t.id, t.tenant, name=t.name, enqueued_ms=now if first else None),
+                TaskMessage(
+                    t.id,
+                    t.tenant,
+                    name=t.name,
+                    enqueued_ms=now if first else None,
+                    limits=limits_of(t),
+                ),
                 to_ms(t.next_attempt_at),
                 now,
             )
@@ -235,6 +257,21 @@ class Enqueuer:
                 f"could not hand {len(tasks)} task(s) to SQS: {type(exc).__name__}"
             ) from exc
         return now
+
+
+def _keys_have_limits(request: TaskRequest) -> None:
+    """A key names whose tasks a limit counts: without the limit (the request's or the
+    task's options') it would limit nothing, surely not what the caller meant."""
+    if request.concurrency_key is not None and request.max_concurrency is None:
+        raise InvalidRequestError(
+            "concurrency_key needs max_concurrency (in the request or the task's options)",
+            field="max_concurrency",
+        )
+    if request.rate_limit_key is not None and request.rate_limit is None:
+        raise InvalidRequestError(
+            "rate_limit_key needs rate_limit (in the request or the task's options)",
+            field="rate_limit",
+        )
 
 
 def _window_ms(request: TaskRequest) -> int | None:

@@ -74,7 +74,7 @@ class TaskLeases(StoreBase):
                 Key={"pk": {"S": task_id}},
                 UpdateExpression=(
                     "SET #s = :running, claim_after = :cl, lease_token = :tok, "
-                    "started_at = :now, attempts = attempts + :one"
+                    "started_at = :now, attempts = attempts + :one REMOVE waiting_for"
                 ),
                 # Guards against running a task twice: only a task that is due (runnable
                 # and past its delay, up to a second early for SQS's whole-second
