@@ -95,9 +95,12 @@ def _workload(stack: DevStack) -> list[str]:
     # No worker has it: handed back for the (short) grace period, then failed.
     tasks += [{"name": "no_such_task", "allow_unknown_name": True}]
     # One slot for three 1.5 s tasks, and a new 1/s bucket for three: some of each wait.
+    # Delayed, the rate-limited ones take their tokens at the worker (due together: two
+    # are handed back), not at the enqueue (which would delay their messages instead).
     slot = {"concurrency_key": "metrics", "max_concurrency": 1}
     tasks += [{"name": "sleep", "payload": {"seconds": 1.5}, **slot} for _ in range(3)]
-    tasks += [{"name": "sleep", "payload": {"seconds": 0}, "rate_limit": "1/s"} for _ in range(3)]
+    rated = {"rate_limit": "1/s", "delay_seconds": 1}
+    tasks += [{"name": "sleep", "payload": {"seconds": 0}, **rated} for _ in range(3)]
     status, body = stack.request("POST", "/v1/tasks/batch", {"tasks": tasks})
     assert status == 202, body
     ids = [t["id"] for t in body["tasks"]]
@@ -211,7 +214,7 @@ def test_counters_match_the_workload_exactly(observed: Observed) -> None:
     assert outcomes["succeeded"] == 57
     assert outcomes["paused"] >= 1
     assert outcomes["concurrency"] >= 1
-    assert outcomes["rate_limited"] == 2  # each waiter once, until its token
+    assert outcomes["rate_limited"] >= 2  # each waiter once, until its token (late: again)
     assert outcomes["retrying"] == 10
     assert outcomes["failed"] == 6
     assert outcomes["handed_back"] >= 1

@@ -13,7 +13,7 @@ from stratoq.adapters.transport import TaskMessage
 from stratoq.cli import main as cli
 from stratoq.core.errors import ConfigError
 from stratoq.core.limits import (
-    Bucket,
+    LATE_MS,
     Limits,
     LimitsState,
     Plan,
@@ -21,11 +21,11 @@ from stratoq.core.limits import (
     TaskLimits,
     TtlCache,
     earliest_end,
+    late,
     parse_rate,
     plan,
-    refill,
-    reserve,
     slot_order,
+    take,
 )
 from stratoq.core.models import TaskRequest
 from stratoq.core.policy import WAIT_CAPS, WaitReason, wait_delay
@@ -59,54 +59,51 @@ def test_bad_rates_say_what_is_wrong(text: str, says: str) -> None:
         parse_rate(text)
 
 
-def test_a_bucket_holds_one_seconds_worth_at_least_one() -> None:
-    assert parse_rate("10/s").burst == 10
-    assert parse_rate("1000/h").burst == 1  # smooth: one every 3.6 s, not 1000 at once
-    assert parse_rate("60/m").burst == 1
+def test_a_rate_is_one_token_per_interval_never_a_burst() -> None:
+    assert parse_rate("10/s").interval_ms == 100
+    assert parse_rate("1000/h").interval_ms == 3_600  # one every 3.6 s, not 1000 at once
+    assert parse_rate("7/s").interval_ms == pytest.approx(142.857, abs=0.001)
 
 
 # ------------------------------------------------------------------ the bucket
-def test_a_new_bucket_lets_one_task_start_at_once_then_spaces_the_rest() -> None:
+def test_an_idle_bucket_gives_its_token_at_once_and_spaces_the_rest() -> None:
     rate = parse_rate("10/s")
-    bucket, wait = reserve(None, rate, 5_000)
-    assert (bucket, wait) == (Bucket(0.0, 5_000), 0)
-    waits = []
+    tat, [due] = take(None, rate, 5_000)
+    assert (tat, due) == (5_100, 5_000)
+    dues = []
     for _ in range(5):
-        bucket, wait = reserve(bucket, rate, 5_000)
-        waits.append(wait)
+        tat, [due] = take(tat, rate, 5_000)
+        dues.append(due)
     # Each waiter gets its own token time, 100 ms apart: none has to poll.
-    assert waits == [100, 200, 300, 400, 500]
-    assert bucket.tokens == pytest.approx(-5)
+    assert dues == [5_100, 5_200, 5_300, 5_400, 5_500]
+    # Idle again (its next token is past due): the token is the taker's at once.
+    assert take(5_600.0, rate, 9_000) == (9_100, [9_000])
+    # A batch takes its tokens at once: one write for many tasks.
+    assert take(9_100.0, rate, 9_000, 3) == (9_400, [9_100, 9_200, 9_300])
 
 
-def test_refill_accrues_with_time_up_to_the_burst_and_never_goes_back() -> None:
+def test_a_token_promised_for_a_fraction_of_a_ms_comes_due_on_the_next_ms() -> None:
+    rate = parse_rate("7/s")
+    tat, [due] = take(1_000.5, rate, 1_000)
+    assert due == 1_001
+    assert tat == pytest.approx(1_143.357, abs=0.001)
+
+
+def test_starts_in_any_window_stay_within_the_rate() -> None:
+    # 200 tasks arriving together at 10/s: starts are 100 ms apart, 10 in any second.
     rate = parse_rate("10/s")
-    assert refill(Bucket(-2.0, 1_000), rate, 1_300) == pytest.approx(1.0)
-    assert refill(Bucket(0.0, 1_000), rate, 60_000) == 10  # one second's worth at most
-    # Another worker's clock behind the last write adds nothing, takes nothing away.
-    assert refill(Bucket(3.0, 1_000), rate, 900) == 3.0
-    bucket, wait = reserve(Bucket(3.0, 1_000), rate, 900)
-    assert (bucket.at_ms, wait) == (1_000, 0)
-
-
-def test_a_promised_token_comes_due_after_the_deficit_at_the_rate() -> None:
-    rate = parse_rate("60/m")  # one a second
-    bucket, wait = reserve(Bucket(-2.5, 10_000), rate, 10_000)
-    assert wait == 3_500
-    assert bucket.tokens == pytest.approx(-3.5)
-
-
-def test_starts_over_any_window_stay_within_the_rate_plus_the_burst() -> None:
-    # 200 tasks arriving together at 10/s: start times (now + wait) are 100 ms apart.
-    rate = parse_rate("10/s")
-    bucket: Bucket | None = None
+    tat: float | None = None
     starts = []
     for _ in range(200):
-        bucket, wait = reserve(bucket, rate, 0)
-        starts.append(wait)
-    for begin in range(0, 19_000, 500):
-        in_window = [s for s in starts if begin <= s < begin + 1000]
-        assert len(in_window) <= rate.burst
+        tat, [due] = take(tat, rate, 0)
+        starts.append(due)
+    for begin in range(0, 19_000, 250):
+        assert sum(1 for s in starts if begin <= s < begin + 1000) <= 10
+
+
+def test_a_task_back_too_late_takes_a_new_token() -> None:
+    assert not late(10_000, 10_000 + LATE_MS)
+    assert late(10_000, 10_000 + LATE_MS + 1)
 
 
 # ------------------------------------------------------------------ slots

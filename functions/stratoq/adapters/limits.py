@@ -10,11 +10,10 @@ another scope's key), each held by at most one task:
 DynamoDB cannot count a map's live entries in a condition, so "fewer than N holders" is
 "one of N items free", each taken by its own conditional write.
 
-Buckets (`BucketStore`): one item per scope, `pk` = "bucket#<scope>": `tokens` (N, may
-be below zero: tokens promised to waiting tasks), `at_ms` (N, when `tokens` was true),
-`v` (N, a version bumped by every write), `expires_at` (TTL: an hour after it would be
-full again). A token is taken by reading the item and writing the new count on the
-condition that `v` is still what was read (`stratoq.core.limits.reserve` does the math).
+Buckets (`BucketStore`): one item per scope, `pk` = "bucket#<scope>": `tat` (N, epoch
+ms: when its next token comes due; `stratoq.core.limits.take` has the math) and
+`expires_at` (TTL). A token is one conditional write, no read: an atomic increment of
+`tat` while the bucket is busy, `tat` set to now plus an interval when it is idle.
 
 Operator limits (`LimitStore`): one item, `pk` = "limits", one map attribute per limited
 queue ("queue:<name>") or task name ("task_name:<name>"): `max_concurrency` (N),
@@ -28,7 +27,6 @@ enters the `listing` index.
 from __future__ import annotations
 
 import logging
-import math
 import random
 from dataclasses import dataclass
 from decimal import Decimal
@@ -39,12 +37,11 @@ from botocore.exceptions import ClientError
 from stratoq.adapters.store.codec import load, vals
 from stratoq.core.limits import (
     SLOT_READ_BATCH,
-    Bucket,
     Limits,
     LimitsState,
     Rate,
-    reserve,
     slot_order,
+    take,
 )
 
 if TYPE_CHECKING:
@@ -182,54 +179,73 @@ class SlotStore:
 
 
 class BucketStore:
-    """Token buckets, each taken from with a read and a versioned conditional write."""
+    """Token buckets, each token taken with one conditional write and no read."""
 
     def __init__(self, client: DynamoDBClient, table: str) -> None:
         self._db = client
         self.table = table
+        # Per scope, whether the bucket was busy (`tat` ahead) at the last take: the
+        # first write tried, so a take usually costs one write.
+        self._busy: dict[str, bool] = {}
 
     def reserve(self, scope: str, rate: Rate, now: int) -> int | None:
         """Take a token of `scope`'s bucket: the ms until it is the caller's (0: now).
-        None: other workers won every write of `BUCKET_ATTEMPTS` (the caller waits and
-        tries again later)."""
+        None: every write of `BUCKET_ATTEMPTS` lost a race (the caller waits instead)."""
+        dues = self.reserve_many(scope, rate, now, 1)
+        return None if dues is None else dues[0] - now
+
+    def reserve_many(self, scope: str, rate: Rate, now: int, count: int) -> list[int] | None:
+        """Take `count` tokens of `scope`'s bucket in one write: when each is the
+        caller's (epoch ms). None: every write of `BUCKET_ATTEMPTS` lost a race."""
         key = {"pk": {"S": f"bucket#{scope}"}}
-        out = self._db.get_item(TableName=self.table, Key=key, ConsistentRead=True)
-        item: dict[str, Any] | None = out.get("Item")
+        # Refreshed at every take: a bucket with takers keeps its promises; an idle one
+        # goes a day and an hour after its last take (promises a day ahead at most).
+        ttl = now // 1000 + 86_400 + TTL_GRACE_SECONDS
+        step = _number(count * rate.interval_ms)
+        busy = self._busy.get(scope, False)
         for _ in range(BUCKET_ATTEMPTS):
-            old = load(item) if item else None
-            bucket = None if old is None else Bucket(float(old["tokens"]), int(old["at_ms"]))
-            new, wait = reserve(bucket, rate, now)
-            full_in_ms = math.ceil(max(0.0, rate.burst - new.tokens) / rate.per_ms)
-            values: dict[str, Any] = {
-                "t": Decimal(f"{new.tokens:.6f}"),
-                "at": new.at_ms,
-                "one": 1,
-                "ttl": (new.at_ms + full_in_ms) // 1000 + TTL_GRACE_SECONDS,
-            }
-            if old is not None:
-                values["v"] = old["v"]
             try:
-                self._db.update_item(
-                    TableName=self.table,
-                    Key=key,
-                    UpdateExpression=("SET tokens = :t, at_ms = :at, expires_at = :ttl ADD v :one"),
-                    # Two workers taking the same token: each computed its count from
-                    # the version it read, and only the first write finds that version;
-                    # the other recomputes from what won (returned here, no re-read).
-                    # A new bucket is created by exactly one of its first takers.
-                    ConditionExpression=("attribute_not_exists(pk)" if old is None else "v = :v"),
-                    ExpressionAttributeValues=vals(**values),
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                )
+                if busy:
+                    out = self._db.update_item(
+                        TableName=self.table,
+                        Key=key,
+                        UpdateExpression="SET tat = tat + :step, expires_at = :ttl",
+                        # Busy (the next token is still to come): an atomic increment, so
+                        # racing takers each get their own tokens, none waits on another's
+                        # read. Fails only if the bucket went idle meanwhile.
+                        ConditionExpression="tat > :now",
+                        ExpressionAttributeValues=vals(step=step, ttl=ttl, now=now),
+                        ReturnValues="UPDATED_OLD",
+                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    )
+                    _, dues = take(float(out["Attributes"]["tat"]["N"]), rate, now, count)
+                else:
+                    after, dues = take(None, rate, now, count)
+                    self._db.update_item(
+                        TableName=self.table,
+                        Key=key,
+                        UpdateExpression="SET tat = :after, expires_at = :ttl",
+                        # Idle (new, or its next token already due): the tokens start now.
+                        # Two idle-takers race: one write passes, the other finds the
+                        # bucket busy and takes the next tokens with the increment.
+                        ConditionExpression="attribute_not_exists(tat) OR tat <= :now",
+                        ExpressionAttributeValues=vals(after=_number(after), ttl=ttl, now=now),
+                        ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    )
             except ClientError as exc:
                 if not _conditional_failed(exc):
                     raise
-                failed: Any = exc.response
-                item = failed.get("Item")
+                busy = not busy
                 continue
-            return wait
+            self._busy[scope] = dues[-1] > now
+            return dues
         logger.warning("rate-limit bucket contended; the task waits", extra={"scope": scope})
         return None
+
+
+def _number(ms: float) -> Decimal:
+    # DynamoDB numbers are decimals: microseconds are precision enough.
+    return Decimal(f"{ms:.3f}")
 
 
 def _attribute(kind: Kind, name: str) -> str:

@@ -54,11 +54,10 @@ class Rate:
         return self.count / self.period_ms
 
     @property
-    def burst(self) -> float:
-        """Tokens a bucket holds at most: one second's worth, at least one. A quiet
-        bucket lets that many tasks start at once, no more; "1000/h" is smooth (one
-        task every 3.6 s), not 1000 at once after an idle hour."""
-        return max(1.0, self.per_ms * 1000)
+    def interval_ms(self) -> float:
+        """The time between two tokens: "10/s" is one start every 100 ms, "1000/h" one
+        every 3.6 s (never 1000 at once after an idle hour)."""
+        return self.period_ms / self.count
 
     def __str__(self) -> str:
         unit = next(u for u, ms in _UNITS_MS.items() if ms == self.period_ms)
@@ -84,37 +83,32 @@ def check_rate(text: str | None) -> str | None:
 
 
 # ------------------------------------------------------------------ token bucket
-@dataclass(frozen=True)
-class Bucket:
-    """A token bucket as stored: `tokens` (below zero: tokens promised to waiting tasks)
-    as of `at_ms`."""
+# A token bucket kept as the time its next token comes due (`tat`, as in the generic cell
+# rate algorithm): a bucket that holds one token. Taking a token moves `tat` one interval
+# on from the later of itself and now, and the token is the taker's at the earlier of
+# the two: at once when the bucket is idle, else at `tat`. A token not there yet is
+# still taken, so each waiting task has its own start time and comes back once, when
+# its token is its own, instead of every waiter polling the bucket.
 
-    tokens: float
-    at_ms: int
-
-
-def refill(bucket: Bucket, rate: Rate, now: int) -> float:
-    """The bucket's tokens at `now`: what accrued since `at_ms`, up to the burst. A clock
-    behind `at_ms` (another worker's ahead) adds nothing rather than taking away."""
-    elapsed = max(0, now - bucket.at_ms)
-    return min(rate.burst, bucket.tokens + elapsed * rate.per_ms)
+# A task back this long after its token's time takes a new one rather than start late:
+# starting every late task at once would burst over the rate after workers fell behind
+# (a flood of hand-backs, a poller restart). SQS delays are whole seconds and receives
+# take their time, so a punctual task is up to about 1.5 s late.
+LATE_MS = 3000
 
 
-def reserve(bucket: Bucket | None, rate: Rate, now: int) -> tuple[Bucket, int]:
-    """Take one token: the bucket to write back, and the ms until the token is the
-    caller's (0: at once). A bucket seen for the first time holds one token, so a new
-    limit never starts with a burst.
+def take(tat: float | None, rate: Rate, now: int, count: int = 1) -> tuple[float, list[int]]:
+    """Take the bucket's next `count` tokens: its new `tat` and when each token is the
+    caller's (epoch ms, `now` at the earliest, one interval apart). `tat` None: a bucket
+    never used (or expired)."""
+    first = now if tat is None or tat <= now else tat
+    dues = [math.ceil(first + i * rate.interval_ms) for i in range(count)]
+    return first + count * rate.interval_ms, dues
 
-    With no token left the caller still takes one, driving the count below zero: its
-    token is the one that accrues `wait` ms from now, which no later caller can take.
-    So each waiting task gets its own start time and comes back once, when its token
-    exists, instead of every waiter polling the bucket and colliding.
-    """
-    tokens = 1.0 if bucket is None else refill(bucket, rate, now)
-    at = now if bucket is None else max(now, bucket.at_ms)
-    left = tokens - 1
-    wait = 0 if left >= 0 else math.ceil(-left / rate.per_ms)
-    return Bucket(left, at), wait
+
+def late(paid_ms: int, now: int) -> bool:
+    """Whether a task whose token came due at `paid_ms` is too late to use it."""
+    return now - paid_ms > LATE_MS
 
 
 # ------------------------------------------------------------------ slots

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from stratoq.adapters.limits import BucketStore
 from stratoq.adapters.store import TaskStore
 from stratoq.adapters.transport import (
     Outgoing,
@@ -28,6 +29,7 @@ from stratoq.core.errors import (
     UnknownQueueError,
 )
 from stratoq.core.ids import new_task_id
+from stratoq.core.limits import NO_LIMITS, Rate, plan
 from stratoq.core.models import (
     MAX_PAYLOAD_BYTES,
     Task,
@@ -36,6 +38,7 @@ from stratoq.core.models import (
     payload_size,
     utcnow,
 )
+from stratoq.core.policy import WaitReason
 from stratoq.core.registry import apply_options, deployment_defaults
 from stratoq.core.settings import Settings
 from stratoq.observability.metrics import Metrics
@@ -64,6 +67,7 @@ class Enqueuer:
         self.settings = settings
         self.defaults = deployment_defaults(settings)
         self.metrics = metrics if metrics is not None else Metrics()
+        self.buckets = BucketStore(store.client, store.table)
 
     def build(self, request: TaskRequest, tenant: str = "default") -> Task:
         """The Task a request describes (validated, defaults filled, nothing stored).
@@ -123,7 +127,7 @@ class Enqueuer:
         held = self._holder(task, now)
         if held is not None:
             return Enqueued(held, False)
-        sent_ms = self._send([task], first=True)
+        sent_ms = self._send([task], first=True, paid=self._take_tokens([task]))
         stored, created = self.store.create(task, now, _window_ms(request))
         if created:
             self._late(sent_ms, [stored])
@@ -175,7 +179,8 @@ class Enqueuer:
             else:
                 firsts[key] = t
         # One message per task this call may store, before any is stored.
-        sent_ms = self._send([*plain, *firsts.values()], first=True)
+        fresh = [*plain, *firsts.values()]
+        sent_ms = self._send(fresh, first=True, paid=self._take_tokens(fresh))
         self.store.create_many(plain)
         results: dict[str, Enqueued] = {t.id: Enqueued(t, True) for t in plain}
         late = list(plain)
@@ -225,9 +230,37 @@ class Enqueuer:
             )
             self._send(tasks)
 
-    def _send(self, tasks: Sequence[Task], *, first: bool = False) -> int:
+    def _take_tokens(self, tasks: Sequence[Task]) -> dict[str, int]:
+        """Take the rate-limit tokens of the tasks that carry their own rate limit and run
+        now, before their messages go: task id -> when its token is its own (epoch ms).
+        One write per bucket for the lot; each message is then delayed until its token
+        (`waiting_for` says so), so waiting tasks are never handed back and forth. A
+        bucket that cannot be written leaves its tasks to take tokens at the worker."""
+        groups: dict[tuple[str, Rate], list[Task]] = {}
+        for t in tasks:
+            limits = limits_of(t)
+            if limits is None or limits.rate_limit is None or t.next_attempt_at is not None:
+                continue
+            for scope, rate in plan(t.tenant, t.name, t.queue, limits, NO_LIMITS).buckets:
+                groups.setdefault((scope, rate), []).append(t)
+        paid: dict[str, int] = {}
+        now = to_ms(utcnow()) or 0
+        for (scope, rate), group in groups.items():
+            dues = self.buckets.reserve_many(scope, rate, now, len(group))
+            for t, due in zip(group, dues or [], strict=False):
+                paid[t.id] = max(due, paid.get(t.id, due))
+        for t in tasks:
+            if paid.get(t.id, 0) > now:
+                t.waiting_for = WaitReason.RATE_LIMITED.value
+        return paid
+
+    def _send(
+        self, tasks: Sequence[Task], *, first: bool = False, paid: dict[str, int] | None = None
+    ) -> int:
         """Send the tasks' messages; the time sent (epoch ms). `first`: an enqueue's
-        messages, sent before their tasks are stored, so they carry that time."""
+        messages, sent before their tasks are stored, so they carry that time. `paid`:
+        tasks whose rate-limit tokens are taken, delayed until them."""
+        paid = paid or {}
         now = to_ms(utcnow()) or 0
         if not tasks:
             return now
@@ -241,8 +274,9 @@ class Enqueuer:
                     name=t.name,
                     enqueued_ms=now if first else None,
                     limits=limits_of(t),
+                    rate_paid_ms=paid.get(t.id),
                 ),
-                to_ms(t.next_attempt_at),
+                paid.get(t.id, to_ms(t.next_attempt_at)),
                 now,
             )
             for t in tasks

@@ -5,10 +5,10 @@ its queue or name, read through a cache) gets a token of each rate limit, then a
 each concurrency limit, and only then is its task claimed. A task that must wait is
 handed back unclaimed (`HandBack`): no attempt spent, its status unchanged, and the task
 item's `waiting_for` says why. A token that is not there yet is promised to the task
-(`stratoq.core.limits.reserve`), so it comes back exactly once, when the token is its
-own; a task with no free slot comes back after a growing, jittered delay. Slots are
-held until the attempt ends (`release`), renewed with the lease (`LeaseKeeper`), and
-free themselves when a crashed worker's hold ends.
+(`stratoq.core.limits.take`), so it comes back once, when the token is its own (too
+late, and it takes a new one); a task with no free slot comes back after a growing,
+jittered delay. Slots are held until the attempt ends (`release`), renewed with the
+lease (`LeaseKeeper`), and free themselves when a crashed worker's hold ends.
 
 A task without limits, on a queue and name without any, costs no request here.
 """
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from stratoq.adapters.limits import BucketStore, LimitStore, Slot, SlotStore, WaitMarks
 from stratoq.adapters.transport import Delivery, TaskMessage
-from stratoq.core.limits import NO_LIMITS, LimitsState, TaskLimits, TtlCache, plan
+from stratoq.core.limits import NO_LIMITS, LimitsState, TaskLimits, TtlCache, late, plan
 from stratoq.core.policy import WaitReason
 from stratoq.core.priority import split_key
 from stratoq.services.handback import Disposition, HandBack
@@ -93,7 +93,7 @@ class FlowControl:
         )
         if todo.empty:
             return Admitted(msg)
-        if todo.buckets and msg.rate_paid_ms is None:
+        if todo.buckets and (msg.rate_paid_ms is None or late(msg.rate_paid_ms, now)):
             waits = [self.buckets.reserve(scope, rate, now) for scope, rate in todo.buckets]
             if any(w is None for w in waits):
                 return self._wait(delivery, msg, WaitReason.RATE_LIMITED, now)
