@@ -165,6 +165,22 @@ def test_rate_limited_tasks_are_sent_for_their_token_and_never_handed_back(
     assert starts[1] - starts[0] >= 0.95 and starts[2] - starts[1] >= 0.95
 
 
+def test_a_token_due_within_ms_is_waited_for_in_the_worker_not_by_a_delay(
+    core: Enqueuer, worker: Worker
+) -> None:
+    created = [
+        r.task for r in core.enqueue_many([TaskRequest(name="echo", rate_limit="100/s")] * 3)
+    ]
+    assert [t.waiting_for for t in created] == [None] * 3  # sent at once, not a second late
+    statuses: list[str] = []
+    while len(statuses) < 3:
+        statuses += one_pass(core, worker)
+    assert statuses == ["succeeded"] * 3
+    done = [core.store.get(t.id) for t in created]
+    starts = sorted(t.started_at.timestamp() for t in done if t and t.started_at)
+    assert starts[1] - starts[0] >= 0.009 and starts[2] - starts[1] >= 0.009
+
+
 def test_an_operator_rate_limit_hands_tasks_back_until_their_token(
     core: Enqueuer, worker: Worker, operator: Client
 ) -> None:

@@ -95,6 +95,9 @@ def check_rate(text: str | None) -> str | None:
 # (a flood of hand-backs, a poller restart). SQS delays are whole seconds and receives
 # take their time, so a punctual task is up to about 1.5 s late.
 LATE_MS = 3000
+# A token due this soon (ms) is waited for in the worker, not by a message delay: SQS
+# delays are whole seconds, and a fast rate's next token is often milliseconds away.
+SHORT_WAIT_MS = 50
 
 
 def take(tat: float | None, rate: Rate, now: int, count: int = 1) -> tuple[float, list[int]]:

@@ -29,7 +29,7 @@ from stratoq.core.errors import (
     UnknownQueueError,
 )
 from stratoq.core.ids import new_task_id
-from stratoq.core.limits import NO_LIMITS, Rate, plan
+from stratoq.core.limits import NO_LIMITS, SHORT_WAIT_MS, Rate, plan
 from stratoq.core.models import (
     MAX_PAYLOAD_BYTES,
     Task,
@@ -250,7 +250,7 @@ class Enqueuer:
             for t, due in zip(group, dues or [], strict=False):
                 paid[t.id] = max(due, paid.get(t.id, due))
         for t in tasks:
-            if paid.get(t.id, 0) > now:
+            if paid.get(t.id, 0) - now > SHORT_WAIT_MS:
                 t.waiting_for = WaitReason.RATE_LIMITED.value
         return paid
 
@@ -276,7 +276,7 @@ class Enqueuer:
                     limits=limits_of(t),
                     rate_paid_ms=paid.get(t.id),
                 ),
-                paid.get(t.id, to_ms(t.next_attempt_at)),
+                _send_at(paid.get(t.id), t, now),
                 now,
             )
             for t in tasks
@@ -291,6 +291,15 @@ class Enqueuer:
                 f"could not hand {len(tasks)} task(s) to SQS: {type(exc).__name__}"
             ) from exc
         return now
+
+
+def _send_at(paid_ms: int | None, task: Task, now: int) -> int | None:
+    """When a task's message is due: its rate-limit token's time (one due within
+    SHORT_WAIT_MS goes at once: the worker waits those ms, SQS would wait a second),
+    else the task's own time."""
+    if paid_ms is None:
+        return to_ms(task.next_attempt_at)
+    return None if paid_ms - now <= SHORT_WAIT_MS else paid_ms
 
 
 def _keys_have_limits(request: TaskRequest) -> None:

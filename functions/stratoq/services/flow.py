@@ -18,13 +18,22 @@ from __future__ import annotations
 import logging
 import random
 import secrets
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from stratoq.adapters.limits import BucketStore, LimitStore, Slot, SlotStore, WaitMarks
 from stratoq.adapters.transport import Delivery, TaskMessage
-from stratoq.core.limits import NO_LIMITS, LimitsState, TaskLimits, TtlCache, late, plan
+from stratoq.core.limits import (
+    NO_LIMITS,
+    SHORT_WAIT_MS,
+    LimitsState,
+    TaskLimits,
+    TtlCache,
+    late,
+    plan,
+)
 from stratoq.core.policy import WaitReason
 from stratoq.core.priority import split_key
 from stratoq.services.handback import Disposition, HandBack
@@ -56,7 +65,9 @@ class FlowControl:
         marks: WaitMarks,
         back: HandBack,
         rng: random.Random,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        self._sleep = sleep
         self.slots = slots
         self.buckets = buckets
         self.limits = limits
@@ -93,17 +104,20 @@ class FlowControl:
         )
         if todo.empty:
             return Admitted(msg)
-        if todo.buckets and (msg.rate_paid_ms is None or late(msg.rate_paid_ms, now)):
-            waits = [self.buckets.reserve(scope, rate, now) for scope, rate in todo.buckets]
-            if any(w is None for w in waits):
-                return self._wait(delivery, msg, WaitReason.RATE_LIMITED, now)
-            wait = max(w or 0 for w in waits)
-            msg = replace(msg, rate_paid_ms=now + wait)
-            if wait > 0:
-                return self._rate_wait(delivery, msg, now + wait, now)
-        elif msg.rate_paid_ms is not None and msg.rate_paid_ms > now + 1000:
-            # Back early (a redrive, a re-send): its token is not its own yet.
-            return self._rate_wait(delivery, msg, msg.rate_paid_ms, now)
+        if todo.buckets:
+            if msg.rate_paid_ms is None or late(msg.rate_paid_ms, now):
+                waits = [self.buckets.reserve(scope, rate, now) for scope, rate in todo.buckets]
+                if any(w is None for w in waits):
+                    return self._wait(delivery, msg, WaitReason.RATE_LIMITED, now)
+                msg = replace(msg, rate_paid_ms=now + max(w or 0 for w in waits))
+            due = msg.rate_paid_ms or now
+            if due - now > SHORT_WAIT_MS:
+                # Its token is not its own yet (taken now, or back early from a re-send).
+                return self._rate_wait(delivery, msg, due, now)
+            if due > now:
+                # Sooner than any SQS delay (whole seconds): wait here, not a second.
+                self._sleep((due - now) / 1000)
+                now = due
         held: list[Slot] = []
         # One holder name for the slots of this attempt: the task and a nonce, so a
         # duplicate delivery of the same task never mistakes another's slot for its own.
