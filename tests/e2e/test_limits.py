@@ -28,6 +28,10 @@ def run_pollers(
     """Run the requests on 4 pollers of 2 slots; the ids, once every task succeeded once."""
     log = tmp / "intervals.log"
     with stratoq(settings, tmp, "worker", "--processes", "4", "-c", "2") as pool:
+        # The pollers up first: a rate limit's tokens are promised at the enqueue, and a
+        # task that finds no worker at its token's time starts late (up to LATE_MS).
+        probe = core.enqueue(TaskRequest(name="echo")).task.id
+        wait_for(lambda: final(core, [probe]), 60, "the pollers to start", every=0.5)
         ids = [r.task.id for r in core.enqueue_many(requests)]
         # The file first (cheap), then the store: reads would load the pollers' emulator.
         wait_for(lambda: len(intervals(log)) >= 2 * len(ids), 90, "the tasks to run", every=0.5)
