@@ -134,20 +134,16 @@ class Worker:
         admitted = self.flow.admit(delivery, msg, now, self._lease_ms())
         if not isinstance(admitted, Admitted):
             return admitted
+        msg, slots = admitted.msg, admitted.slots
         try:
-            return self._claim(delivery, admitted.msg, now, admitted.slots)
+            claim = self.store.claim(msg.task_id, msg.tenant, now, self._lease_ms())
+            if not isinstance(claim, Claimed):
+                if claim.reason == "missing" and msg.enqueued_ms is not None:
+                    return self._before_record(delivery, msg, msg.enqueued_ms, now, slots)
+                return self._refused(claim.reason, claim.task, claim.lease_expires_ms, msg, now)
+            return self._run(delivery, msg, claim, slots)
         finally:
-            self.flow.release(admitted.slots)
-
-    def _claim(
-        self, delivery: Delivery, msg: TaskMessage, now: int, slots: tuple[Slot, ...]
-    ) -> Disposition:
-        claim = self.store.claim(msg.task_id, msg.tenant, now, self._lease_ms())
-        if not isinstance(claim, Claimed):
-            if claim.reason == "missing" and msg.enqueued_ms is not None:
-                return self._before_record(delivery, msg, msg.enqueued_ms, now, slots)
-            return self._refused(claim.reason, claim.task, claim.lease_expires_ms, msg, now)
-        return self._run(delivery, msg, claim, slots)
+            self.flow.release(slots)
 
     def _before_record(
         self,
@@ -242,14 +238,9 @@ class Worker:
         # Known and running here: the next message (retry, lock wait) starts a fresh
         # grace period and a fresh wait wherever it lands.
         # Its record exists: a later message that finds none is obsolete, not early.
-        msg = replace(
-            msg,
-            name=task.name,
-            unknown_since_ms=None,
-            waiting_since_ms=None,
-            enqueued_ms=None,
-            rate_paid_ms=None,  # a retry takes a token of its own
-        )
+        # A retry takes a rate-limit token of its own.
+        msg = replace(msg, name=task.name, unknown_since_ms=None, waiting_since_ms=None)
+        msg = replace(msg, enqueued_ms=None, rate_paid_ms=None)
         held: Acquired | None = None
         if task.lock_key is not None:
             now = self._clock()
