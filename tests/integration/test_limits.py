@@ -224,7 +224,7 @@ def test_a_task_without_limits_makes_no_extra_request(core: Enqueuer, worker: Wo
         "UpdateItem",
         "UpdateItem",
         "UpdateItem",
-        "DeleteItem",
+        "UpdateItem",
     ]
 
 

@@ -3,7 +3,7 @@
 Slots (`SlotStore`): a scope (`stratoq.core.limits.plan`) with limit N has N items,
 `pk` = "slot#<i>#<scope>" for i in 0..N-1 (the index first, so no scope's text can make
 another scope's key), each held by at most one task:
-- `holder` (S): the holding task and a nonce of its acquisition; absent: free.
+- `holder` (S): the holding task and a nonce of its acquisition; absent: free (released).
 - `hold_until` (N, epoch ms): when the hold ends unless renewed. A slot whose hold has
   ended is free, whether or not its holder ever released it (a crashed worker).
 - `expires_at` (N, epoch s): the table's TTL, an hour after the hold ends.
@@ -93,10 +93,13 @@ class SlotStore:
                 {"pk": {"S": slot_pk(scope, i)}}
                 for i in range(start, min(limit, start + SLOT_READ_BATCH))
             ]
-            request: Any = {self.table: {"Keys": keys, "ProjectionExpression": "pk, hold_until"}}
+            projection = "pk, holder, hold_until"
+            request: Any = {self.table: {"Keys": keys, "ProjectionExpression": projection}}
             for _ in range(3):
                 out = self._db.batch_get_item(RequestItems=request)
                 for item in out.get("Responses", {}).get(self.table, []):
+                    if "holder" not in item:
+                        continue  # released
                     index = int(item["pk"]["S"].split("#", 2)[1])
                     found[index] = int(item.get("hold_until", {}).get("N", "0"))
                 request = out.get("UnprocessedKeys") or {}
@@ -163,13 +166,15 @@ class SlotStore:
     def release(self, slot: Slot) -> bool:
         """Free the slot now; False: it was not ours any more (nothing to free)."""
         try:
-            self._db.delete_item(
+            # An update, not a delete (workers may delete nothing); TTL removes the item.
+            self._db.update_item(
                 TableName=self.table,
                 Key={"pk": {"S": slot_pk(slot.scope, slot.index)}},
+                UpdateExpression="REMOVE holder SET hold_until = :zero",
                 # A late release (our hold ended, another task took the slot) must not
                 # free the new holder's slot.
                 ConditionExpression="holder = :me",
-                ExpressionAttributeValues=vals(me=slot.holder),
+                ExpressionAttributeValues=vals(me=slot.holder, zero=0),
             )
         except ClientError as exc:
             if _conditional_failed(exc):
