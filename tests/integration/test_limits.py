@@ -25,6 +25,7 @@ from stratoq.core.pauses import PauseCache
 from stratoq.core.settings import Settings
 from stratoq.sdk.client import ApiError
 from stratoq.services.enqueue import Enqueuer
+from stratoq.services.handback import Action
 from stratoq.services.runner import InlineRunner
 from stratoq.services.worker import Worker
 from tests.support.gateway import serve_api
@@ -193,6 +194,19 @@ def test_an_operator_rate_limit_hands_tasks_back_until_their_token(
     assert all(t.status is TaskStatus.SUCCEEDED and t.attempts == 1 for t in done)
     starts = sorted(t.started_at.timestamp() for t in done if t.started_at)
     assert starts[1] - starts[0] >= 0.95 and starts[2] - starts[1] >= 0.95
+
+
+def test_limits_that_cannot_be_read_give_the_message_back_for_a_second(
+    core: Enqueuer, worker: Worker
+) -> None:
+    worker.flow.slots = SlotStore(core.store.client, "no-such-table")  # DynamoDB says no
+    tid = core.enqueue(TaskRequest(name="echo", concurrency_key="c", max_concurrency=1)).task.id
+    [d] = core.transport.receive("default", 1, 1, 30)
+    disposition = worker.process(d)
+    assert (disposition.action, disposition.delay) == (Action.RELEASE, 1)
+    assert disposition.status == "limits_unavailable"
+    task = core.store.get(tid)
+    assert task is not None and (task.status, task.attempts) == (TaskStatus.QUEUED, 0)
 
 
 def test_a_task_without_limits_makes_no_extra_request(core: Enqueuer, worker: Worker) -> None:

@@ -99,7 +99,8 @@ MESSAGES = MetricSpec(
     "counter",
     "Messages handled by workers, by queue and what became of them (succeeded, retrying, "
     "failed, duplicate, busy, hop, early, lost, released, malformed, locked, "
-    "handed_back, paused, concurrency, rate_limited, awaiting_record, orphan).",
+    "handed_back, paused, concurrency, rate_limited, limits_unavailable, awaiting_record, "
+    "orphan).",
     ("queue", "outcome"),
     emf=True,
 )

@@ -36,7 +36,7 @@ from stratoq.core.limits import (
 )
 from stratoq.core.policy import WaitReason
 from stratoq.core.priority import split_key
-from stratoq.services.handback import Disposition, HandBack
+from stratoq.services.handback import Action, Disposition, HandBack
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -94,6 +94,18 @@ class FlowControl:
         self, delivery: Delivery, msg: TaskMessage, now: int, lease_ms: int
     ) -> Admitted | Disposition:
         """Admitted (holding its slots) or handed back to wait (a Disposition)."""
+        try:
+            return self._admit(delivery, msg, now, lease_ms)
+        except Exception:
+            # Not the task's fault (DynamoDB throttled or unreachable): the message comes
+            # back in a second, unclaimed. A slot taken before the error frees itself
+            # when its hold ends.
+            logger.exception("checking the task's limits failed", extra={"task_id": msg.task_id})
+            return Disposition(Action.RELEASE, delay=1, status="limits_unavailable")
+
+    def _admit(
+        self, delivery: Delivery, msg: TaskMessage, now: int, lease_ms: int
+    ) -> Admitted | Disposition:
         queue = self.back.queue_of(delivery)
         todo = plan(
             msg.tenant,
