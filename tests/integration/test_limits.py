@@ -166,6 +166,18 @@ def test_rate_limited_tasks_are_sent_for_their_token_and_never_handed_back(
     assert starts[1] - starts[0] >= 0.95 and starts[2] - starts[1] >= 0.95
 
 
+def test_an_enqueuer_that_cannot_take_tokens_leaves_them_to_the_worker(
+    core: Enqueuer, worker: Worker
+) -> None:
+    # As the scheduler's role on AWS, which may not update the tasks table.
+    core.buckets = BucketStore(core.store.client, "no-such-table")
+    request = TaskRequest(name="echo", rate_limit="1/s")
+    ids = [r.task.id for r in core.enqueue_many([request] * 2)]
+    assert sorted(one_pass(core, worker)) == ["rate_limited", "succeeded"]
+    done = pump_until_final(core, worker, ids, timeout=20)
+    assert all(t.status is TaskStatus.SUCCEEDED and t.attempts == 1 for t in done)
+
+
 def test_a_token_due_within_ms_is_waited_for_in_the_worker_not_by_a_delay(
     core: Enqueuer, worker: Worker
 ) -> None:

@@ -246,7 +246,13 @@ class Enqueuer:
         paid: dict[str, int] = {}
         now = to_ms(utcnow()) or 0
         for (scope, rate), group in groups.items():
-            dues = self.buckets.reserve_many(scope, rate, now, len(group))
+            try:
+                dues = self.buckets.reserve_many(scope, rate, now, len(group))
+            except Exception:
+                # Throttled, or a role that may not update the tasks table (the
+                # scheduler's, the bridges'): the worker takes the tokens instead.
+                logger.warning("taking rate-limit tokens failed", extra={"scope": scope})
+                continue
             for t, due in zip(group, dues or [], strict=False):
                 paid[t.id] = max(due, paid.get(t.id, due))
         for t in tasks:
