@@ -1,8 +1,9 @@
 """Metrics end to end: a real Prometheus scrapes a running `stratoq dev` under a workload.
 
 One workload per module (the fixture `observed`): 40 echo tasks, 10 that fail once and
-then succeed, 3 that fail for good, 2 that time out, 2 cancelled before they run, and
-one poison message in the dead-letter queue. Prometheus (Debian's package) scrapes the
+then succeed, 3 that fail for good, 2 that time out, 2 cancelled before they run, 3
+sharing a concurrency slot and 3 sharing a rate limit (so some wait for each), and one
+poison message in the dead-letter queue. Prometheus (Debian's package) scrapes the
 dev stack every second with infra/prometheus/prometheus-dev.yml and evaluates
 infra/prometheus/rules; every PromQL expression of the dashboards and rules is then
 evaluated through its HTTP API.
@@ -36,9 +37,25 @@ NO_BACKOFF = {"base_seconds": 0, "jitter": False}
 
 # What the workload must produce, per counter and task name (zeros left out).
 EXPECTED = {
-    "enqueued": {"echo": 42, "fail": 10, "give_up": 3, "cpu": 2, "no_such_task": 1, "report": 1},
-    "started": {"echo": 40, "fail": 20, "give_up": 3, "cpu": 2, "no_such_task": 1, "report": 1},
-    "succeeded": {"echo": 40, "fail": 10, "report": 1},
+    "enqueued": {
+        "echo": 42,
+        "fail": 10,
+        "give_up": 3,
+        "cpu": 2,
+        "no_such_task": 1,
+        "report": 1,
+        "sleep": 6,
+    },
+    "started": {
+        "echo": 40,
+        "fail": 20,
+        "give_up": 3,
+        "cpu": 2,
+        "no_such_task": 1,
+        "report": 1,
+        "sleep": 6,
+    },
+    "succeeded": {"echo": 40, "fail": 10, "report": 1, "sleep": 6},
     "retried": {"fail": 10},
     "failed": {"give_up": 3, "cpu": 2, "no_such_task": 1},
     "timed_out": {"cpu": 2},
@@ -77,6 +94,13 @@ def _workload(stack: DevStack) -> list[str]:
     ]
     # No worker has it: handed back for the (short) grace period, then failed.
     tasks += [{"name": "no_such_task", "allow_unknown_name": True}]
+    # One slot for three 1.5 s tasks, and a new 1/s bucket for three: some of each wait.
+    # Delayed, the rate-limited ones take their tokens at the worker (due together: two
+    # are handed back), not at the enqueue (which would delay their messages instead).
+    slot = {"concurrency_key": "metrics", "max_concurrency": 1}
+    tasks += [{"name": "sleep", "payload": {"seconds": 1.5}, **slot} for _ in range(3)]
+    rated = {"rate_limit": "1/s", "delay_seconds": 1}
+    tasks += [{"name": "sleep", "payload": {"seconds": 0}, **rated} for _ in range(3)]
     status, body = stack.request("POST", "/v1/tasks/batch", {"tasks": tasks})
     assert status == 202, body
     ids = [t["id"] for t in body["tasks"]]
@@ -187,8 +211,10 @@ def test_counters_match_the_workload_exactly(observed: Observed) -> None:
         counts = prom.values(f"sum by (task_name) ({metric})", "task_name")
         assert {k: v for k, v in counts.items() if v} == expected, metric
     outcomes = prom.values("sum by (outcome) (stratoq_worker_messages_total)", "outcome")
-    assert outcomes["succeeded"] == 51
+    assert outcomes["succeeded"] == 57
     assert outcomes["paused"] >= 1
+    assert outcomes["concurrency"] >= 1
+    assert outcomes["rate_limited"] >= 2  # each waiter once, until its token (late: again)
     assert outcomes["retrying"] == 10
     assert outcomes["failed"] == 6
     assert outcomes["handed_back"] >= 1

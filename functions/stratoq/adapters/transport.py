@@ -12,11 +12,12 @@ import json
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import astuple, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from stratoq.core.errors import EnqueueError, UnknownQueueError
-from stratoq.core.models import MAX_SQS_DELAY
+from stratoq.core.limits import TaskLimits, parse_rate
+from stratoq.core.models import MAX_SQS_DELAY, Task
 from stratoq.core.policy import hop_delay
 from stratoq.core.priority import DEFAULT, PRIORITIES, logical_queues, route, split_key
 
@@ -50,6 +51,12 @@ class TaskMessage:
     # sender traces, observability/tracing.py): the worker's spans continue that trace.
     # Hand-backs and retries keep it: every attempt is a child of the one enqueue.
     trace: str | None = field(default=None, compare=False)
+    # The task's own concurrency and rate limits (None: it has none), so a worker checks
+    # them before claiming, and a task without any costs no request for them.
+    limits: TaskLimits | None = None
+    # When the rate-limit token this task took is its own (epoch ms): it starts then
+    # without taking another. Only until it starts: a retry takes a new token.
+    rate_paid_ms: int | None = None
 
     def encode(self) -> str:
         body: dict[str, Any] = {"id": self.task_id, "t": self.tenant}
@@ -65,6 +72,12 @@ class TaskMessage:
             body["e"] = self.enqueued_ms
         if self.trace is not None:
             body["tp"] = self.trace
+        if self.limits is not None:
+            for key, value in zip(_LIMIT_KEYS, astuple(self.limits), strict=True):
+                if value is not None:
+                    body[key] = value
+        if self.rate_paid_ms is not None:
+            body["rp"] = self.rate_paid_ms
         return json.dumps(body, separators=(",", ":"))
 
     @classmethod
@@ -73,13 +86,20 @@ class TaskMessage:
         data = json.loads(body)
         if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
             raise ValueError("message body has no task id")
-        for key in ("nb", "u", "w", "e"):
+        for key in ("nb", "u", "w", "e", "rp", "mc"):
             value = data.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValueError(f"message field {key} is not epoch milliseconds")
+        for key in ("n", "ck", "rl", "rk"):
+            value = data.get(key)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"message field {key} is not a string")
         name = data.get("n")
-        if name is not None and not isinstance(name, str):
-            raise ValueError("message field n is not a task name")
+        limits = TaskLimits(*(data.get(k) for k in _LIMIT_KEYS))
+        if limits.max_concurrency is not None and limits.max_concurrency < 1:
+            raise ValueError("message field mc is not a concurrency limit")
+        if limits.rate_limit is not None:
+            parse_rate(limits.rate_limit)  # its ValueError says what is wrong
         return cls(
             task_id=data["id"],
             tenant=str(data.get("t", "default")),
@@ -90,7 +110,21 @@ class TaskMessage:
             enqueued_ms=data.get("e"),
             # A trace is never worth a task: one that is not text is ignored, not fatal.
             trace=trace if isinstance(trace := data.get("tp"), str) and trace else None,
+            limits=None if limits == TaskLimits() else limits,
+            rate_paid_ms=data.get("rp"),
         )
+
+
+# Body keys of TaskLimits' fields, in their order.
+_LIMIT_KEYS = ("ck", "mc", "rl", "rk")
+
+
+def limits_of(task: Task) -> TaskLimits | None:
+    """The limits a task's messages carry (None: it has none)."""
+    limits = TaskLimits(
+        task.concurrency_key, task.max_concurrency, task.rate_limit, task.rate_limit_key
+    )
+    return None if limits == TaskLimits() else limits
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from stratoq.core.clock import AwareTimestamp, Timestamp
+from stratoq.core.limits import MAX_CONCURRENCY, check_rate
 from stratoq.core.models import (
     REDRIVE_DEFAULT_MESSAGES,
     REDRIVE_MAX_MESSAGES,
@@ -57,6 +58,10 @@ __all__ = [
     "KeyList",
     "KeyRecord",
     "KeyRequest",
+    "LimitEntry",
+    "LimitList",
+    "LimitsRemoved",
+    "LimitsRequest",
     "NodeRequest",
     "OpenApiDocument",
     "PauseResult",
@@ -148,6 +153,31 @@ class KeyRequest(BaseModel):
     tenant: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     scopes: list[str] = Field(min_length=1)
     name: str = Field(default="", max_length=128)
+
+
+class LimitsRequest(BaseModel):
+    """The operator's limits of a queue or a task name, for every tenant's tasks."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_concurrency: int | None = Field(
+        default=None, ge=1, le=MAX_CONCURRENCY, description="at most this many run at once"
+    )
+    rate_limit: str | None = Field(
+        default=None,
+        description='at most this many start per second, minute, hour or day: "10/s", '
+        '"60/m", "1000/h", "5/d"',
+    )
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, rate: str | None) -> str | None:
+        return check_rate(rate)
+
+    @model_validator(mode="after")
+    def _something(self) -> LimitsRequest:
+        if self.max_concurrency is None and self.rate_limit is None:
+            raise ValueError("give max_concurrency, rate_limit or both (DELETE lifts limits)")
+        return self
 
 
 # ------------------------------------------------------------------- answers
@@ -263,6 +293,27 @@ class Identity(BaseModel):
         description="an admin key of the operator tenant: it may pause queues and task "
         "names, redrive dead letters and manage every tenant's keys"
     )
+
+
+class LimitEntry(BaseModel):
+    """The operator's limits of one queue or task name."""
+
+    kind: Literal["queue", "task_name"]
+    name: str
+    max_concurrency: int | None
+    rate_limit: str | None
+
+
+class LimitList(BaseModel):
+    """Every operator limit (`GET /v1/limits`), queues first, each sorted by name."""
+
+    limits: list[LimitEntry]
+
+
+class LimitsRemoved(BaseModel):
+    kind: Literal["queue", "task_name"]
+    name: str
+    removed: bool = Field(description="false: it had no limits")
 
 
 class KeyRecord(BaseModel):

@@ -1,11 +1,12 @@
 """Queue commands over the API: `stratoq dlq` (dead letters) and `stratoq queues`
-(depths; pause and resume a queue or a task name)."""
+(depths; pause and resume, limit and unlimit a queue or a task name)."""
 
 from __future__ import annotations
 
 import argparse
 import re
 
+from stratoq.cli import limits
 from stratoq.cli.common import Subparsers, UsageError, client, positive, print_json
 from stratoq.core.models import QUEUE_PATTERN, TASK_NAME_PATTERN
 
@@ -40,6 +41,7 @@ def register(sub: Subparsers) -> None:
     ql = qs.add_parser("paused", help="list the paused queues and task names")
     ql.add_argument("--json", action="store_true")
     ql.set_defaults(func=cmd_paused)
+    limits.add_commands(qs, _queue, _task_name)
 
 
 def _queue(text: str) -> str:

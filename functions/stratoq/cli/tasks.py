@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from stratoq.cli import limits
 from stratoq.cli.common import Subparsers, UsageError, client, payload, positive, print_json
 
 
@@ -42,6 +43,7 @@ def register(sub: Subparsers) -> None:
         action="store_true",
         help="enqueue even if the API knows no task of this name (its workers deploy later)",
     )
+    limits.add_task_limits(e)
     e.add_argument("--wait", type=float, metavar="SECONDS", help="wait for the result")
     e.set_defaults(func=cmd_enqueue)
 
@@ -105,6 +107,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         "max_attempts",
         "idempotency_key",
         "idempotency_window_seconds",
+        *limits.ENQUEUE_FIELDS,
     ):
         value = getattr(args, key)
         if value is not None:

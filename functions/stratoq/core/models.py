@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from stratoq.core.clock import AwareTimestamp, Timestamp
+from stratoq.core.limits import MAX_CONCURRENCY, MAX_KEY_LENGTH, check_rate
 
 # SQS DelaySeconds tops out at 15 minutes; longer waits hop (see worker.py).
 MAX_SQS_DELAY = 900
@@ -101,6 +102,14 @@ class TaskRequest(BaseModel):
         default=None, ge=MIN_IDEMPOTENCY_WINDOW, le=MAX_IDEMPOTENCY_WINDOW
     )
     lock_key: str | None = Field(default=None, min_length=1, max_length=256)
+    # Flow control (docs/flow-control.md): at most `max_concurrency` tasks of the
+    # tenant with this `concurrency_key` (without a key: of this name) run at once, and
+    # tasks with this `rate_limit_key` (without a key: of this name) start at most at
+    # `rate_limit` ("10/s", "60/m", "1000/h", "5/d"). Waiting spends no attempt.
+    concurrency_key: str | None = Field(default=None, min_length=1, max_length=MAX_KEY_LENGTH)
+    max_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
+    rate_limit: str | None = Field(default=None, examples=["10/s", "1000/h"])
+    rate_limit_key: str | None = Field(default=None, min_length=1, max_length=MAX_KEY_LENGTH)
     # Where the API checks names (a deployment that knows its tasks, the dev stack): take
     # a name no registered task has, for producers deployed ahead of their workers.
     allow_unknown_name: bool = False
@@ -125,6 +134,11 @@ class TaskRequest(BaseModel):
         ):
             raise ValueError("a window needs idempotency_key or unique: true")
         return window
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, rate: str | None) -> str | None:
+        return check_rate(rate)
 
     @model_validator(mode="after")
     def _one_kind_of_delay(self) -> TaskRequest:
@@ -200,6 +214,16 @@ class Task(BaseModel):
     backoff: Backoff = Field(default_factory=Backoff)
     idempotency_key: str | None = None
     lock_key: str | None = None
+    concurrency_key: str | None = None
+    max_concurrency: int | None = None
+    rate_limit: str | None = None
+    rate_limit_key: str | None = None
+    waiting_for: str | None = Field(
+        default=None,
+        description="Why a task that is due has not started: `concurrency` (no free slot "
+        "of its concurrency limits) or `rate_limited` (waiting for its rate limit's "
+        "token); null once it starts, or when it waits for nothing.",
+    )
     created_at: Timestamp
     scheduled_for: Timestamp | None = None
     started_at: Timestamp | None = None

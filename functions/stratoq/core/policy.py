@@ -199,13 +199,25 @@ class WaitReason(StrEnum):
     has its own cap on the hand-back delay (`wait_delay`)."""
 
     PAUSED = "paused"  # its queue or task name is paused
+    CONCURRENCY = "concurrency"  # every slot of one of its concurrency limits is held
+    # Its rate limit's bucket could not be updated (contention, errors): a task that got
+    # a token comes back when it is due instead, a delay the deficit decides.
+    RATE_LIMITED = "rate_limited"
 
 
 # Longest pause (before jitter, which at most doubles it) between two hand-backs, per
 # reason. Paused: after a resume, work continues within the pause cache's TTL plus at
 # most twice this; long enough that a paused backlog costs few messages (one per task
 # every 10-20 s once paused ten minutes), short enough that a resume acts within 30 s.
-WAIT_CAPS: dict[WaitReason, int] = {WaitReason.PAUSED: 10}
+# Concurrency: a backlog behind a small limit waits long, so its tasks come back at most
+# every 30-60 s (1,000 waiting tasks cost ~25 messages a second), while the many waiters
+# returning at random times still find a freed slot within seconds. Rate limited: the
+# bucket write is retried within seconds.
+WAIT_CAPS: dict[WaitReason, int] = {
+    WaitReason.PAUSED: 10,
+    WaitReason.CONCURRENCY: 30,
+    WaitReason.RATE_LIMITED: 10,
+}
 
 
 def wait_delay(

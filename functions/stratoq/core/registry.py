@@ -1,8 +1,9 @@
 """Task handlers by name: `@task("name")` registers, `load(module)` imports user code.
 
 Each task also has its options (`TaskOptions`: queue, priority, attempts, timeout,
-backoff), defaults that a request's own fields override (`apply_options`), and, where its
-handler takes a pydantic model, the model its payload is validated into (`argument`).
+backoff, concurrency and rate limits), defaults that a request's own fields override
+(`apply_options`), and, where its handler takes a pydantic model, the model its payload
+is validated into (`argument`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from stratoq.core import payloads
 from stratoq.core.errors import ConfigError
+from stratoq.core.limits import MAX_CONCURRENCY, check_rate
 from stratoq.core.models import (
     MAX_ATTEMPTS,
     MAX_TIMEOUT_SECONDS,
@@ -51,6 +53,13 @@ class TaskOptions(BaseModel):
     max_attempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS)
     timeout_seconds: int | None = Field(default=None, ge=1, le=MAX_TIMEOUT_SECONDS)
     backoff: Backoff | None = None
+    max_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
+    rate_limit: str | None = None
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, rate: str | None) -> str | None:
+        return check_rate(rate)
 
 
 OPTION_FIELDS = tuple(TaskOptions.model_fields)

@@ -118,7 +118,8 @@ class Settings:
     orphan_grace_seconds: int = 300
     # Workers read which queues and task names are paused at most this often (one
     # GetItem per process per period): a task may start up to this long after a pause,
-    # and a resume reaches workers this long later (stratoq.core.pauses). 0: every message.
+    # and a resume reaches workers this long later (stratoq.core.pauses). The operator's
+    # concurrency and rate limits are cached as long (stratoq.core.limits). 0: every message.
     pause_cache_seconds: int = 5
     # The API refuses (400) a task whose name the tasks module does not register, unless
     # the request says `allow_unknown_name`. On where the API runs the workers' code.

@@ -99,7 +99,8 @@ MESSAGES = MetricSpec(
     "counter",
     "Messages handled by workers, by queue and what became of them (succeeded, retrying, "
     "failed, duplicate, busy, hop, early, lost, released, malformed, locked, "
-    "handed_back, paused, awaiting_record, orphan).",
+    "handed_back, paused, concurrency, rate_limited, limits_unavailable, awaiting_record, "
+    "orphan).",
     ("queue", "outcome"),
     emf=True,
 )
@@ -116,7 +117,9 @@ HANDED_BACK = MetricSpec(
     "stratoq_tasks_handed_back_total",
     "counter",
     "Messages handed back to their queue unclaimed, no attempt spent, because the task "
-    "must wait: its queue or task name is paused (reason=paused).",
+    "must wait: its queue or task name is paused (reason=paused), every slot of one of "
+    "its concurrency limits is held (reason=concurrency), or its rate-limit token is "
+    "still to come (reason=rate_limited).",
     ("queue", "task_name", "reason"),
     emf=True,
 )

@@ -54,6 +54,7 @@ from stratoq.core.errors import (
 from stratoq.core.models import TaskStatus
 from stratoq.observability import tracing
 from stratoq.sdk import dev_file
+from stratoq.sdk.limits import LimitMethods
 from stratoq.sdk.workflows import WorkflowMethods
 
 # The errors the client raises, importable from here as they always were; each is also
@@ -133,9 +134,9 @@ def dev_config(path: Path | None = None) -> dict[str, str]:
     return dev_file.load(path).facts
 
 
-class Client(WorkflowMethods):
-    """A thread-safe client with pooled keep-alive connections (workflow methods:
-    `stratoq.sdk.workflows`)."""
+class Client(LimitMethods, WorkflowMethods):
+    """A thread-safe client with pooled keep-alive connections (limit and workflow
+    methods: `stratoq.sdk.limits`, `stratoq.sdk.workflows`)."""
 
     def __init__(
         self,
@@ -202,7 +203,8 @@ class Client(WorkflowMethods):
     # ------------------------------------------------------------------- tasks
     def enqueue(self, name: str, payload: Any = None, **options: Any) -> Task:
         """Enqueue one task. Options: queue, priority, delay_seconds, run_at,
-        timeout_seconds, max_attempts, backoff, idempotency_key, lock_key, and
+        timeout_seconds, max_attempts, backoff, idempotency_key, lock_key, the limits
+        concurrency_key, max_concurrency, rate_limit, rate_limit_key, and
         `unique=True` (the key is derived from name + payload; not with idempotency_key)
         and idempotency_window_seconds (1 s to 7 days; default the deployment's 24 h);
         `allow_unknown_name=True` where the API checks task names and this one's workers

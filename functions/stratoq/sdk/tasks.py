@@ -198,6 +198,8 @@ def task(
     max_attempts: int | None = None,
     timeout_seconds: int | None = None,
     backoff: Backoff | dict[str, Any] | None = None,
+    max_concurrency: int | None = None,
+    rate_limit: str | None = None,
 ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
 
@@ -210,14 +212,19 @@ def task(
     max_attempts: int | None = None,
     timeout_seconds: int | None = None,
     backoff: Backoff | dict[str, Any] | None = None,
+    max_concurrency: int | None = None,
+    rate_limit: str | None = None,
 ) -> Any:
     """Define a task: `@task`, `@task("name")` or `@task("name", queue=..., ...)`.
 
     The name defaults to the function's. The options (queue, priority, max_attempts,
-    timeout_seconds, backoff) are the defaults of every request for the task; a
-    request's own fields win. A handler whose first parameter is annotated with a
-    pydantic model gets its payload validated into that model. Returns a
-    `TaskFunction`: call it to run the function, `.enqueue(...)` to send it.
+    timeout_seconds, backoff, max_concurrency, rate_limit) are the defaults of every
+    request for the task; a request's own fields win. `max_concurrency=2`: at most 2 of
+    the tenant's tasks of this name run at once (per `concurrency_key` where a request
+    gives one); `rate_limit="10/s"`: at most 10 start a second (per `rate_limit_key`).
+    A handler whose first parameter is annotated with a pydantic model gets its payload
+    validated into that model. Returns a `TaskFunction`: call it to run the function,
+    `.enqueue(...)` to send it.
     """
     if callable(name):
         return task()(name)
@@ -229,6 +236,8 @@ def task(
         "max_attempts": max_attempts,
         "timeout_seconds": timeout_seconds,
         "backoff": backoff,
+        "max_concurrency": max_concurrency,
+        "rate_limit": rate_limit,
     }
 
     def decorate(fn: Callable[P, R]) -> TaskFunction[P, R]:

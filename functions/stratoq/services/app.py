@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from stratoq.adapters import aws
 from stratoq.adapters.crypto import PayloadCipher, cipher_for
 from stratoq.adapters.keys import KeyStore, UsagePlanKeys
+from stratoq.adapters.limits import LimitStore, SlotStore
 from stratoq.adapters.locks import LockStore
 from stratoq.adapters.pauses import PauseStore
 from stratoq.adapters.progress import ProgressStore
@@ -27,6 +28,7 @@ from stratoq.adapters.transport import SqsTransport
 from stratoq.core import registry
 from stratoq.core.clock import now_ms
 from stratoq.core.errors import ConfigError
+from stratoq.core.limits import NO_LIMITS, LimitsState, TtlCache
 from stratoq.core.pauses import PauseCache
 from stratoq.core.settings import Settings
 from stratoq.observability.metrics import Metrics
@@ -132,6 +134,23 @@ class Services:
         return self._once("pauses", lambda: PauseCache(self.pause_store.read, ttl_ms))
 
     @property
+    def slots(self) -> SlotStore:
+        return self._once("slots", lambda: SlotStore(self.dynamodb, self.settings.tasks_table))
+
+    @property
+    def limit_store(self) -> LimitStore:
+        return self._once(
+            "limit_store", lambda: LimitStore(self.dynamodb, self.settings.tasks_table)
+        )
+
+    @property
+    def limits(self) -> TtlCache[LimitsState]:
+        """The operator's limits as this process's workers see them: one cache, read at
+        most once per pause cache TTL (STRATOQ_PAUSE_CACHE_SECONDS)."""
+        ttl_ms = self.settings.pause_cache_seconds * 1000
+        return self._once("limits", lambda: TtlCache(self.limit_store.read, NO_LIMITS, ttl_ms))
+
+    @property
     def keys(self) -> KeyStore:
         """API keys, with usage plan twins where the settings name a plan (AWS)."""
 
@@ -234,7 +253,10 @@ class Services:
             pauses=self.pauses,
             workflows=self.workflows,
             holder=holder,
+            limits=self.limits,
         )
 
     def lease_keeper(self) -> LeaseKeeper:
-        return LeaseKeeper(self.store, self.transport, self.settings.lease_seconds, self.locks)
+        return LeaseKeeper(
+            self.store, self.transport, self.settings.lease_seconds, self.locks, self.slots
+        )

@@ -12,11 +12,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from stratoq.adapters.limits import BucketStore
 from stratoq.adapters.store import TaskStore
-from stratoq.adapters.transport import Outgoing, SqsTransport, TaskMessage, outgoing_for
+from stratoq.adapters.transport import (
+    Outgoing,
+    SqsTransport,
+    TaskMessage,
+    limits_of,
+    outgoing_for,
+)
 from stratoq.core.clock import to_ms
-from stratoq.core.errors import EnqueueError, PayloadTooLargeError, UnknownQueueError
+from stratoq.core.errors import (
+    EnqueueError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    UnknownQueueError,
+)
 from stratoq.core.ids import new_task_id
+from stratoq.core.limits import NO_LIMITS, SHORT_WAIT_MS, Rate, plan
 from stratoq.core.models import (
     MAX_PAYLOAD_BYTES,
     Task,
@@ -25,6 +38,7 @@ from stratoq.core.models import (
     payload_size,
     utcnow,
 )
+from stratoq.core.policy import WaitReason
 from stratoq.core.registry import apply_options, deployment_defaults
 from stratoq.core.settings import Settings
 from stratoq.observability import tracing
@@ -54,6 +68,7 @@ class Enqueuer:
         self.settings = settings
         self.defaults = deployment_defaults(settings)
         self.metrics = metrics if metrics is not None else Metrics()
+        self.buckets = BucketStore(store.client, store.table)
 
     def build(self, request: TaskRequest, tenant: str = "default") -> Task:
         """The Task a request describes (validated, defaults filled, nothing stored).
@@ -69,6 +84,7 @@ class Enqueuer:
             raise UnknownQueueError(
                 f"unknown queue {request.queue!r}; this deployment has: {known}"
             )
+        _keys_have_limits(request)
         size = payload_size(request.payload)
         if size > MAX_PAYLOAD_BYTES:
             # Checked here, not only by the API: every way in (bridges, schedules, the
@@ -97,6 +113,10 @@ class Enqueuer:
             # `unique` derives the key from name and payload (TaskRequest.unique_key).
             idempotency_key=request.effective_idempotency_key(),
             lock_key=request.lock_key,
+            concurrency_key=request.concurrency_key,
+            max_concurrency=request.max_concurrency,
+            rate_limit=request.rate_limit,
+            rate_limit_key=request.rate_limit_key,
             created_at=now,
             scheduled_for=due,
             next_attempt_at=due,
@@ -115,7 +135,7 @@ class Enqueuer:
         held = self._holder(task, now)
         if held is not None:
             return Enqueued(held, False)
-        sent_ms = self._send([task], first=True)
+        sent_ms = self._send([task], first=True, paid=self._take_tokens([task]))
         stored, created = self.store.create(task, now, _window_ms(request))
         if created:
             self._late(sent_ms, [stored])
@@ -171,7 +191,8 @@ class Enqueuer:
             else:
                 firsts[key] = t
         # One message per task this call may store, before any is stored.
-        sent_ms = self._send([*plain, *firsts.values()], first=True)
+        fresh = [*plain, *firsts.values()]
+        sent_ms = self._send(fresh, first=True, paid=self._take_tokens(fresh))
         self.store.create_many(plain)
         results: dict[str, Enqueued] = {t.id: Enqueued(t, True) for t in plain}
         late = list(plain)
@@ -228,9 +249,43 @@ class Enqueuer:
             )
             self._send(tasks)
 
-    def _send(self, tasks: Sequence[Task], *, first: bool = False) -> int:
+    def _take_tokens(self, tasks: Sequence[Task]) -> dict[str, int]:
+        """Take the rate-limit tokens of the tasks that carry their own rate limit and run
+        now, before their messages go: task id -> when its token is its own (epoch ms).
+        One write per bucket for the lot; each message is then delayed until its token
+        (`waiting_for` says so), so waiting tasks are never handed back and forth. A
+        bucket that cannot be written leaves its tasks to take tokens at the worker."""
+        groups: dict[tuple[str, Rate], list[Task]] = {}
+        for t in tasks:
+            limits = limits_of(t)
+            if limits is None or limits.rate_limit is None or t.next_attempt_at is not None:
+                continue
+            for scope, rate in plan(t.tenant, t.name, t.queue, limits, NO_LIMITS).buckets:
+                groups.setdefault((scope, rate), []).append(t)
+        paid: dict[str, int] = {}
+        now = to_ms(utcnow()) or 0
+        for (scope, rate), group in groups.items():
+            try:
+                dues = self.buckets.reserve_many(scope, rate, now, len(group))
+            except Exception:
+                # Throttled, or a role that may not update the tasks table (the
+                # scheduler's, the bridges'): the worker takes the tokens instead.
+                logger.warning("taking rate-limit tokens failed", extra={"scope": scope})
+                continue
+            for t, due in zip(group, dues or [], strict=False):
+                paid[t.id] = max(due, paid.get(t.id, due))
+        for t in tasks:
+            if paid.get(t.id, 0) - now > SHORT_WAIT_MS:
+                t.waiting_for = WaitReason.RATE_LIMITED.value
+        return paid
+
+    def _send(
+        self, tasks: Sequence[Task], *, first: bool = False, paid: dict[str, int] | None = None
+    ) -> int:
         """Send the tasks' messages; the time sent (epoch ms). `first`: an enqueue's
-        messages, sent before their tasks are stored, so they carry that time."""
+        messages, sent before their tasks are stored, so they carry that time. `paid`:
+        tasks whose rate-limit tokens are taken, delayed until them."""
+        paid = paid or {}
         now = to_ms(utcnow()) or 0
         if not tasks:
             return now
@@ -241,9 +296,15 @@ class Enqueuer:
                 # Each priority has its own SQS queue where one is configured.
                 self.transport.route(t.queue, t.priority.value),
                 TaskMessage(
-                    t.id, t.tenant, name=t.name, enqueued_ms=now if first else None, trace=trace
+                    t.id,
+                    t.tenant,
+                    name=t.name,
+                    enqueued_ms=now if first else None,
+                    limits=limits_of(t),
+                    rate_paid_ms=paid.get(t.id),
+                    trace=trace,
                 ),
-                to_ms(t.next_attempt_at),
+                _send_at(paid.get(t.id), t, now),
                 now,
             )
             for t in tasks
@@ -258,6 +319,30 @@ class Enqueuer:
                 f"could not hand {len(tasks)} task(s) to SQS: {type(exc).__name__}"
             ) from exc
         return now
+
+
+def _send_at(paid_ms: int | None, task: Task, now: int) -> int | None:
+    """When a task's message is due: its rate-limit token's time (one due within
+    SHORT_WAIT_MS goes at once: the worker waits those ms, SQS would wait a second),
+    else the task's own time."""
+    if paid_ms is None:
+        return to_ms(task.next_attempt_at)
+    return None if paid_ms - now <= SHORT_WAIT_MS else paid_ms
+
+
+def _keys_have_limits(request: TaskRequest) -> None:
+    """A key names whose tasks a limit counts: without the limit (the request's or the
+    task's options') it would limit nothing, surely not what the caller meant."""
+    if request.concurrency_key is not None and request.max_concurrency is None:
+        raise InvalidRequestError(
+            "concurrency_key needs max_concurrency (in the request or the task's options)",
+            field="max_concurrency",
+        )
+    if request.rate_limit_key is not None and request.rate_limit is None:
+        raise InvalidRequestError(
+            "rate_limit_key needs rate_limit (in the request or the task's options)",
+            field="rate_limit",
+        )
 
 
 def _window_ms(request: TaskRequest) -> int | None:

@@ -2,9 +2,9 @@
 running attempt learns that its task was cancelled.
 
 A poller's `LeaseKeeper` renews, every `policy.heartbeat_seconds(lease)`, each running
-task's SQS visibility and its lease in the store (and its `lock_key` lock with it). A
-renewal the store refuses means another worker took the task over: the attempt is
-stopped. A renewal refused because a user cancelled the task stops the attempt too,
+task's SQS visibility and its lease in the store (and its `lock_key` lock and its
+concurrency slots with it). A renewal the store refuses means another worker took the
+task over: the attempt is stopped. A renewal refused because a user cancelled the task stops the attempt too,
 and the worker records the task `cancelled` (`Stop.CANCELLED`).
 
 An attempt without a heartbeat (inline, on Lambda: its lease covers the invocation)
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from types import TracebackType
 
+from stratoq.adapters.limits import Slot, SlotStore
 from stratoq.adapters.locks import Acquired, LockStore
 from stratoq.adapters.store import Renewal, TaskStore
 from stratoq.adapters.transport import Delivery, SqsTransport
@@ -45,6 +46,7 @@ class _Lease:
     lock: Acquired | None = None  # the task's lock_key lock, renewed with the lease
     lock_until_ms: int = 0  # the end of the hold as last confirmed by the store
     stop: Stop = Stop.NONE
+    slots: tuple[Slot, ...] = ()  # its concurrency slots, renewed with the lease
 
 
 class LeaseKeeper:
@@ -63,18 +65,25 @@ class LeaseKeeper:
         transport: SqsTransport,
         lease_seconds: int,
         locks: LockStore | None = None,
+        slots: SlotStore | None = None,
     ) -> None:
         self._store = store
         self._transport = transport
         self._locks = locks or LockStore(store.client, store.table)
+        self._slots = slots or SlotStore(store.client, store.table)
         self.lease_seconds = lease_seconds
         self._leases: dict[str, _Lease] = {}
         self._lock = threading.Lock()
 
     def track(
-        self, delivery: Delivery, task_id: str, token: str, lock: Acquired | None = None
+        self,
+        delivery: Delivery,
+        task_id: str,
+        token: str,
+        lock: Acquired | None = None,
+        slots: tuple[Slot, ...] = (),
     ) -> threading.Event:
-        lease = _Lease(delivery, task_id, token, lock=lock)
+        lease = _Lease(delivery, task_id, token, lock=lock, slots=slots)
         if lock is not None:
             lease.lock_until_ms = lock.until_ms
         with self._lock:
@@ -123,6 +132,12 @@ class LeaseKeeper:
                         logger.warning("task lock lost", extra={"task_id": le.task_id})
                         le.stop = Stop.LOCK_LOST
                         le.lost.set()
+                if not le.lost.is_set() and not self._extend_slots(le, until):
+                    # The slot's hold ended and another task took it: stop rather than
+                    # run beyond the limit (given back uncounted, as for a lost lock).
+                    logger.warning("concurrency slot lost", extra={"task_id": le.task_id})
+                    le.stop = Stop.LOCK_LOST
+                    le.lost.set()
             except Exception:
                 logger.exception("lease heartbeat failed", extra={"task_id": le.task_id})
             # The renewal failed (throttling, network): stop before the hold can end under
@@ -138,6 +153,10 @@ class LeaseKeeper:
                 logger.warning("task lock could not be renewed", extra={"task_id": le.task_id})
                 le.stop = Stop.LOCK_LOST
                 le.lost.set()
+
+    def _extend_slots(self, lease: _Lease, until: int) -> bool:
+        """Renew the lease's slots to `until`; False if one of them is not ours any more."""
+        return all([self._slots.extend(slot, until) for slot in lease.slots])
 
 
 class CancelWatch:

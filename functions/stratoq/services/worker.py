@@ -1,6 +1,7 @@
 """`Worker.process(delivery)`: the one code path every worker runs for every message.
 
 paused queue or task name: hand the message back unclaimed, no attempt spent ->
+concurrency and rate limits (`services.flow`: wait unclaimed, or hold slots) ->
 claim (conditional write, new fencing token) -> take the task's lock if it has a
 `lock_key` (held: undo the claim and re-delay, no attempt counted) -> run the handler
 with a hard timeout -> record success | schedule a retry | fail, each write fenced by
@@ -21,14 +22,16 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
 
+from stratoq.adapters.limits import Slot
 from stratoq.adapters.locks import Acquired, LockStore, bound
 from stratoq.adapters.pauses import PauseStore
 from stratoq.adapters.progress import ProgressStore
 from stratoq.adapters.progress import bound as bind_progress
 from stratoq.adapters.store import Claimed, TaskStore
-from stratoq.adapters.transport import Delivery, SqsTransport, TaskMessage
+from stratoq.adapters.transport import Delivery, SqsTransport, TaskMessage, limits_of
 from stratoq.core import registry
 from stratoq.core.clock import now_ms
+from stratoq.core.limits import LimitsState, TtlCache
 from stratoq.core.models import Task, TaskStatus
 from stratoq.core.pauses import PauseCache
 from stratoq.core.policy import (
@@ -50,6 +53,7 @@ from stratoq.core.policy import (
 from stratoq.core.registry import TaskContext, cancel_check
 from stratoq.observability import tracing
 from stratoq.observability.metrics import Metrics
+from stratoq.services.flow import Admitted, FlowControl
 from stratoq.services.handback import ACK_OBSOLETE, Action, Disposition, HandBack
 from stratoq.services.leases import CancelWatch, LeaseKeeper, Stop
 from stratoq.services.runner import Job, Runner, unknown_task
@@ -86,6 +90,7 @@ class Worker:
         metrics: Metrics | None = None,
         unknown_task_grace_seconds: int = 300,
         pauses: PauseCache | None = None,
+        limits: TtlCache[LimitsState] | None = None,
         orphan_grace_seconds: int = 300,
         sleep: Callable[[float], None] = time.sleep,
         cancel_check_seconds: float = CANCEL_CHECK_SECONDS,
@@ -114,6 +119,10 @@ class Worker:
         self.pauses = pauses or PauseCache(PauseStore(store.client, store.table).read)
         self.shutting_down = threading.Event()
         self.back = HandBack(transport, self.metrics, self._rng, unknown_task_grace_seconds)
+        # Shared by a process's workers (Services.limits), as the pause cache.
+        self.flow = FlowControl.over(
+            store.client, store.table, self.back, limits, self.pauses.ttl_ms
+        )
 
     def _lease_ms(self) -> int:
         if self.keeper is not None:
@@ -152,18 +161,32 @@ class Worker:
             handed_back = self.back.unknown(delivery, msg, msg.name, now)
             if handed_back is not None:
                 return handed_back
-        with tracing.span("stratoq.claim", {tracing.TASK_ID: msg.task_id}) as span:
-            claim = self.store.claim(msg.task_id, msg.tenant, now, self._lease_ms(), self._holder())
-            if isinstance(claim, Claimed):
-                tracing.note(span, tracing.task_attributes(claim.task))
-        if not isinstance(claim, Claimed):
-            if claim.reason == "missing" and msg.enqueued_ms is not None:
-                return self._before_record(delivery, msg, msg.enqueued_ms, now)
-            return self._refused(claim.reason, claim.task, claim.lease_expires_ms, msg, now)
-        return self._run(delivery, msg, claim)
+        admitted = self.flow.admit(delivery, msg, now, self._lease_ms())
+        if not isinstance(admitted, Admitted):
+            return admitted
+        msg, slots = admitted.msg, admitted.slots
+        try:
+            with tracing.span("stratoq.claim", {tracing.TASK_ID: msg.task_id}) as span:
+                claim = self.store.claim(
+                    msg.task_id, msg.tenant, now, self._lease_ms(), self._holder()
+                )
+                if isinstance(claim, Claimed):
+                    tracing.note(span, tracing.task_attributes(claim.task))
+            if not isinstance(claim, Claimed):
+                if claim.reason == "missing" and msg.enqueued_ms is not None:
+                    return self._before_record(delivery, msg, msg.enqueued_ms, now, slots)
+                return self._refused(claim.reason, claim.task, claim.lease_expires_ms, msg, now)
+            return self._run(delivery, msg, claim, slots)
+        finally:
+            self.flow.release(slots)
 
     def _before_record(
-        self, delivery: Delivery, msg: TaskMessage, enqueued_ms: int, now: int
+        self,
+        delivery: Delivery,
+        msg: TaskMessage,
+        enqueued_ms: int,
+        now: int,
+        slots: tuple[Slot, ...],
     ) -> Disposition:
         """An enqueue's message whose task is not stored (yet): sent before the write
         (docs/architecture.md, "The enqueue gap"). Look again within tens of ms, then hand
@@ -176,7 +199,7 @@ class Worker:
                     msg.task_id, msg.tenant, now, self._lease_ms(), self._holder()
                 )
                 if isinstance(claim, Claimed):
-                    return self._run(delivery, msg, claim)
+                    return self._run(delivery, msg, claim, slots)
                 if claim.reason != "missing":
                     return self._refused(claim.reason, claim.task, claim.lease_expires_ms, msg, now)
         queue = self.back.queue_of(delivery)
@@ -219,7 +242,9 @@ class Worker:
             logger.error("message tenant does not match the task", extra=extra)
         return ACK_OBSOLETE
 
-    def _run(self, delivery: Delivery, msg: TaskMessage, claim: Claimed) -> Disposition:
+    def _run(
+        self, delivery: Delivery, msg: TaskMessage, claim: Claimed, slots: tuple[Slot, ...]
+    ) -> Disposition:
         task, token = claim.task, claim.token
         attempt = task.attempts
         log = {"task_id": task.id, "task_name": task.name, "attempt": attempt}
@@ -249,12 +274,19 @@ class Worker:
             if not self.store.unclaim(claim):
                 return Disposition(Action.LEAVE, status="lost")
             return self.back.wait(delivery, msg, task.name, WaitReason.PAUSED, self._clock())
+        if msg.limits is None and limits_of(task) is not None:
+            # A message from before limits travelled in messages: give the claim back and
+            # send it again with them, to be checked before a claim.
+            again = replace(msg, name=task.name, limits=limits_of(task))
+            if self.store.unclaim(claim):
+                return self.back.hop(delivery, again, None, self._clock(), status="handed_back")
+            return Disposition(Action.LEAVE, status="lost")
         # Known and running here: the next message (retry, lock wait) starts a fresh
         # grace period and a fresh wait wherever it lands.
         # Its record exists: a later message that finds none is obsolete, not early.
-        msg = replace(
-            msg, name=task.name, unknown_since_ms=None, waiting_since_ms=None, enqueued_ms=None
-        )
+        # A retry takes a rate-limit token of its own.
+        msg = replace(msg, name=task.name, unknown_since_ms=None, waiting_since_ms=None)
+        msg = replace(msg, enqueued_ms=None, rate_paid_ms=None)
         held: Acquired | None = None
         if task.lock_key is not None:
             now = self._clock()
@@ -275,7 +307,7 @@ class Worker:
                 return self._locked(delivery, msg, claim, got.until_ms, now, log)
             held = got
         try:
-            return self._attempt(delivery, msg, claim, held, log)
+            return self._attempt(delivery, msg, claim, held, slots, log)
         finally:
             if held is not None:
                 self._release_lock(held, log)
@@ -316,6 +348,7 @@ class Worker:
         msg: TaskMessage,
         claim: Claimed,
         held: Acquired | None,
+        slots: tuple[Slot, ...],
         log: dict[str, object],
     ) -> Disposition:
         task, token = claim.task, claim.token
@@ -346,7 +379,7 @@ class Worker:
             try:
                 with ExitStack() as scope:
                     if self.keeper is not None:
-                        lost = self.keeper.track(delivery, task.id, token, held)
+                        lost = self.keeper.track(delivery, task.id, token, held, slots)
                     else:
                         # No heartbeat (Lambda): a watch of its own tells the handler of
                         # a cancel, then stops waiting for it.

@@ -101,6 +101,11 @@ def task_to_item(task: Task, cipher: PayloadCipher | None = None) -> dict[str, A
         "backoff": task.backoff.model_dump_json(),
         "idempotency_key": task.idempotency_key,
         "lock_key": task.lock_key,
+        "concurrency_key": task.concurrency_key,
+        "max_concurrency": task.max_concurrency,
+        "rate_limit": task.rate_limit,
+        "rate_limit_key": task.rate_limit_key,
+        "waiting_for": task.waiting_for,
         "created_at": to_ms(task.created_at),
         "scheduled_for": to_ms(task.scheduled_for),
         "started_at": to_ms(task.started_at),
@@ -126,6 +131,7 @@ def _claim_after(task: Task) -> int | None:
 def item_to_task(item: dict[str, Any], cipher: PayloadCipher | None = None) -> Task:
     """The task a plain (loaded) task item stores; decrypts with `cipher`."""
     tenant = item.get("tenant", "default")
+    status = TaskStatus(item["status"])
 
     def value(field: str) -> Any:
         return decode_value(item.get(field), cipher, field=field, tenant=tenant, task_id=item["pk"])
@@ -134,7 +140,7 @@ def item_to_task(item: dict[str, Any], cipher: PayloadCipher | None = None) -> T
         id=item["pk"],
         tenant=tenant,
         name=item["name"],
-        status=TaskStatus(item["status"]),
+        status=status,
         queue=item.get("queue", "default"),
         priority=item.get("priority", "default"),
         payload=value("payload"),
@@ -152,6 +158,12 @@ def item_to_task(item: dict[str, Any], cipher: PayloadCipher | None = None) -> T
         backoff=Backoff.model_validate_json(item["backoff"]) if "backoff" in item else Backoff(),
         idempotency_key=item.get("idempotency_key"),
         lock_key=item.get("lock_key"),
+        concurrency_key=item.get("concurrency_key"),
+        max_concurrency=item.get("max_concurrency"),
+        rate_limit=item.get("rate_limit"),
+        rate_limit_key=item.get("rate_limit_key"),
+        # Only while it may still wait: an older worker's claim did not remove it.
+        waiting_for=item.get("waiting_for") if status in RUNNABLE_STATUSES else None,
         created_at=from_ms(item["created_at"]),
         scheduled_for=from_ms(item.get("scheduled_for")),
         started_at=from_ms(item.get("started_at")),

@@ -93,7 +93,7 @@ class TaskLeases(FencedWrites):
                     "SET claim_prev_status = #s, "
                     "claim_prev_started = if_not_exists(started_at, :zero), "
                     "#s = :running, claim_after = :cl, lease_token = :tok, "
-                    "started_at = :now, attempts = attempts + :one" + named
+                    "started_at = :now, attempts = attempts + :one" + named + " REMOVE waiting_for"
                 ),
                 # Guards against running a task twice: only a task that is due (runnable
                 # and past its delay, up to a second early for SQS's whole-second
