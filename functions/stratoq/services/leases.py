@@ -4,8 +4,8 @@ running attempt learns that its task was cancelled.
 A poller's `LeaseKeeper` renews, every `policy.heartbeat_seconds(lease)`, each running
 task's SQS visibility and its lease in the store (and its `lock_key` lock and its
 concurrency slots with it). A renewal the store refuses means another worker took the
-task over: the attempt is stopped. A renewal refused because a user cancelled the task stops the attempt too,
-and the worker records the task `cancelled` (`Stop.CANCELLED`).
+task over: the attempt is stopped. A renewal refused because a user cancelled the task
+stops the attempt too, and the worker records the task `cancelled` (`Stop.CANCELLED`).
 
 An attempt without a heartbeat (inline, on Lambda: its lease covers the invocation)
 has a `CancelWatch` instead, which reads the task every CANCEL_CHECK_SECONDS.
