@@ -14,28 +14,19 @@ import builtins
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import urllib3
-from pydantic import BaseModel
 
 from stratoq.api.contract import (
     MAX_WAIT_SECONDS,
     CancelResult,
-    CreatedKey,
-    Identity,
-    KeyList,
-    KeyRecord,
-    PauseResult,
-    QueueList,
     RedriveResult,
     RetryResult,
-    Schedule,
-    ScheduleList,
     Task,
     TaskBatch,
     TaskPage,
@@ -54,7 +45,9 @@ from stratoq.core.errors import (
 from stratoq.core.models import TaskStatus
 from stratoq.observability import tracing
 from stratoq.sdk import dev_file
+from stratoq.sdk.admin import AdminMethods
 from stratoq.sdk.limits import LimitMethods
+from stratoq.sdk.shapes import body_of, dump, time_text
 from stratoq.sdk.workflows import WorkflowMethods
 
 # The errors the client raises, importable from here as they always were; each is also
@@ -134,9 +127,10 @@ def dev_config(path: Path | None = None) -> dict[str, str]:
     return dev_file.load(path).facts
 
 
-class Client(LimitMethods, WorkflowMethods):
-    """A thread-safe client with pooled keep-alive connections (limit and workflow
-    methods: `stratoq.sdk.limits`, `stratoq.sdk.workflows`)."""
+class Client(AdminMethods, LimitMethods, WorkflowMethods):
+    """A thread-safe client with pooled keep-alive connections (queue, schedule and key
+    methods: `stratoq.sdk.admin`; limits: `stratoq.sdk.limits`; workflows:
+    `stratoq.sdk.workflows`)."""
 
     def __init__(
         self,
@@ -218,7 +212,7 @@ class Client(LimitMethods, WorkflowMethods):
     def enqueue_request(self, request: TaskRequest) -> Task:
         """Enqueue the task `request` describes (what `TaskFunction.enqueue` calls). Only
         the fields set on it are sent: the API fills the others from the task's options."""
-        return Task.model_validate(self._call("POST", "/v1/tasks", _body(request)))
+        return Task.model_validate(self._call("POST", "/v1/tasks", body_of(request)))
 
     def enqueue_many(self, requests: Iterable[TaskRequest | dict[str, Any]]) -> builtins.list[Task]:
         """Enqueue many tasks, 100 per request; the tasks in request order."""
@@ -234,7 +228,7 @@ class Client(LimitMethods, WorkflowMethods):
         batch: list[dict[str, Any]] = []
         for r in requests:
             req = r if isinstance(r, TaskRequest) else TaskRequest.model_validate(r)
-            batch.append(_body(req))
+            batch.append(body_of(req))
             if len(batch) == 100:
                 out.extend(self._batch(batch))
                 batch = []
@@ -283,7 +277,7 @@ class Client(LimitMethods, WorkflowMethods):
         given = {"queue": queue, "name": name, "status": status, "created_before": created_before}
         body = {k: str(v) for k, v in given.items() if v is not None}
         answer = self._call("POST", "/v1/tasks/cancel", {**body, "max_tasks": max_tasks})
-        return _dump(CancelResult.model_validate(answer))
+        return dump(CancelResult.model_validate(answer))
 
     def retry(self, task_id: str) -> Task:
         return Task.model_validate(self._call("POST", f"/v1/tasks/{task_id}/retry"))
@@ -302,19 +296,19 @@ class Client(LimitMethods, WorkflowMethods):
         given = {
             "name": name,
             "queue": queue,
-            "created_after": _time(created_after),
-            "created_before": _time(created_before),
+            "created_after": time_text(created_after),
+            "created_before": time_text(created_before),
         }
         body: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         body["max_tasks"] = max_tasks
-        return _dump(RetryResult.model_validate(self._call("POST", "/v1/tasks/retry", body)))
+        return dump(RetryResult.model_validate(self._call("POST", "/v1/tasks/retry", body)))
 
     def redrive(self, queue: str = "default", max_messages: int | None = None) -> dict[str, Any]:
         """Move a queue's dead-letter messages back to work (operator's admin key only):
         `{"queue", "received", "redriven", "resent", "dropped", "left", "more"}`."""
         body = {} if max_messages is None else {"max_messages": max_messages}
         answer = self._call("POST", f"/v1/queues/{queue}/redrive", body)
-        return _dump(RedriveResult.model_validate(answer))
+        return dump(RedriveResult.model_validate(answer))
 
     def list(
         self,
@@ -332,7 +326,7 @@ class Client(LimitMethods, WorkflowMethods):
         `pages()`. A page may hold fewer than `limit` tasks (even none) while there are
         more: `pages()` goes on until `next_token` is None. Times are RFC 3339 text or
         aware datetimes; both ends are exclusive."""
-        after, before = _time(created_after), _time(created_before)
+        after, before = time_text(created_after), time_text(created_before)
         query = {"status": status, "name": name, "queue": queue, "limit": limit}
         query.update(created_after=after, created_before=before, next_token=next_token)
         page = TaskPage.model_validate(self._call("GET", "/v1/tasks", query=query))
@@ -379,115 +373,3 @@ class Client(LimitMethods, WorkflowMethods):
                 raise WaitTimeout(f"task {task_id} is still {task.status} after {timeout} s")
             if now - sent < poll:
                 time.sleep(min(poll, deadline - now))
-
-    def queues(self) -> builtins.list[dict[str, Any]]:
-        """Message counts per queue and priority, and whether the queue is paused
-        (`QueueCounts` as dicts)."""
-        return [_dump(q) for q in QueueList.model_validate(self._call("GET", "/v1/queues")).queues]
-
-    # ------------------------------------------------------------------ pauses
-    def pause_queue(self, queue: str) -> dict[str, Any]:
-        """Pause a queue (operator's admin key only): workers hand its tasks back unrun,
-        no attempt spent, until `resume_queue`. `{"kind", "name", "paused", "changed"}`;
-        `changed` is False if it already was paused."""
-        return self._pause(f"/v1/queues/{queue}/pause")
-
-    def resume_queue(self, queue: str) -> dict[str, Any]:
-        """Resume a paused queue (operator's admin key only); as `pause_queue`."""
-        return self._pause(f"/v1/queues/{queue}/resume")
-
-    def pause_task_name(self, name: str) -> dict[str, Any]:
-        """Pause a task name on every queue (operator's admin key only); as `pause_queue`."""
-        return self._pause(f"/v1/tasks/names/{name}/pause")
-
-    def resume_task_name(self, name: str) -> dict[str, Any]:
-        """Resume a paused task name (operator's admin key only); as `pause_queue`."""
-        return self._pause(f"/v1/tasks/names/{name}/resume")
-
-    def paused(self) -> dict[str, builtins.list[str]]:
-        """What is paused: `{"queues": [...], "task_names": [...]}`, each sorted."""
-        listed = QueueList.model_validate(self._call("GET", "/v1/queues"))
-        queues = sorted({q.queue for q in listed.queues if q.paused})
-        return {"queues": queues, "task_names": listed.paused_task_names}
-
-    def _pause(self, path: str) -> dict[str, Any]:
-        return _dump(PauseResult.model_validate(self._call("POST", path)))
-
-    # --------------------------------------------------------------- schedules
-    def put_schedule(
-        self,
-        name: str,
-        expression: str,
-        task: TaskRequest | dict[str, Any],
-        enabled: bool = True,
-        *,
-        timezone: str = "UTC",
-        jitter_seconds: int = 0,
-        missed: str = "skip",
-    ) -> dict[str, Any]:
-        """Create or replace a recurring task (needs admin).
-
-        `timezone` (IANA) is the zone the cron expression is read in; each fire is
-        delayed by a random 0..`jitter_seconds`; `missed` ("skip" or "run_once") says
-        whether enabling it again runs one task for fire times missed while disabled
-        (the answer's `caught_up_task_id`).
-        """
-        req = task if isinstance(task, TaskRequest) else TaskRequest.model_validate(task)
-        body = {
-            "expression": expression,
-            "task": _body(req),
-            "enabled": enabled,
-            "timezone": timezone,
-            "jitter_seconds": jitter_seconds,
-            "missed": missed,
-        }
-        return _dump(Schedule.model_validate(self._call("PUT", f"/v1/schedules/{name}", body)))
-
-    def get_schedule(self, name: str) -> dict[str, Any]:
-        """A schedule (a `Schedule` as a dict), `next_runs` included."""
-        return _dump(Schedule.model_validate(self._call("GET", f"/v1/schedules/{name}")))
-
-    def list_schedules(self) -> builtins.list[dict[str, Any]]:
-        answer = ScheduleList.model_validate(self._call("GET", "/v1/schedules"))
-        return [_dump(s) for s in answer.schedules]
-
-    def delete_schedule(self, name: str) -> None:
-        self._call("DELETE", f"/v1/schedules/{name}")
-
-    def trigger_schedule(self, name: str) -> Task:
-        return Task.model_validate(self._call("POST", f"/v1/schedules/{name}/trigger"))
-
-    # -------------------------------------------------------------------- keys
-    def create_key(self, tenant: str, scopes: Sequence[str], name: str = "") -> dict[str, Any]:
-        """Create an API key (needs admin); the answer's `key` is shown only here."""
-        body = {"tenant": tenant, "scopes": list(scopes), "name": name}
-        return _dump(CreatedKey.model_validate(self._call("POST", "/v1/keys", body)))
-
-    def list_keys(self, tenant: str | None = None) -> builtins.list[dict[str, Any]]:
-        answer = KeyList.model_validate(self._call("GET", "/v1/keys", query={"tenant": tenant}))
-        return [_dump(k) for k in answer.keys]
-
-    def whoami(self) -> dict[str, Any]:
-        """The key's `{"tenant", "scopes", "operator"}` (`GET /v1/whoami`)."""
-        return _dump(Identity.model_validate(self._call("GET", "/v1/whoami")))
-
-    def revoke_key(self, key_id: str) -> dict[str, Any]:
-        return _dump(KeyRecord.model_validate(self._call("DELETE", f"/v1/keys/{key_id}")))
-
-
-def _time(value: datetime | str | None) -> str | None:
-    """A time filter as the API takes it (RFC 3339 text)."""
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
-def _dump(answer: BaseModel) -> dict[str, Any]:
-    """A parsed answer as the JSON dict the methods that predate the models return."""
-    return answer.model_dump(mode="json")
-
-
-def _body(request: TaskRequest) -> dict[str, Any]:
-    # Fields the caller left unset stay out, so the API can tell them from explicit ones.
-    body = request.model_dump(mode="json", exclude_none=True, exclude_unset=True)
-    if not body.get("unique"):
-        body.pop("unique", None)  # only when asked for: older APIs do not know the field
-    return body

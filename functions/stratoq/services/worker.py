@@ -32,22 +32,19 @@ from stratoq.adapters.transport import Delivery, SqsTransport, TaskMessage, limi
 from stratoq.core import registry
 from stratoq.core.clock import now_ms
 from stratoq.core.limits import LimitsState, TtlCache
-from stratoq.core.models import Task, TaskStatus
+from stratoq.core.models import Task
 from stratoq.core.pauses import PauseCache
 from stratoq.core.policy import (
     CANCEL_CHECK_SECONDS,
     MAX_VISIBILITY_SECONDS,
     MISSING_REREADS_MS,
     REREAD_WITHIN_MS,
-    Complete,
     FailNow,
     OutcomeKind,
-    RetryLater,
     WaitReason,
     busy_release_delay,
     decide,
     is_due,
-    locked_delay,
     orphan_delay,
 )
 from stratoq.core.registry import TaskContext, cancel_check
@@ -56,7 +53,9 @@ from stratoq.observability.metrics import Metrics
 from stratoq.services.flow import Admitted, FlowControl
 from stratoq.services.handback import ACK_OBSOLETE, Action, Disposition, HandBack
 from stratoq.services.leases import CancelWatch, LeaseKeeper, Stop
+from stratoq.services.outcomes import Outcomes
 from stratoq.services.runner import Job, Runner, unknown_task
+from stratoq.services.task_locks import TaskLocks
 from stratoq.services.workflows import Workflows
 
 logger = logging.getLogger(__name__)
@@ -113,12 +112,14 @@ class Worker:
         self._holder = holder
         # Inline attempts (no keeper) check for a cancel this often (CancelWatch).
         self._cancel_check_s = cancel_check_seconds
-        # Told when a workflow node's task ends (tasks outside workflows never reach it).
+        # Read for a workflow node's dependencies' results (other tasks never reach it).
         self.workflows = workflows
         # Shared by a process's workers (Services.pauses): one read per TTL per process.
         self.pauses = pauses or PauseCache(PauseStore(store.client, store.table).read)
         self.shutting_down = threading.Event()
         self.back = HandBack(transport, self.metrics, self._rng, unknown_task_grace_seconds)
+        self.outcomes = Outcomes(store, self.metrics, self.back, workflows, clock)
+        self.task_locks = TaskLocks(store, self.locks, self.back, self._rng, clock)
         # Shared by a process's workers (Services.limits), as the pause cache.
         self.flow = FlowControl.over(
             store.client, store.table, self.back, limits, self.pauses.ttl_ms
@@ -235,7 +236,7 @@ class Worker:
         if reason == "final" and task is not None and task.workflow_id is not None:
             # A node's task recorded as final by a worker that may have died before its
             # workflow learned of it: tell the workflow again (each step is idempotent).
-            return self._node_ended(task, ACK_OBSOLETE)
+            return self.outcomes.node_ended(task, ACK_OBSOLETE)
         if reason == "missing":
             logger.warning("message for a task that does not exist", extra=extra)
         elif reason == "tenant":
@@ -252,12 +253,12 @@ class Worker:
             # Cancelled while an earlier holder ran it (which died, or gave it back
             # unfinished): end it without running it again.
             lost = f"attempt {attempt - 1} was lost; the task was cancelled meanwhile"
-            return self._cancelled(claim, attempt - 1, lost if claim.took_over else "", log)
+            return self.outcomes.cancelled(claim, attempt - 1, lost if claim.took_over else "", log)
         if claim.took_over:
             lost_msg = f"attempt {attempt - 1} was lost: its worker stopped renewing the lease"
             if attempt - 1 >= task.max_attempts:
                 logger.warning("last attempt was lost; failing the task", extra=log)
-                return self._record(
+                return self.outcomes.record(
                     delivery, msg, claim, FailNow(OutcomeKind.LOST, lost_msg), attempt - 1
                 )
             self.store.record_lost_attempt(task.id, token, attempt - 1, lost_msg, self._clock())
@@ -289,58 +290,15 @@ class Worker:
         msg = replace(msg, enqueued_ms=None, rate_paid_ms=None)
         held: Acquired | None = None
         if task.lock_key is not None:
-            now = self._clock()
-            # The hold ends with the lease and is renewed with it, so a crashed worker's
-            # lock frees when its task becomes claimable again (Lambda: the lease is the
-            # invocation's remaining time plus a grace period, so the hold is too).
-            try:
-                got = self.locks.acquire(
-                    task.tenant, task.lock_key, f"task {task.id}", claim.lease_expires_ms - now, now
-                )
-            except Exception:
-                # Not the task's fault: give it back uncounted rather than let the lease
-                # lapse into a lost attempt.
-                logger.exception("taking the task lock failed; giving the task back", extra=log)
-                self.store.unclaim(claim)
-                return Disposition(Action.RELEASE, delay=1, status="locked")
-            if not isinstance(got, Acquired):
-                return self._locked(delivery, msg, claim, got.until_ms, now, log)
-            held = got
+            taken = self.task_locks.take(delivery, msg, claim, log)
+            if isinstance(taken, Disposition):
+                return taken
+            held = taken
         try:
             return self._attempt(delivery, msg, claim, held, slots, log)
         finally:
             if held is not None:
-                self._release_lock(held, log)
-
-    def _locked(
-        self,
-        delivery: Delivery,
-        msg: TaskMessage,
-        claim: Claimed,
-        holder_until_ms: int,
-        now: int,
-        log: dict[str, object],
-    ) -> Disposition:
-        """Another task holds the lock: give the claim back and come back later.
-
-        Waiting for a lock is not a failure, so the claim is undone (attempts, status
-        and errors as before). The message is re-sent with a delay rather than made
-        invisible: a fresh message restarts SQS's receive count, so tasks queuing for a
-        busy lock never reach the redrive limit and the DLQ.
-        """
-        if not self.store.unclaim(claim):
-            logger.warning("lease lost before the claim could be undone", extra=log)
-            return Disposition(Action.LEAVE, status="lost")
-        delay = locked_delay(holder_until_ms, now, self._rng)
-        logger.info("task lock is held; re-delayed", extra={**log, "retry_in_s": delay})
-        return self.back.hop(delivery, msg, now + delay * 1000, now, status="locked")
-
-    def _release_lock(self, held: Acquired, log: dict[str, object]) -> None:
-        try:
-            # Refused only if the hold ended and another task took the lock: nothing to do.
-            self.locks.release(held, self._clock())
-        except Exception:
-            logger.exception("releasing the task lock failed; it frees with the lease", extra=log)
+                self.task_locks.release(held, log)
 
     def _attempt(
         self,
@@ -401,7 +359,9 @@ class Worker:
             log["duration_ms"] = int((time.monotonic() - started) * 1000)
             self.metrics.task_ran(task, time.monotonic() - started, outcome.kind)
         if stop is Stop.CANCELLED or outcome.kind is OutcomeKind.CANCELLED:
-            return self._cancelled(claim, attempt, "the attempt was stopped: task cancelled", log)
+            return self.outcomes.cancelled(
+                claim, attempt, "the attempt was stopped: task cancelled", log
+            )
         if outcome.kind is OutcomeKind.LOST:
             if stop is Stop.LOCK_LOST:
                 # Only the lock went (the lease is still ours): not the task's fault, so
@@ -419,94 +379,6 @@ class Worker:
             return Disposition(Action.LEAVE, status="lost")
         decision = decide(outcome, attempt, task.max_attempts, task.backoff, self._rng)
         with tracing.span("stratoq.complete", tracing.task_attributes(task)) as span:
-            done = self._record(delivery, msg, claim, decision, attempt, log)
+            done = self.outcomes.record(delivery, msg, claim, decision, attempt, log)
             tracing.note(span, {"stratoq.status": done.status})
             return done
-
-    def _record(
-        self,
-        delivery: Delivery,
-        msg: TaskMessage,
-        claim: Claimed,
-        decision: Complete | RetryLater | FailNow,
-        attempt: int,
-        log: dict[str, object] | None = None,
-    ) -> Disposition:
-        task, token = claim.task, claim.token
-        now = self._clock()
-        log = {**(log or {}), "task_id": task.id, "task_name": task.name, "attempt": attempt}
-        if isinstance(decision, Complete):
-            # Children first: a crash before the record reruns the attempt, whose
-            # children have fixed ids and are not made twice.
-            children = decision.children
-            if children and not self._in_workflow(
-                lambda w: w.spawn(task, children), task, "making spawned children"
-            ):
-                return Disposition(Action.LEAVE, status="spawn_pending")
-            ok = self.store.complete(task.id, task.tenant, token, decision.result, now)
-            status = "succeeded"
-        elif isinstance(decision, RetryLater):
-            due = now + decision.delay_seconds * 1000
-            ok = self.store.schedule_retry(
-                task.id, task.tenant, token, attempt, decision.kind, decision.message, due, now
-            )
-            status = "retrying"
-            if ok:
-                self.metrics.task_finished(task, status)
-                log.update(outcome=decision.kind.value, retry_in_s=decision.delay_seconds)
-                logger.info("task attempt failed; retrying", extra=log)
-                # A fresh message restarts the receive count, which is kept for the
-                # DLQ redrive of messages that crash workers before anything is recorded.
-                return self.back.hop(delivery, msg, due, now, status)
-        else:
-            ok = self.store.fail(
-                task.id, task.tenant, token, attempt, decision.kind, decision.message, now
-            )
-            status = "failed"
-            log["outcome"] = decision.kind.value
-        if not ok:
-            # Refused: the lease was lost, or the task was cancelled since the last check
-            # (the cancel wins; `finish_cancelled` is refused in the first case).
-            message = f"task cancelled before the attempt's outcome ({status}) was recorded"
-            return self._cancelled(claim, attempt, message, log)
-        self.metrics.task_finished(task, status)
-        logger.info(f"task {status}", extra=log)
-        done = Disposition(Action.ACK, status=status)
-        if task.workflow_id is not None:
-            return self._node_ended(task.model_copy(update={"status": TaskStatus(status)}), done)
-        return done
-
-    def _node_ended(self, task: Task, done: Disposition) -> Disposition:
-        ok = self._in_workflow(lambda w: w.ended(task), task, "telling its workflow it ended")
-        return done if ok else Disposition(Action.LEAVE, status="workflow_pending")
-
-    def _in_workflow(self, step: Callable[[Workflows], None], task: Task, what: str) -> bool:
-        """Run a workflow step (idempotent); False if it failed: the caller keeps the
-        message, and its next delivery runs the step again."""
-        try:
-            if self.workflows is None:
-                raise RuntimeError("this worker has no workflow service")
-            step(self.workflows)
-        except Exception:
-            logger.exception(f"{what} failed; the message is kept", extra={"task_id": task.id})
-            return False
-        return True
-
-    def _cancelled(
-        self, claim: Claimed, attempt: int, message: str, log: dict[str, object]
-    ) -> Disposition:
-        """Record the claimed task `cancelled` (its attempt `attempt` noted with
-        `message`, if any): a user cancelled it while it ran. No retry follows."""
-        task = claim.task
-        if not self.store.finish_cancelled(
-            task.id, task.tenant, claim.token, attempt, message, self._clock()
-        ):
-            logger.warning("lease lost before the outcome was recorded", extra=log)
-            return Disposition(Action.LEAVE, status="lost")
-        self.metrics.task_cancelled(task)
-        logger.info("task cancelled while running", extra=log)
-        done = Disposition(Action.ACK, status="cancelled")
-        if task.workflow_id is not None:
-            ended = task.model_copy(update={"status": TaskStatus.CANCELLED})
-            return self._node_ended(ended, done)
-        return done
