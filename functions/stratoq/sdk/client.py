@@ -54,6 +54,7 @@ from stratoq.core.errors import (
 from stratoq.core.models import TaskStatus
 from stratoq.observability import tracing
 from stratoq.sdk import dev_file
+from stratoq.sdk.webhooks import WebhookMethods
 from stratoq.sdk.workflows import WorkflowMethods
 
 # The errors the client raises, importable from here as they always were; each is also
@@ -133,7 +134,7 @@ def dev_config(path: Path | None = None) -> dict[str, str]:
     return dev_file.load(path).facts
 
 
-class Client(WorkflowMethods):
+class Client(WorkflowMethods, WebhookMethods):
     """A thread-safe client with pooled keep-alive connections (workflow methods:
     `stratoq.sdk.workflows`)."""
 

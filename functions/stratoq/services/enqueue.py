@@ -29,6 +29,7 @@ from stratoq.core.registry import apply_options, deployment_defaults
 from stratoq.core.settings import Settings
 from stratoq.observability import tracing
 from stratoq.observability.metrics import Metrics
+from stratoq.services.events import Events
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,9 @@ class Enqueuer:
         transport: SqsTransport,
         settings: Settings,
         metrics: Metrics | None = None,
+        events: Events | None = None,
     ) -> None:
+        self.events = events or Events(store)
         self.store = store
         self.transport = transport
         self.settings = settings
@@ -120,6 +123,7 @@ class Enqueuer:
         if created:
             self._late(sent_ms, [stored])
             self.metrics.tasks_enqueued([stored])
+            self.events.queued([stored])
         else:
             # A concurrent first request took the key between our read and our write:
             # our message is an orphan, which workers drop after the grace period.
@@ -194,6 +198,7 @@ class Enqueuer:
                 to_send.append(stored)
         self._late(sent_ms, late)
         self._send(to_send)
+        self.events.queued(late)
         self.metrics.tasks_enqueued(r.task for r in results.values() if r.created)
         return [results[t.id] for t in tasks]
 
