@@ -178,3 +178,17 @@ def test_the_webhooks_api(settings: Settings) -> None:
         assert admin.webhook_failures(created["id"]) == {"failures": [], "dropped": 0}
         assert admin.delete_webhook(created["id"])["deleted"] is True
         assert admin.list_webhooks() == []
+
+
+def test_cancelling_a_queued_task_sends_cancelled(services: Services) -> None:
+    from stratoq.services.cancel import cancel_task
+
+    with receiver() as got:
+        subscribe(services, got.url, ("cancelled",))
+        task = services.enqueuer.enqueue(TaskRequest(name="echo", payload={})).task
+        cancel_task(
+            services.store, services.metrics, task.id, "default", events=services.task_events
+        )
+        url = services.settings.events_queue_url or ""
+        [message] = services.sqs.receive_message(QueueUrl=url)["Messages"]
+        assert json.loads(message["Body"])["event"]["id"] == f"{task.id}:cancelled:0"

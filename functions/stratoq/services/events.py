@@ -91,11 +91,20 @@ class Events:
         """Tasks just stored (queued or scheduled). A failed send is logged, not raised:
         the tasks are stored and their messages sent, and failing the enqueue now would
         make its caller enqueue them twice."""
+        self._recorded(tasks, "queued")
+
+    def ended(self, tasks: Iterable[Task]) -> None:
+        """Tasks an API call just ended (a queued task cancelled): logged if the send
+        fails, as `queued`, since the change itself is recorded."""
+        self._recorded(tasks, None)
+
+    def _recorded(self, tasks: Iterable[Task], event_type: str | None) -> None:
         for task in tasks:
+            kind = event_type or task.status.value
             try:
-                self.emit(task, "queued", task.attempts)
+                self.emit(task, kind, task.attempts)
             except Exception:
-                logger.exception("sending a queued event failed", extra={"task_id": task.id})
+                logger.exception(f"sending a {kind} event failed", extra={"task_id": task.id})
 
     def started(self, claim: Claimed) -> None:
         """An attempt claimed; after a takeover, the lost attempt's `started` again."""
