@@ -192,3 +192,27 @@ def test_cancelling_a_queued_task_sends_cancelled(services: Services) -> None:
         url = services.settings.events_queue_url or ""
         [message] = services.sqs.receive_message(QueueUrl=url)["Messages"]
         assert json.loads(message["Body"])["event"]["id"] == f"{task.id}:cancelled:0"
+
+
+def test_the_events_function_delivers_a_batch_and_reports_failures(services: Services) -> None:
+    from stratoq.handlers.events import EventsFunction
+    from stratoq.local.esm import sqs_event
+
+    url = services.settings.events_queue_url or ""
+    arn = services.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    function = EventsFunction(services)
+    for status, failures in ((200, 0), (500, 1)):
+        with receiver(status=status) as got:
+            subscribe(services, got.url, ("queued",))
+            services.enqueuer.enqueue(TaskRequest(name="echo", payload={}))
+            messages = services.sqs.receive_message(
+                QueueUrl=url, MessageSystemAttributeNames=["ApproximateReceiveCount"]
+            )["Messages"]
+            event = sqs_event(arn["Attributes"]["QueueArn"], services.settings.region, messages)
+            answer = function(event, None)
+            assert len(answer["batchItemFailures"]) == failures
+            assert len(got.requests) == 1
+            for m in messages:  # the next round starts from an empty queue
+                services.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+            for sub in services.webhooks.of("default", consistent=True):
+                services.webhooks.delete("default", sub.id)
