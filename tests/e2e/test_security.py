@@ -175,6 +175,13 @@ class World:
         assert status == 201, body
         return name
 
+    def webhook(self, tenant_key: str) -> str:
+        status, body = self.call(
+            "POST", "/v1/webhooks", tenant_key, {"url": "https://example.com/hook"}
+        )
+        assert status == 201, body
+        return str(body["id"])
+
 
 @pytest.fixture(scope="module")
 def world(stack: DevStack) -> World:
@@ -394,6 +401,33 @@ ROUTES += [
         "tasks:write",
         200,
         lambda w: f"/v1/workflows/{w.workflow(w.keys[alpha('tasks:write')])}/cancel",
+        owned=True,
+    ),
+]
+ROUTES += [
+    Route("GET", "/v1/webhooks", "admin", 200, lambda w: "/v1/webhooks"),
+    Route(
+        "POST",
+        "/v1/webhooks",
+        "admin",
+        201,
+        lambda w: "/v1/webhooks",
+        {"url": "https://example.com/hook", "events": ["failed"]},
+    ),
+    Route(
+        "DELETE",
+        "/v1/webhooks/{webhook_id}",
+        "admin",
+        200,
+        lambda w: f"/v1/webhooks/{w.webhook(w.keys[alpha('admin')])}",
+        owned=True,
+    ),
+    Route(
+        "GET",
+        "/v1/webhooks/{webhook_id}/failures",
+        "admin",
+        200,
+        lambda w: f"/v1/webhooks/{w.webhook(w.keys[alpha('admin')])}/failures",
         owned=True,
     ),
 ]

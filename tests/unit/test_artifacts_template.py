@@ -230,7 +230,9 @@ def test_outputs(cfn: dict[str, Any]) -> None:
 def test_poller_environment_output_gives_settings_for_the_stack(
     sam: dict[str, Any], cfn: dict[str, Any]
 ) -> None:
-    text = cfn["Outputs"]["PollerEnvironment"]["Value"]["Fn::Sub"]
+    sub = cfn["Outputs"]["PollerEnvironment"]["Value"]["Fn::Sub"]
+    # A variable map where the text needs a condition (the event bus: PublishEvents).
+    text = sub if isinstance(sub, str) else sub[0]
     # As CloudFormation would substitute it for a stack named "prod" in eu-west-1.
     values = {
         "TasksTable": "prod-tasks",
@@ -244,6 +246,8 @@ def test_poller_environment_output_gives_settings_for_the_stack(
         "OrphanGraceSeconds": "900",
         "PauseCacheSeconds": "2",
         "TasksModule": "shop.tasks",
+        "EventsQueue": "https://sqs/prod-events",
+        "Bus": "prod-events",
     }
     rendered = re.sub(r"\$\{([^}]+)\}", lambda m: values[m.group(1)], text)
     env = dict(item.split("=", 1) for item in rendered.split())
@@ -260,6 +264,8 @@ def test_poller_environment_output_gives_settings_for_the_stack(
     assert settings.orphan_grace_seconds == 900
     assert settings.pause_cache_seconds == 2
     assert settings.tasks_module == "shop.tasks"
+    assert settings.events_queue_url == "https://sqs/prod-events"
+    assert settings.event_bus == "prod-events"
     # A poller gets what the Lambda worker gets (rule names are the API's business only).
     lambda_env = sam["Globals"]["Function"]["Environment"]["Variables"]
     wanted = {k for k in lambda_env if k.startswith("STRATOQ_")} - {"STRATOQ_SCHEDULE_PREFIX"}

@@ -35,6 +35,7 @@ COMMANDS = [
     "workflows",
     "bridge",
     "keys",
+    "webhooks",
 ]
 INSTALL = "pip install 'stratoq[local]'"
 

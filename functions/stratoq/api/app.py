@@ -24,7 +24,17 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn
 
 from stratoq.adapters import aws
-from stratoq.api import console, keys, limits, pauses, queues, schedules, tasks, workflows
+from stratoq.api import (
+    console,
+    keys,
+    limits,
+    pauses,
+    queues,
+    schedules,
+    tasks,
+    webhooks,
+    workflows,
+)
 from stratoq.api.common import RESOLVING, Caller, answer
 from stratoq.api.contract import ErrorDetail, Health, OpenApiDocument, responses
 from stratoq.api.errors import error_body, error_headers, http_error
@@ -65,7 +75,7 @@ def build_resolver(services: Services) -> APIGatewayRestResolver:
         return Response(200, "application/json", app.get_openapi_json_schema())
 
     # Registration order is the order of the OpenAPI document's paths.
-    for family in (tasks, queues, pauses, limits, keys, schedules, workflows):
+    for family in (tasks, queues, pauses, limits, keys, schedules, workflows, webhooks):
         family.register(app, services, caller)
     console.register(app)
     _answer_errors(app)

@@ -171,7 +171,9 @@ def register(app: APIGatewayRestResolver, services: Services, caller: Caller) ->
         tenant = caller("tasks:write")
         which = _filter(request)
         store, metrics = services.store, services.metrics
-        report = cancel.cancel_matching(store, metrics, tenant, which, request.max_tasks)
+        report = cancel.cancel_matching(
+            store, metrics, tenant, which, request.max_tasks, events=services.task_events
+        )
         return answer(200, CancelResult.model_validate(report.as_dict()))
 
     @app.post(
@@ -183,7 +185,9 @@ def register(app: APIGatewayRestResolver, services: Services, caller: Caller) ->
         `cancelled` (its attempt in `errors`, kind `cancelled`; no retry). 409 if it has
         already finished."""
         tenant = caller("tasks:write")
-        task = cancel.cancel_task(services.store, services.metrics, task_id, tenant)
+        task = cancel.cancel_task(
+            services.store, services.metrics, task_id, tenant, events=services.task_events
+        )
         if task.workflow_id is not None and task.status is TaskStatus.CANCELLED:
             # Its dependents can never run now; should this fail, the cancelled task's
             # message still reaches a worker, which tells the workflow again. (A running

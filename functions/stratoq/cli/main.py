@@ -40,6 +40,7 @@ from stratoq.cli import (
     schedules,
     tasks,
     top,
+    webhooks,
     worker,
     workflows,
 )
@@ -69,6 +70,7 @@ GROUPS: tuple[Register | str, ...] = (
     workflows.register,
     bridge.register,
     keys.register,
+    webhooks.register,
 )
 
 

@@ -124,6 +124,16 @@ class Settings:
     # The API refuses (400) a task whose name the tasks module does not register, unless
     # the request says `allow_unknown_name`. On where the API runs the workers' code.
     check_task_names: bool = False
+    # Task events (services/events.py): the events queue webhooks are delivered from
+    # (None: no webhooks here), the EventBridge bus events also go to (None: none), how
+    # often a worker reads a tenant's webhooks, and the delivery retries (attempts, the
+    # first backoff in seconds, doubling). Plain http to this machine only on the dev stack.
+    events_queue_url: str | None = None
+    event_bus: str | None = None
+    webhook_cache_seconds: int = 5
+    webhook_max_attempts: int = 8
+    webhook_retry_seconds: int = 30
+    webhook_allow_local_http: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -176,6 +186,18 @@ class Settings:
             ),
             check_task_names=_flag(e, "STRATOQ_CHECK_TASK_NAMES"),
             pause_cache_seconds=_int(e, "STRATOQ_PAUSE_CACHE_SECONDS", cls.pause_cache_seconds, 0),
+            events_queue_url=e.get("STRATOQ_EVENTS_QUEUE") or None,
+            event_bus=e.get("STRATOQ_EVENT_BUS") or None,
+            webhook_cache_seconds=_int(
+                e, "STRATOQ_WEBHOOK_CACHE_SECONDS", cls.webhook_cache_seconds, 0
+            ),
+            webhook_max_attempts=_int(
+                e, "STRATOQ_WEBHOOK_MAX_ATTEMPTS", cls.webhook_max_attempts, 1
+            ),
+            webhook_retry_seconds=_int(
+                e, "STRATOQ_WEBHOOK_RETRY_SECONDS", cls.webhook_retry_seconds, 1
+            ),
+            webhook_allow_local_http=_flag(e, "STRATOQ_WEBHOOK_ALLOW_LOCAL_HTTP"),
         )
 
     def with_(self, **changes: Any) -> Settings:
@@ -213,4 +235,10 @@ class Settings:
             "STRATOQ_ORPHAN_GRACE_SECONDS": str(self.orphan_grace_seconds),
             "STRATOQ_CHECK_TASK_NAMES": "1" if self.check_task_names else "0",
             "STRATOQ_PAUSE_CACHE_SECONDS": str(self.pause_cache_seconds),
+            "STRATOQ_EVENTS_QUEUE": self.events_queue_url or "",
+            "STRATOQ_EVENT_BUS": self.event_bus or "",
+            "STRATOQ_WEBHOOK_CACHE_SECONDS": str(self.webhook_cache_seconds),
+            "STRATOQ_WEBHOOK_MAX_ATTEMPTS": str(self.webhook_max_attempts),
+            "STRATOQ_WEBHOOK_RETRY_SECONDS": str(self.webhook_retry_seconds),
+            "STRATOQ_WEBHOOK_ALLOW_LOCAL_HTTP": "1" if self.webhook_allow_local_http else "0",
         }

@@ -81,7 +81,10 @@ class DevStack:
             self.restored = snapshot.load(o.emulator_state)
             self._stops.append(self._save_state)
         base = Settings.from_env().with_(
-            aws_endpoint_url=emulator.url, poll_wait_seconds=DEV_POLL_WAIT_SECONDS
+            aws_endpoint_url=emulator.url,
+            poll_wait_seconds=DEV_POLL_WAIT_SECONDS,
+            # Webhooks may reach a receiver on this machine over plain http.
+            webhook_allow_local_http=True,
         )
         if "STRATOQ_CHECK_TASK_NAMES" not in os.environ:
             # The dev stack runs the workers' code, so its API knows their task names: a
@@ -151,6 +154,7 @@ class DevStack:
         emulator.faults.configure(o.faults, o.faults_seed)
         self._start_workers(services)
         self._start_clock(services)
+        self._start_webhooks(services)
 
         facts = {
             "api_url": server.url,
@@ -200,6 +204,13 @@ class DevStack:
         )
         self._spawn(clock.run, "stratoq-rule-clock")
         self._worker_stops.append(clock.stop)
+
+    def _start_webhooks(self, services: Services) -> None:
+        from stratoq.local.webhooks import LocalDeliverer
+
+        deliverer = LocalDeliverer(services)
+        self._spawn(deliverer.run, "stratoq-webhooks")
+        self._worker_stops.append(deliverer.stop)
 
     def _spawn(self, target: Any, name: str) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)

@@ -29,6 +29,7 @@ LOCAL_TYPES = frozenset(
         "AWS::KMS::Key",
         "AWS::KMS::Alias",
         "AWS::Events::Rule",
+        "AWS::Events::EventBus",
     }
 )
 LOCAL_ACCOUNT = "123456789012"
@@ -223,4 +224,5 @@ def settings_from_outputs(settings: Settings, outputs: dict[str, str]) -> Settin
         keys_table=outputs.get("KeysTableName", settings.keys_table),
         queues=queues,
         kms_key_id=outputs.get("TaskDataKeyArn", settings.kms_key_id),
+        events_queue_url=outputs.get("EventsOutboxUrl", settings.events_queue_url),
     )

@@ -48,6 +48,7 @@ from stratoq.sdk import dev_file
 from stratoq.sdk.admin import AdminMethods
 from stratoq.sdk.limits import LimitMethods
 from stratoq.sdk.shapes import body_of, dump, time_text
+from stratoq.sdk.webhooks import WebhookMethods
 from stratoq.sdk.workflows import WorkflowMethods
 
 # The errors the client raises, importable from here as they always were; each is also
@@ -127,9 +128,10 @@ def dev_config(path: Path | None = None) -> dict[str, str]:
     return dev_file.load(path).facts
 
 
-class Client(AdminMethods, LimitMethods, WorkflowMethods):
+class Client(AdminMethods, LimitMethods, WorkflowMethods, WebhookMethods):
     """A thread-safe client with pooled keep-alive connections (queue, schedule and key
-    methods: `stratoq.sdk.admin`; limits: `stratoq.sdk.limits`; workflows:
+    methods: `stratoq.sdk.admin`; limits: `stratoq.sdk.limits`; webhooks:
+    `stratoq.sdk.webhooks`; workflows:
     `stratoq.sdk.workflows`)."""
 
     def __init__(

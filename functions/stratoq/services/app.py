@@ -25,14 +25,17 @@ from stratoq.adapters.rules import ScheduleStore
 from stratoq.adapters.store import TaskStore
 from stratoq.adapters.store.workflows import WorkflowStore
 from stratoq.adapters.transport import SqsTransport
+from stratoq.adapters.webhooks import EventBus, EventQueue, SubscriptionStore
 from stratoq.core import registry
 from stratoq.core.clock import now_ms
 from stratoq.core.errors import ConfigError
 from stratoq.core.limits import NO_LIMITS, LimitsState, TtlCache
+from stratoq.core.events import SubscriptionCache
 from stratoq.core.pauses import PauseCache
 from stratoq.core.settings import Settings
 from stratoq.observability.metrics import Metrics
 from stratoq.services.enqueue import Enqueuer
+from stratoq.services.events import Deliverer, Events
 from stratoq.services.leases import LeaseKeeper
 from stratoq.services.runner import Runner
 from stratoq.services.worker import Worker, thread_holder
@@ -169,12 +172,39 @@ class Services:
             lambda: ScheduleStore(self.events, s.schedule_prefix, s.scheduler_arn),
         )
 
+    @property
+    def webhooks(self) -> SubscriptionStore:
+        """Tenants' webhook subscriptions and their dead letters."""
+        return self._once(
+            "webhooks", lambda: SubscriptionStore(self.dynamodb, self.settings.tasks_table)
+        )
+
     # ----------------------------------------------------------------- services
+    @property
+    def task_events(self) -> Events:
+        """Task events to webhooks and the bus: one subscription cache per process."""
+
+        def build() -> Events:
+            s = self.settings
+            queue = EventQueue(self.sqs, s.events_queue_url) if s.events_queue_url else None
+            cache = SubscriptionCache(self.webhooks.of, s.webhook_cache_seconds * 1000)
+            bus = EventBus(self.events, s.event_bus) if s.event_bus else None
+            return Events(self.store, cache, queue, bus)
+
+        return self._once("task_events", build)
+
+    def deliverer(self) -> Deliverer:
+        """Delivers the events queue's messages to webhooks."""
+        s = self.settings
+        return Deliverer(self.webhooks, s.webhook_max_attempts, s.webhook_retry_seconds)
+
     @property
     def enqueuer(self) -> Enqueuer:
         return self._once(
             "enqueuer",
-            lambda: Enqueuer(self.store, self.transport, self.settings, self.metrics),
+            lambda: Enqueuer(
+                self.store, self.transport, self.settings, self.metrics, self.task_events
+            ),
         )
 
     @property
@@ -254,6 +284,7 @@ class Services:
             workflows=self.workflows,
             holder=holder,
             limits=self.limits,
+            events=self.task_events,
         )
 
     def lease_keeper(self) -> LeaseKeeper:

@@ -23,6 +23,7 @@ from stratoq.core.errors import InvalidStateError, TaskNotFoundError
 from stratoq.core.models import Task, TaskStatus
 from stratoq.core.policy import CancelAction, cancel_action
 from stratoq.observability.metrics import Metrics
+from stratoq.services.events import Events
 
 # The API runs in a Lambda with a 29 s timeout: stop after this long and say `more`.
 TIME_BUDGET_SECONDS = 20.0
@@ -36,13 +37,17 @@ def cancel_task(
     task_id: str,
     tenant: str,
     now: Callable[[], int] = now_ms,
+    events: Events | None = None,
 ) -> Task:
     """Cancel one of `tenant`'s tasks: the task as it is now, `cancelled` or (running)
     with `cancel_requested_at`. Raises TaskNotFoundError (none, or another tenant's)
-    and InvalidStateError (already final)."""
+    and InvalidStateError (already final). A running task's `cancelled` event comes
+    from its worker, when the attempt stops."""
     task = store.cancel(task_id, tenant, now())
     if task.status is TaskStatus.CANCELLED:
         metrics.task_cancelled(task)
+        if events is not None:
+            events.ended([task])
     return task
 
 
@@ -89,6 +94,7 @@ def cancel_matching(
     budget_seconds: float = TIME_BUDGET_SECONDS,
     clock: Callable[[], float] = time.monotonic,
     now: Callable[[], int] = now_ms,
+    events: Events | None = None,
 ) -> CancelReport:
     """Cancel up to `max_tasks` of `tenant`'s tasks that match `which`, newest first.
 
@@ -112,7 +118,7 @@ def cancel_matching(
                 report.more = True
                 return report
             try:
-                done = cancel_task(store, metrics, task.id, tenant, now)
+                done = cancel_task(store, metrics, task.id, tenant, now, events)
             except (InvalidStateError, TaskNotFoundError):
                 continue  # finished (or removed) meanwhile
             if done.status is TaskStatus.CANCELLED:

@@ -43,6 +43,7 @@ from stratoq.core.registry import apply_options, deployment_defaults
 from stratoq.core.settings import Settings
 from stratoq.observability import tracing
 from stratoq.observability.metrics import Metrics
+from stratoq.services.events import Events
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,9 @@ class Enqueuer:
         transport: SqsTransport,
         settings: Settings,
         metrics: Metrics | None = None,
+        events: Events | None = None,
     ) -> None:
+        self.events = events or Events(store)
         self.store = store
         self.transport = transport
         self.settings = settings
@@ -140,6 +143,7 @@ class Enqueuer:
         if created:
             self._late(sent_ms, [stored])
             self.metrics.tasks_enqueued([stored])
+            self.events.queued([stored])
         else:
             # A concurrent first request took the key between our read and our write:
             # our message is an orphan, which workers drop after the grace period.
@@ -215,6 +219,7 @@ class Enqueuer:
                 to_send.append(stored)
         self._late(sent_ms, late)
         self._send(to_send)
+        self.events.queued(late)
         self.metrics.tasks_enqueued(r.task for r in results.values() if r.created)
         return [results[t.id] for t in tasks]
 

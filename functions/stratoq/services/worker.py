@@ -51,6 +51,7 @@ from stratoq.core.registry import TaskContext, cancel_check
 from stratoq.observability import tracing
 from stratoq.observability.metrics import Metrics
 from stratoq.services.flow import Admitted, FlowControl
+from stratoq.services.events import Events
 from stratoq.services.handback import ACK_OBSOLETE, Action, Disposition, HandBack
 from stratoq.services.leases import CancelWatch, LeaseKeeper, Stop
 from stratoq.services.outcomes import Outcomes
@@ -95,7 +96,9 @@ class Worker:
         cancel_check_seconds: float = CANCEL_CHECK_SECONDS,
         workflows: Workflows | None = None,
         holder: Callable[[], str] = thread_holder,
+        events: Events | None = None,
     ) -> None:
+        self.events = events or Events(store)  # state changes out (services/events.py)
         self.store = store
         self.transport = transport
         self.runner = runner
@@ -149,6 +152,7 @@ class Worker:
         attributes = {tracing.TASK_ID: msg.task_id, tracing.TASK_NAME: msg.name}
         with tracing.consumer("stratoq.process", msg.trace, attributes) as span:
             disposition = self._process(delivery, msg)
+            self.events.after(msg, disposition.status)  # before the ack: never lost
             tracing.note(span, {"stratoq.disposition": disposition.status})
             return disposition
 
@@ -249,6 +253,7 @@ class Worker:
         task, token = claim.task, claim.token
         attempt = task.attempts
         log = {"task_id": task.id, "task_name": task.name, "attempt": attempt}
+        self.events.started(claim)
         if task.cancel_requested_at is not None:
             # Cancelled while an earlier holder ran it (which died, or gave it back
             # unfinished): end it without running it again.
