@@ -100,7 +100,7 @@ def test_the_cli_submits_shows_lists_and_cancels(dev: DevStack, tmp_path: Path) 
     slow.write_text(
         json.dumps(
             [
-                {"name": "later", "task": "sleep", "payload": {"seconds": 2}},
+                {"name": "later", "task": "sleep", "payload": {"seconds": 8}},
                 {"name": "never", "task": "echo", "depends_on": ["later"]},
             ]
         )

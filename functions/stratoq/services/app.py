@@ -29,8 +29,8 @@ from stratoq.adapters.webhooks import EventBus, EventQueue, SubscriptionStore
 from stratoq.core import registry
 from stratoq.core.clock import now_ms
 from stratoq.core.errors import ConfigError
-from stratoq.core.limits import NO_LIMITS, LimitsState, TtlCache
 from stratoq.core.events import SubscriptionCache
+from stratoq.core.limits import NO_LIMITS, LimitsState, TtlCache
 from stratoq.core.pauses import PauseCache
 from stratoq.core.settings import Settings
 from stratoq.observability.metrics import Metrics

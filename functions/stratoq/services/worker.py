@@ -50,8 +50,8 @@ from stratoq.core.policy import (
 from stratoq.core.registry import TaskContext, cancel_check
 from stratoq.observability import tracing
 from stratoq.observability.metrics import Metrics
-from stratoq.services.flow import Admitted, FlowControl
 from stratoq.services.events import Events
+from stratoq.services.flow import Admitted, FlowControl
 from stratoq.services.handback import ACK_OBSOLETE, Action, Disposition, HandBack
 from stratoq.services.leases import CancelWatch, LeaseKeeper, Stop
 from stratoq.services.outcomes import Outcomes
