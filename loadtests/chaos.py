@@ -145,6 +145,10 @@ class Killer(threading.Thread):
             self.pollers.kill_one(self.rng)
             self.kills += 1
 
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(60)
+
 
 def _scan(db: Any, table: str, projection: str, names: dict[str, str]) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
@@ -201,6 +205,7 @@ def run_once(n: int, rate: float, kill_every: float, seed: int, args: argparse.N
     emu = Emulator()
     logs = Path(tempfile.mkdtemp(prefix="stratoq-chaos-"))
     pollers: Pollers | None = None
+    killer: Killer | None = None
     try:
         settings = provision(
             Settings(
@@ -247,8 +252,7 @@ def run_once(n: int, rate: float, kill_every: float, seed: int, args: argparse.N
                 break
             time.sleep(1 if n <= 500 else 3)  # a scan of every task is not free
         run.seconds = time.monotonic() - began
-        killer.halt.set()
-        killer.join(60)
+        killer.stop()
         run.kills = killer.kills
         run.requests = emu.counts()
         state = fault_state(emu.url)
@@ -260,6 +264,8 @@ def run_once(n: int, rate: float, kill_every: float, seed: int, args: argparse.N
         run.untracked_tasks = len(set(_statuses(db, settings.tasks_table)) - set(ids))
         _judge(run, ids, stored, db, effects, effect_log)
     finally:
+        if killer is not None:
+            killer.stop()  # first: it would restart a poller stopped under it
         if pollers is not None:
             pollers.stop()
         emu.stop()
