@@ -2,7 +2,12 @@
 
 Every request is counted by AWS action at the emulator (X-Amz-Target or Action), so the
 figures cover every client in every process, stratoq's and Celery's alike.
-`GET /__counts` returns them as JSON; `POST /__counts/reset` clears them.
+`GET /__counts` returns them as JSON; `POST /__counts/reset` clears them. Requests
+whose User-Agent carries HARNESS_AGENT (a benchmark's own probes) are not counted.
+
+The fault injector (stratoq.local.faults) sits inside the counter: no faults until a
+spec is POSTed to /stratoq-faults, and a faulted request is counted as sent, so a run
+with faults counts the retries they cost (loadtests/chaos.py).
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
+
+# Put in a harness client's User-Agent (botocore's user_agent_extra) to go uncounted.
+HARNESS_AGENT = "stratoq-bench-harness"
 
 _counts: Counter[str] = Counter()
 _lock = threading.Lock()
@@ -44,7 +52,8 @@ class Counting:
                 body = json.dumps(dict(_counts)).encode()
             start_response("200 OK", [("Content-Type", "application/json")])
             return [body]
-        if not path.startswith("/moto-api"):
+        counted = not path.startswith(("/moto-api", "/stratoq-faults"))
+        if counted and HARNESS_AGENT not in environ.get("HTTP_USER_AGENT", ""):
             # SQS query protocol puts Action in a form body; read and put it back.
             if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
                 length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -62,12 +71,10 @@ class Counting:
 
 
 def main() -> None:
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     from werkzeug.serving import make_server
+
+    from stratoq.local.faults import FaultInjector, request_handler
 
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, default=0)
@@ -78,9 +85,9 @@ def main() -> None:
         from stratoq.local.moto_patches import install
 
         install()
-    app = Counting(DomainDispatcherApplication(create_backend_app))
+    app = Counting(FaultInjector().wrap(DomainDispatcherApplication(create_backend_app)))
     server = make_server(
-        "127.0.0.1", args.port, app, threaded=True, request_handler=MotoRequestHandler
+        "127.0.0.1", args.port, app, threaded=True, request_handler=request_handler()
     )
     print(f"http://127.0.0.1:{server.server_port}", flush=True)
     server.serve_forever()

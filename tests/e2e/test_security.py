@@ -213,7 +213,7 @@ class Route:
     operator: bool = False
     # Called (by the operator) after a call that succeeded, to put shared state back: a
     # queue paused by one case must not hold the tasks of the module's other tests.
-    undo: str | None = None
+    undo: tuple[str, str] | None = None  # (method, path)
 
 
 def alpha(scope: str) -> str:
@@ -316,7 +316,7 @@ ROUTES = [
         200,
         lambda w: "/v1/queues/default/pause",
         operator=True,
-        undo="/v1/queues/default/resume",
+        undo=("POST", "/v1/queues/default/resume"),
     ),
     Route(
         "POST",
@@ -333,7 +333,7 @@ ROUTES = [
         200,
         lambda w: "/v1/tasks/names/matrix-probe/pause",
         operator=True,
-        undo="/v1/tasks/names/matrix-probe/resume",
+        undo=("POST", "/v1/tasks/names/matrix-probe/resume"),
     ),
     Route(
         "POST",
@@ -431,6 +431,45 @@ ROUTES += [
         owned=True,
     ),
 ]
+ROUTES += [
+    Route("GET", "/v1/limits", "tasks:read", 200, lambda w: "/v1/limits"),
+    Route(
+        "PUT",
+        "/v1/queues/{queue}/limits",
+        "admin",
+        200,
+        lambda w: "/v1/queues/default/limits",
+        {"max_concurrency": 1000},
+        operator=True,
+        undo=("DELETE", "/v1/queues/default/limits"),
+    ),
+    Route(
+        "DELETE",
+        "/v1/queues/{queue}/limits",
+        "admin",
+        200,
+        lambda w: "/v1/queues/default/limits",
+        operator=True,
+    ),
+    Route(
+        "PUT",
+        "/v1/tasks/names/{name}/limits",
+        "admin",
+        200,
+        lambda w: "/v1/tasks/names/matrix-probe/limits",
+        {"rate_limit": "1000/s"},
+        operator=True,
+        undo=("DELETE", "/v1/tasks/names/matrix-probe/limits"),
+    ),
+    Route(
+        "DELETE",
+        "/v1/tasks/names/{name}/limits",
+        "admin",
+        200,
+        lambda w: "/v1/tasks/names/matrix-probe/limits",
+        operator=True,
+    ),
+]
 WEAKER = {"tasks:write": "tasks:read", "admin": "tasks:write"}
 
 
@@ -470,7 +509,7 @@ def test_authorization(world: World, route: Route, rule: str) -> None:
     }[rule]()
     status, body = world.call(route.method, path, key, route.body)
     if route.undo is not None and status < 300:
-        assert world.call("POST", route.undo, world.keys["operator"])[0] == 200
+        assert world.call(*route.undo, world.keys["operator"])[0] == 200
     if rule in EXPECTED:
         assert status == EXPECTED[rule], body
         if status == 401:
