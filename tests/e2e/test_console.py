@@ -411,3 +411,34 @@ def test_a_read_only_key_is_offered_no_action(console: Console, stack: DevStack,
     console.search(id=task.id)
     expect(console.status()).to_have_text(task.status.value)
     expect(page.locator("#cancel")).to_be_hidden()
+
+
+def test_a_spawned_workflows_task_links_to_its_workflow_and_its_parent(
+    console: Console, stack: DevStack, acme: str
+) -> None:
+    from stratoq.core.workflows import child_id, node_task_id
+
+    client = Client(stack.api_url, acme)
+    parent = client.enqueue("spawner", {"tasks": 1, "chain": True})
+    assert client.wait(parent.id, timeout=60).status is TaskStatus.SUCCEEDED
+    echo, wf_id = child_id(parent.id, 0), child_id(parent.id, 1)  # in the order spawned
+    assert client.wait_workflow(wf_id, timeout=60).status == "succeeded"
+
+    console.sign_in(acme)
+    page = console.page
+    page.goto(f"{stack.api_url}/console#/tasks/{node_task_id(wf_id, 1)}")
+    expect(console.status()).to_have_text("succeeded", timeout=WAIT_MS)
+    expect(page.locator("#workflow-link")).to_contain_text("node step-1")
+    page.locator("#workflow-link a").click()
+    nodes = page.locator("#nodes tbody tr")
+    expect(nodes).to_have_count(2, timeout=WAIT_MS)
+    expect(page.locator("#workflow h2 .status")).to_have_text("succeeded")
+    expect(nodes.nth(1)).to_contain_text("step-0")  # what it depends on
+    console.shot("workflow")
+    nodes.first.locator("a.open").click()
+    expect(page.locator("#task h2")).to_contain_text("add_to_parent", timeout=WAIT_MS)
+
+    page.goto(f"{stack.api_url}/console#/tasks/{echo}")
+    expect(page.locator("#parent-link a")).to_have_text(parent.id, timeout=WAIT_MS)
+    page.locator("#parent-link a").click()
+    expect(page.locator("#task h2")).to_contain_text("spawner", timeout=WAIT_MS)

@@ -74,6 +74,8 @@
       tokens: [],
       task: null,
       taskId: '',
+      workflow: null,
+      workflowId: '',
       queues: [],
       pausedNames: [],
       schedules: [],
@@ -172,6 +174,10 @@
           this.view = 'task';
           this.taskId = decodeURIComponent(parts[1]);
           this.task = null;
+        } else if (view === 'workflows' && parts[1]) {
+          this.view = 'workflow';
+          this.workflowId = decodeURIComponent(parts[1]);
+          this.workflow = null;
         } else {
           this.view = ['tasks', 'queues', 'schedules', 'keys'].indexOf(view) >= 0 ? view : 'tasks';
         }
@@ -290,6 +296,13 @@
       // ------------------------------------------------------------ one task
       load_task: async function () {
         this.task = await call('GET', '/v1/tasks/' + enc(this.taskId));
+      },
+      // ------------------------------------------------------------ one workflow
+      load_workflow: async function () {
+        this.workflow = await call('GET', '/v1/workflows/' + enc(this.workflowId));
+      },
+      deps: function (node) {
+        return node.depends_on.length ? node.depends_on.join(', ') : '—';
       },
       get cancellable() {
         return this.task !== null && ['scheduled', 'queued', 'retrying'].indexOf(this.task.status) >= 0;
