@@ -44,8 +44,10 @@ XDIST ?= -n $(shell echo $$(( $$(nproc) + 1 ))) --dist worksteal
 test: $(STAMP) $(SAM_STAMP)
 	$(MAKE) --no-print-directory -j3 lint typecheck pytest
 
+# Without make's variables: the tests run make themselves (scaffolded projects), which
+# must not see this make's job server.
 pytest: $(STAMP) $(SAM_STAMP)
-	$(BIN)/pytest -q $(XDIST)
+	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL $(BIN)/pytest -q $(XDIST)
 
 # One tier (tests/conftest.py marks each test by its directory).
 test-unit test-integration test-e2e: test-%: $(STAMP) $(SAM_STAMP)
