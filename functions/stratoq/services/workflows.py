@@ -136,6 +136,7 @@ class Workflows:
         # Messages first, then the tasks: as every enqueue ("The enqueue gap").
         self.enqueuer.send_new(roots)
         self.tasks.create_many(roots)
+        self.enqueuer.events.queued(roots)
         return to_workflow(item)
 
     def _node_task(
@@ -218,6 +219,9 @@ class Workflows:
         message goes again only while it waits to run, which claims deduplicate)."""
         self.enqueuer.send_new([task])
         if self.store.create_task(task):
+            # Stored now, as an enqueue stores a task: its `queued` event (a repeat
+            # creates nothing and sends none; the worker sends the rest).
+            self.enqueuer.events.queued([task])
             return True
         existing = self.tasks.get(task.id)
         return existing is not None and existing.status in RUNNABLE
