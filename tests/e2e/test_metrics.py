@@ -165,7 +165,10 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
         "--workers",
         "4",
         # Pauses read on every message: the task enqueued right after one is held for sure.
-        env_extra={"STRATOQ_UNKNOWN_TASK_GRACE_SECONDS": "3", "STRATOQ_PAUSE_CACHE_SECONDS": "0"},
+        # Unknown names handed back for 8 s: several hand-backs, scrapes apart, so that
+        # rate() sees the counter rise after its first sample (with 3 s, one or two
+        # hand-backs before the series' first scrape left its alert empty now and then).
+        env_extra={"STRATOQ_UNKNOWN_TASK_GRACE_SECONDS": "8", "STRATOQ_PAUSE_CACHE_SECONDS": "0"},
     )
     started = time.monotonic()
     try:

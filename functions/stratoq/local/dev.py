@@ -164,8 +164,13 @@ class DevStack:
             **tls_facts,
         }
         o.state_file.parent.mkdir(parents=True, exist_ok=True)
-        o.state_file.write_text(json.dumps(facts, indent=2) + "\n")
-        o.state_file.chmod(0o600)  # it holds an admin key
+        # Whole or absent: a CLI, SDK or script that polls for the file must never read
+        # it half written. Written private from the start: it holds an admin key.
+        partial = o.state_file.with_name(f".{o.state_file.name}.{os.getpid()}")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(facts, indent=2) + "\n")
+        os.replace(partial, o.state_file)
         return facts
 
     def _start_workers(self, services: Services) -> None:
