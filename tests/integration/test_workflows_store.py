@@ -22,7 +22,7 @@ from stratoq.core.workflows import (
 from stratoq.services.app import Services
 from stratoq.services.runner import InlineRunner
 from stratoq.services.worker import Worker
-from tests.support.pump import apply, pump_until_final
+from tests.support.pump import pump_until_final, run_until_ended
 
 
 @pytest.fixture
@@ -33,16 +33,6 @@ def services(settings: Settings) -> Services:
 @pytest.fixture
 def worker(services: Services) -> Worker:
     return services.worker(InlineRunner())
-
-
-def run_until_ended(services: Services, worker: Worker, wf_id: str, rounds: int = 60) -> None:
-    """Receive and process messages until the workflow has ended."""
-    for _ in range(rounds):
-        if services.workflows.get(wf_id, "default").status is not WorkflowStatus.RUNNING:
-            return
-        for d in services.transport.receive("default", 10, 1, 30):
-            apply(services.enqueuer, d, worker.process(d))
-    raise AssertionError(services.workflows.get(wf_id, "default"))
 
 
 def test_a_completion_delivered_twice_decrements_once(services: Services) -> None:

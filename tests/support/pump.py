@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stratoq.adapters import aws
 from stratoq.adapters.transport import Delivery
 from stratoq.core.models import Task
+from stratoq.core.workflows import WorkflowStatus
 from stratoq.services.enqueue import Enqueuer
 from stratoq.services.worker import Action, Disposition, Worker
+
+if TYPE_CHECKING:
+    from stratoq.services.app import Services
 
 
 def apply(core: Enqueuer, delivery: Delivery, disposition: Disposition) -> None:
@@ -54,3 +58,13 @@ def counts_at(sqs: Any, url: str) -> dict[str, int]:
         "in_flight": int(attrs["ApproximateNumberOfMessagesNotVisible"]),
         "delayed": int(attrs["ApproximateNumberOfMessagesDelayed"]),
     }
+
+
+def run_until_ended(services: Services, worker: Worker, wf_id: str, rounds: int = 60) -> None:
+    """Receive and process messages until the workflow has ended."""
+    for _ in range(rounds):
+        if services.workflows.get(wf_id, "default").status is not WorkflowStatus.RUNNING:
+            return
+        for d in services.transport.receive("default", 10, 1, 30):
+            apply(services.enqueuer, d, worker.process(d))
+    raise AssertionError(services.workflows.get(wf_id, "default"))
