@@ -5,39 +5,14 @@ which each path must recognise as its own success."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
 from stratoq.adapters.locks import Acquired, LockStore
 from stratoq.adapters.store import Claimed, Renewal
 from stratoq.core.models import TaskRequest, TaskStatus
-from stratoq.local.faults import fault_state, set_faults
 from stratoq.services.enqueue import Enqueuer
+from tests.integration.conftest import KINDS, Inject, once
 from tests.support.store import LEASE, NOW, build, claimed, fetch, raw, stored
-
-Inject = Callable[[str], None]
-KINDS = ["lost", "throttle", "503", "reset"]
-
-
-@pytest.fixture
-def inject(emulator: str, core: Enqueuer) -> Inject:
-    """Switch a fault spec on; the test then asserts every rule was injected once."""
-    specs: list[str] = []
-
-    def on(spec: str) -> None:
-        specs.append(spec)
-        set_faults(emulator, spec, seed=1)
-
-    yield on  # type: ignore[misc]
-    if specs:
-        injected = [r["injected"] for r in fault_state(emulator)["rules"]]
-        set_faults(emulator, "")
-        assert injected and all(n >= 1 for n in injected), (specs, injected)
-
-
-def once(action: str, kind: str, match: str = "") -> str:
-    return f"dynamodb:{action}={kind}:1:times=1" + (f":match={match}" if match else "")
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -109,7 +84,7 @@ def test_a_retry_and_a_failure_recognise_their_own_earlier_success(
     assert [(e.attempt, e.message) for e in got.errors] == [(1, "boom")]  # written once
 
     second = claimed(core, task.id, now_ms=NOW + 1_000)
-    set_faults(core_emulator(core), once("UpdateItem", kind), seed=1)
+    inject(once("UpdateItem", kind))
     assert core.store.fail(task.id, "default", second.token, 2, "error", "bang", NOW + 1_005)
     got = fetch(core, task.id)
     assert got.status is TaskStatus.FAILED
@@ -163,7 +138,7 @@ def test_a_lock_acquire_and_release_recognise_their_own_earlier_success(
     got = locks.acquire("t1", "db", "me", 10_000, NOW)
     assert isinstance(got, Acquired), got
     assert raw(core, "lock#t1#db")["fence"] == got.token  # type: ignore[index]
-    set_faults(core_emulator(core), once("UpdateItem", kind, match="REMOVE"), seed=1)
+    inject(once("UpdateItem", kind, match="REMOVE"))
     assert locks.release(got, NOW + 1)
     # Released: anyone may take it now, with a newer token.
     again = locks.acquire("t1", "db", "other", 10_000, NOW + 2)
@@ -176,12 +151,6 @@ def test_a_listing_page_under_faults(core: Enqueuer, inject: Inject, kind: str) 
     inject(once("Query", kind))
     page, _ = core.store.list_tasks("default", limit=10)
     assert {t.id for t in page} == ids
-
-
-def core_emulator(core: Enqueuer) -> str:
-    url = core.settings.aws_endpoint_url
-    assert url is not None
-    return url
 
 
 @pytest.mark.parametrize("kind", ["lost", "throttle"])

@@ -9,27 +9,20 @@ import pytest
 
 from stratoq.core.settings import Settings
 from stratoq.core.workflows import chord
-from stratoq.local.faults import fault_state, set_faults
 from stratoq.services.app import Services
-
-KINDS = ["lost", "throttle", "503", "reset"]
+from tests.integration.conftest import KINDS, Inject, once
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_last_count_of_a_chord_under_a_fault_still_shows_nothing_left(
-    emulator: str, settings: Settings, kind: str
+    settings: Settings, inject: Inject, kind: str
 ) -> None:
     services = Services(settings)
     wf = services.workflows.submit(chord([("echo", 0), ("echo", 1)], ("gather", None)), "default")
     store = services.workflows.store
     assert store.arrive(wf.id, 2, 0)[0]
-    set_faults(emulator, f"dynamodb:UpdateItem={kind}:1:times=1", seed=1)
-    try:
-        _, node = store.arrive(wf.id, 2, 1)
-        injected = [r["injected"] for r in fault_state(emulator)["rules"]]
-    finally:
-        set_faults(emulator, "")
-    assert injected == [1]
+    inject(once("UpdateItem", kind))
+    _, node = store.arrive(wf.id, 2, 1)
     # Counted exactly once (by the first try, or by the retry): nothing left to wait for.
     assert node["remaining"] == 0 and node["done"] == {0, 1}
     stored = store.node(wf.id, 2)

@@ -10,6 +10,7 @@ lock, because the dev stack's gateway serves requests from many threads.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from stratoq.adapters import aws
 from stratoq.adapters.crypto import PayloadCipher, cipher_for
 from stratoq.adapters.keys import KeyStore, UsagePlanKeys
-from stratoq.adapters.limits import LimitStore, SlotStore
+from stratoq.adapters.limits import BucketStore, LimitStore, SlotStore, WaitMarks
 from stratoq.adapters.locks import LockStore
 from stratoq.adapters.pauses import PauseStore
 from stratoq.adapters.progress import ProgressStore
@@ -36,6 +37,8 @@ from stratoq.core.settings import Settings
 from stratoq.observability.metrics import Metrics
 from stratoq.services.enqueue import Enqueuer
 from stratoq.services.events import Deliverer, Events
+from stratoq.services.flow import FlowControl
+from stratoq.services.handback import HandBack
 from stratoq.services.leases import LeaseKeeper
 from stratoq.services.runner import Runner
 from stratoq.services.worker import Worker, thread_holder
@@ -193,6 +196,31 @@ class Services:
 
         return self._once("task_events", build)
 
+    @property
+    def hand_back(self) -> HandBack:
+        """Re-sends of messages the workers give back (waits, hops, unknown names)."""
+        return self._once(
+            "hand_back",
+            lambda: HandBack(
+                self.transport,
+                self.metrics,
+                random.Random(),
+                self.settings.unknown_task_grace_seconds,
+            ),
+        )
+
+    @property
+    def flow(self) -> FlowControl:
+        """Concurrency and rate limits as the workers check them, over the shared
+        operator-limits cache."""
+
+        def build() -> FlowControl:
+            db, table = self.dynamodb, self.settings.tasks_table
+            stores = self.slots, BucketStore(db, table), self.limits, WaitMarks(db, table)
+            return FlowControl(*stores, self.hand_back, random.Random())
+
+        return self._once("flow", build)
+
     def deliverer(self) -> Deliverer:
         """Delivers the events queue's messages to webhooks."""
         s = self.settings
@@ -285,6 +313,8 @@ class Services:
             holder=holder,
             limits=self.limits,
             events=self.task_events,
+            back=self.hand_back,
+            flow=self.flow,
         )
 
     def lease_keeper(self) -> LeaseKeeper:

@@ -97,7 +97,12 @@ class Worker:
         workflows: Workflows | None = None,
         holder: Callable[[], str] = thread_holder,
         events: Events | None = None,
+        back: HandBack | None = None,
+        flow: FlowControl | None = None,
     ) -> None:
+        # The defaults below serve a Worker built on its own (tests, tools); a process's
+        # workers get theirs from the composition root (`Services.worker`), which shares
+        # one of each between them.
         self.events = events or Events(store)  # state changes out (services/events.py)
         self.store = store
         self.transport = transport
@@ -120,11 +125,10 @@ class Worker:
         # Shared by a process's workers (Services.pauses): one read per TTL per process.
         self.pauses = pauses or PauseCache(PauseStore(store.client, store.table).read)
         self.shutting_down = threading.Event()
-        self.back = HandBack(transport, self.metrics, self._rng, unknown_task_grace_seconds)
+        self.back = back or HandBack(transport, self.metrics, self._rng, unknown_task_grace_seconds)
         self.outcomes = Outcomes(store, self.metrics, self.back, workflows, clock)
         self.task_locks = TaskLocks(store, self.locks, self.back, self._rng, clock)
-        # Shared by a process's workers (Services.limits), as the pause cache.
-        self.flow = FlowControl.over(
+        self.flow = flow or FlowControl.over(
             store.client, store.table, self.back, limits, self.pauses.ttl_ms
         )
 
