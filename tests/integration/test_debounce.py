@@ -23,6 +23,7 @@ from stratoq.cli import main as cli
 from stratoq.core.models import Task, TaskRequest, TaskStatus
 from stratoq.core.pauses import PauseCache
 from stratoq.core.settings import Settings
+from stratoq.services.bridge import Bridge, BrokerMessage
 from stratoq.services.enqueue import Enqueuer
 from stratoq.services.runner import InlineRunner
 from stratoq.services.worker import Worker
@@ -249,3 +250,18 @@ def test_the_sdk_and_the_cli_debounce_through_the_api(
         )
         assert client.get(second["id"]).status == "scheduled"
         assert other.status == "scheduled"
+
+
+def test_a_bridge_skips_a_debounced_message_and_enqueues_the_rest(core: Enqueuer) -> None:
+    bridge = Bridge(core, "default", "kafka")
+    bodies = [
+        {"name": "echo", "payload": 1, "debounce_key": "k", "debounce_seconds": 5},
+        {"name": "echo", "payload": 2},
+    ]
+    messages = [
+        BrokerMessage(json.dumps(b).encode(), f"m{i}", f"t/0/{i}") for i, b in enumerate(bodies)
+    ]
+    result = bridge.submit(messages)
+    assert [(s.ref, s.reason) for s in result.skipped] == [("t/0/0", "rejected")]
+    assert "debounce_key" in result.skipped[0].detail
+    assert [e.task.payload for e in result.enqueued] == [2]
