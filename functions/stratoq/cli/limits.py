@@ -9,9 +9,17 @@ from typing import Any
 
 from stratoq.cli.common import UsageError, client, print_json
 from stratoq.core.limits import MAX_CONCURRENCY, MAX_KEY_LENGTH, parse_rate
+from stratoq.core.models import MAX_DEBOUNCE_SECONDS, MIN_DEBOUNCE_SECONDS
 
 # `stratoq enqueue` flags -> request fields.
-ENQUEUE_FIELDS = ("concurrency_key", "max_concurrency", "rate_limit", "rate_limit_key")
+ENQUEUE_FIELDS = (
+    "concurrency_key",
+    "max_concurrency",
+    "rate_limit",
+    "rate_limit_key",
+    "debounce_key",
+    "debounce_seconds",
+)
 
 
 def rate(text: str) -> str:
@@ -33,8 +41,22 @@ def concurrency(text: str) -> int:
     return value
 
 
+def window(text: str) -> int:
+    """An argparse type: a debounce window in whole seconds, 1 to a day."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+    if not MIN_DEBOUNCE_SECONDS <= value <= MAX_DEBOUNCE_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"a debounce window is {MIN_DEBOUNCE_SECONDS} to {MAX_DEBOUNCE_SECONDS} "
+            f"seconds, got {value}"
+        )
+    return value
+
+
 def key(text: str) -> str:
-    """An argparse type: a concurrency or rate-limit key, 1 to 256 characters."""
+    """An argparse type: a concurrency, rate-limit or debounce key, 1 to 256 characters."""
     if not 0 < len(text) <= MAX_KEY_LENGTH:
         raise argparse.ArgumentTypeError(
             f"a key has 1 to {MAX_KEY_LENGTH} characters, this one {len(text)}"
@@ -65,6 +87,19 @@ def add_task_limits(parser: argparse.ArgumentParser) -> None:
         help="at most RATE start (10/s, 60/m, 1000/h, 5/d) per key or name",
     )
     parser.add_argument("--rate-limit-key", dest="rate_limit_key", type=key)
+    parser.add_argument(
+        "--debounce-key",
+        dest="debounce_key",
+        type=key,
+        help="supersede the key's earlier tasks that have not started: only the last runs",
+    )
+    parser.add_argument(
+        "--debounce-seconds",
+        dest="debounce_seconds",
+        type=window,
+        metavar="N",
+        help="with --debounce-key: run N seconds after the enqueue unless superseded",
+    )
 
 
 def add_commands(actions: Any, queue_type: Any, name_type: Any) -> None:

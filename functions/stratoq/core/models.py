@@ -38,6 +38,9 @@ UNIQUE_KEY_PREFIX = "unique:"
 # Messages one dead-letter redrive moves: by default, and at most (services/dlq.py).
 REDRIVE_DEFAULT_MESSAGES = 1000
 REDRIVE_MAX_MESSAGES = 10_000
+# A debounce window (docs/flow-control.md#debounce): at least a second, at most a day.
+MIN_DEBOUNCE_SECONDS = 1
+MAX_DEBOUNCE_SECONDS = 24 * 3600
 
 TASK_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$"
 TaskName = Annotated[str, Field(pattern=TASK_NAME_PATTERN)]
@@ -110,6 +113,13 @@ class TaskRequest(BaseModel):
     max_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
     rate_limit: str | None = Field(default=None, examples=["10/s", "1000/h"])
     rate_limit_key: str | None = Field(default=None, min_length=1, max_length=MAX_KEY_LENGTH)
+    # Debounce (docs/flow-control.md#debounce): of the tenant's tasks enqueued with this
+    # key, each supersedes the one before it (cancelled unless it started), and each
+    # waits `debounce_seconds` after its enqueue: only the last of a burst runs.
+    debounce_key: str | None = Field(default=None, min_length=1, max_length=MAX_KEY_LENGTH)
+    debounce_seconds: int | None = Field(
+        default=None, ge=MIN_DEBOUNCE_SECONDS, le=MAX_DEBOUNCE_SECONDS
+    )
     # Where the API checks names (a deployment that knows its tasks, the dev stack): take
     # a name no registered task has, for producers deployed ahead of their workers.
     allow_unknown_name: bool = False
@@ -218,6 +228,16 @@ class Task(BaseModel):
     max_concurrency: int | None = None
     rate_limit: str | None = None
     rate_limit_key: str | None = None
+    debounce_key: str | None = Field(
+        default=None,
+        description="Its debounce key: a later task of the tenant with the same key "
+        "supersedes it (it ends `cancelled`, the reason in `errors`) unless it started.",
+    )
+    debounce_seconds: int | None = Field(
+        default=None,
+        description="Its debounce window: it became due this long after "
+        "its enqueue (or at its own later time).",
+    )
     waiting_for: str | None = Field(
         default=None,
         description="Why a task that is due has not started: `concurrency` (no free slot "

@@ -23,7 +23,9 @@ from stratoq.core.errors import ConfigError
 from stratoq.core.limits import MAX_CONCURRENCY, check_rate
 from stratoq.core.models import (
     MAX_ATTEMPTS,
+    MAX_DEBOUNCE_SECONDS,
     MAX_TIMEOUT_SECONDS,
+    MIN_DEBOUNCE_SECONDS,
     PROGRESS_MESSAGE_MAX,
     Backoff,
     Priority,
@@ -55,6 +57,10 @@ class TaskOptions(BaseModel):
     backoff: Backoff | None = None
     max_concurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY)
     rate_limit: str | None = None
+    # The window of requests that give a `debounce_key` (it debounces nothing alone).
+    debounce_seconds: int | None = Field(
+        default=None, ge=MIN_DEBOUNCE_SECONDS, le=MAX_DEBOUNCE_SECONDS
+    )
 
     @field_validator("rate_limit")
     @classmethod
@@ -80,6 +86,10 @@ def apply_options(request: TaskRequest, *layers: TaskOptions) -> TaskRequest:
     deployment's defaults). The fields filled count as set in the copy, so applying the
     same layers again, here or in another process, changes nothing."""
     given = {f for f in request.model_fields_set if getattr(request, f) is not None}
+    if request.debounce_key is None:
+        # A window is a default for keyed requests only: a task with the option is
+        # still enqueued plainly without a key (a window alone is refused).
+        given.add("debounce_seconds")
     updates: dict[str, Any] = {}
     for field in OPTION_FIELDS:
         if field in given:
@@ -126,6 +136,11 @@ class TaskContext:
         dropped with it; those of a retried attempt are made once (their ids derive
         from this task's id and their order), so spawn the same children in the same
         order on every attempt (docs/workflows.md)."""
+        for field in ("debounce_key", "debounce_seconds"):
+            if options.get(field) is not None:
+                # A child is made by the worker's success write, outside the enqueue
+                # that keeps a key's latest task: it could not supersede or be.
+                raise ValueError(f"{field}: spawned tasks cannot be debounced")
         self._spawn(TaskRequest(name=name, payload=payload, **options))
 
     def spawn_workflow(self, workflow: WorkflowRequest) -> None:

@@ -95,6 +95,13 @@ def check_spec(spec: ScheduleSpec) -> tuple[Expression, tzinfo]:
         raise InvalidRequestError(
             f"missed must be skip or run_once, got {spec.missed!r}", field="missed"
         )
+    for field in ("debounce_key", "debounce_seconds"):
+        if getattr(spec.task, field) is not None:
+            # The scheduler's role may not update the tasks table (the debounce item),
+            # and one task per fire time has nothing to debounce.
+            raise InvalidRequestError(
+                f"task.{field}: a schedule's task cannot be debounced", field=f"task.{field}"
+            )
     return expr, zone
 
 

@@ -200,7 +200,8 @@ class Client(AdminMethods, LimitMethods, WorkflowMethods, WebhookMethods):
     def enqueue(self, name: str, payload: Any = None, **options: Any) -> Task:
         """Enqueue one task. Options: queue, priority, delay_seconds, run_at,
         timeout_seconds, max_attempts, backoff, idempotency_key, lock_key, the limits
-        concurrency_key, max_concurrency, rate_limit, rate_limit_key, and
+        concurrency_key, max_concurrency, rate_limit, rate_limit_key, debounce
+        (debounce_key with debounce_seconds: only the last of a key's burst runs), and
         `unique=True` (the key is derived from name + payload; not with idempotency_key)
         and idempotency_window_seconds (1 s to 7 days; default the deployment's 24 h);
         `allow_unknown_name=True` where the API checks task names and this one's workers

@@ -200,6 +200,7 @@ def task(
     backoff: Backoff | dict[str, Any] | None = None,
     max_concurrency: int | None = None,
     rate_limit: str | None = None,
+    debounce_seconds: int | None = None,
 ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
 
@@ -214,14 +215,19 @@ def task(
     backoff: Backoff | dict[str, Any] | None = None,
     max_concurrency: int | None = None,
     rate_limit: str | None = None,
+    debounce_seconds: int | None = None,
 ) -> Any:
     """Define a task: `@task`, `@task("name")` or `@task("name", queue=..., ...)`.
 
     The name defaults to the function's. The options (queue, priority, max_attempts,
-    timeout_seconds, backoff, max_concurrency, rate_limit) are the defaults of every
-    request for the task; a request's own fields win. `max_concurrency=2`: at most 2 of
-    the tenant's tasks of this name run at once (per `concurrency_key` where a request
-    gives one); `rate_limit="10/s"`: at most 10 start a second (per `rate_limit_key`).
+    timeout_seconds, backoff, max_concurrency, rate_limit, debounce_seconds) are the
+    defaults of every request for the task; a request's own fields win.
+    `max_concurrency=2`: at most 2 of the tenant's tasks of this name run at once (per
+    `concurrency_key` where a request gives one); `rate_limit="10/s"`: at most 10 start
+    a second (per `rate_limit_key`).
+    `debounce_seconds=30`: the window of requests that give a `debounce_key`
+    (`.with_options(debounce_key=...)`): of a key's tasks only the last of a burst runs,
+    30 s after it was enqueued (docs/flow-control.md#debounce).
     A handler whose first parameter is annotated with a pydantic model gets its payload
     validated into that model. Returns a `TaskFunction`: call it to run the function,
     `.enqueue(...)` to send it.
@@ -238,6 +244,7 @@ def task(
         "backoff": backoff,
         "max_concurrency": max_concurrency,
         "rate_limit": rate_limit,
+        "debounce_seconds": debounce_seconds,
     }
 
     def decorate(fn: Callable[P, R]) -> TaskFunction[P, R]:

@@ -162,6 +162,10 @@ class Bridge:
             kinds = {err["type"] for err in exc.errors()}
             reason = "invalid_json" if "json_invalid" in kinds else "invalid_request"
             return Skipped(message.ref, reason, _problems(exc))
+        if request.debounce_key is not None or request.debounce_seconds is not None:
+            # The bridge's role may not update the tasks table (the debounce item).
+            detail = "debounce_key: a bridge's tasks cannot be debounced"
+            return Skipped(message.ref, "rejected", detail)
         if request.effective_idempotency_key() is None:
             request = request.model_copy(update={"idempotency_key": message.key})
         try:

@@ -51,6 +51,29 @@ def cancel_task(
     return task
 
 
+def cancel_unstarted(
+    store: TaskStore,
+    metrics: Metrics,
+    task_id: str,
+    tenant: str,
+    reason: str,
+    now: Callable[[], int] = now_ms,
+    events: Events | None = None,
+) -> Task | None:
+    """Cancel one of `tenant`'s tasks only if it has not started (`queued` or
+    `scheduled`), `reason` noted in its `errors`: the task, `cancelled`; None if it
+    started (it runs to its end), ended or is gone. A superseded debounced task
+    (`services.debounce`) ends this way."""
+    try:
+        task = store.cancel_unstarted(task_id, tenant, now(), reason)
+    except (InvalidStateError, TaskNotFoundError):
+        return None
+    metrics.task_cancelled(task)
+    if events is not None:
+        events.ended([task])
+    return task
+
+
 @dataclass(frozen=True)
 class CancelFilter:
     """Which tasks a bulk cancel takes: every field given must match (None: any).

@@ -43,6 +43,7 @@ from stratoq.core.registry import apply_options, deployment_defaults
 from stratoq.core.settings import Settings
 from stratoq.observability import tracing
 from stratoq.observability.metrics import Metrics
+from stratoq.services.debounce import Debouncer
 from stratoq.services.events import Events
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class Enqueuer:
         self.defaults = deployment_defaults(settings)
         self.metrics = metrics if metrics is not None else Metrics()
         self.buckets = BucketStore(store.client, store.table)
+        self.debouncer = Debouncer(store, self.metrics, self.events)
 
     def build(self, request: TaskRequest, tenant: str = "default") -> Task:
         """The Task a request describes (validated, defaults filled, nothing stored).
@@ -88,6 +90,7 @@ class Enqueuer:
                 f"unknown queue {request.queue!r}; this deployment has: {known}"
             )
         _keys_have_limits(request)
+        _debounce_needs_both(request)
         size = payload_size(request.payload)
         if size > MAX_PAYLOAD_BYTES:
             # Checked here, not only by the API: every way in (bridges, schedules, the
@@ -99,6 +102,10 @@ class Enqueuer:
         due = request.run_at
         if request.delay_seconds:
             due = now + timedelta(seconds=request.delay_seconds)
+        if request.debounce_seconds is not None:
+            # A debounced task waits out its window: a later one of its key supersedes it.
+            window_ends = now + timedelta(seconds=request.debounce_seconds)
+            due = window_ends if due is None else max(due, window_ends)
         if due is not None and due <= now:
             due = None  # run_at in the past: run now
         return Task(
@@ -120,6 +127,8 @@ class Enqueuer:
             max_concurrency=request.max_concurrency,
             rate_limit=request.rate_limit,
             rate_limit_key=request.rate_limit_key,
+            debounce_key=request.debounce_key,
+            debounce_seconds=request.debounce_seconds,
             created_at=now,
             scheduled_for=due,
             next_attempt_at=due,
@@ -144,6 +153,8 @@ class Enqueuer:
             self._late(sent_ms, [stored])
             self.metrics.tasks_enqueued([stored])
             self.events.queued([stored])
+            if stored.debounce_key is not None:
+                self.debouncer.stored([stored])
         else:
             # A concurrent first request took the key between our read and our write:
             # our message is an orphan, which workers drop after the grace period.
@@ -221,6 +232,9 @@ class Enqueuer:
         self._send(to_send)
         self.events.queued(late)
         self.metrics.tasks_enqueued(r.task for r in results.values() if r.created)
+        debounced = [done.task for t in tasks if (done := results[t.id]).created and t.debounce_key]
+        if debounced:
+            self.debouncer.stored(debounced)
         return [results[t.id] for t in tasks]
 
     def send_new(self, tasks: Sequence[Task]) -> None:
@@ -347,6 +361,22 @@ def _keys_have_limits(request: TaskRequest) -> None:
         raise InvalidRequestError(
             "rate_limit_key needs rate_limit (in the request or the task's options)",
             field="rate_limit",
+        )
+
+
+def _debounce_needs_both(request: TaskRequest) -> None:
+    """A debounce key without a window (the request's or the task's option) would
+    delay nothing, and a window without a key would supersede nothing."""
+    if request.debounce_key is not None and request.debounce_seconds is None:
+        raise InvalidRequestError(
+            "debounce_key needs debounce_seconds (in the request or the task's options)",
+            field="debounce_seconds",
+        )
+    if request.debounce_seconds is not None and request.debounce_key is None:
+        raise InvalidRequestError(
+            "debounce_seconds needs debounce_key: the key names the tasks that supersede "
+            "each other",
+            field="debounce_key",
         )
 
 

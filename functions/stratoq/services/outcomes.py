@@ -112,13 +112,20 @@ class Outcomes:
         return True
 
     def cancelled(
-        self, claim: Claimed, attempt: int, message: str, log: dict[str, object]
+        self,
+        claim: Claimed,
+        attempt: int,
+        message: str,
+        log: dict[str, object],
+        *,
+        requested: bool = True,
     ) -> Disposition:
         """Record the claimed task `cancelled` (its attempt `attempt` noted with
-        `message`, if any): a user cancelled it while it ran. No retry follows."""
+        `message`, if any): a user cancelled it while it ran (`requested=False`: the
+        worker found it superseded before it ran). No retry follows."""
         task = claim.task
         if not self.store.finish_cancelled(
-            task.id, task.tenant, claim.token, attempt, message, self._clock()
+            task.id, task.tenant, claim.token, attempt, message, self._clock(), requested=requested
         ):
             logger.warning("lease lost before the outcome was recorded", extra=log)
             return Disposition(Action.LEAVE, status="lost")

@@ -50,6 +50,7 @@ from stratoq.core.policy import (
 from stratoq.core.registry import TaskContext, cancel_check
 from stratoq.observability import tracing
 from stratoq.observability.metrics import Metrics
+from stratoq.services.debounce import Debouncer
 from stratoq.services.events import Events
 from stratoq.services.flow import Admitted, FlowControl
 from stratoq.services.handback import ACK_OBSOLETE, Action, Disposition, HandBack
@@ -128,6 +129,7 @@ class Worker:
         self.back = back or HandBack(transport, self.metrics, self._rng, unknown_task_grace_seconds)
         self.outcomes = Outcomes(store, self.metrics, self.back, workflows, clock)
         self.task_locks = TaskLocks(store, self.locks, self.back, self._rng, clock)
+        self.debouncer = Debouncer(store, self.metrics, self.events)
         self.flow = flow or FlowControl.over(
             store.client, store.table, self.back, limits, self.pauses.ttl_ms
         )
@@ -257,6 +259,12 @@ class Worker:
         task, token = claim.task, claim.token
         attempt = task.attempts
         log = {"task_id": task.id, "task_name": task.name, "attempt": attempt}
+        if task.debounce_key is not None and attempt == 1 and not task.errors:
+            # Only before its first attempt: a task that started (or was retried by
+            # hand) runs on whatever superseded it since.
+            superseded = self.debouncer.at_claim(claim, self.outcomes, log)
+            if superseded is not None:
+                return superseded
         self.events.started(claim)
         if task.cancel_requested_at is not None:
             # Cancelled while an earlier holder ran it (which died, or gave it back

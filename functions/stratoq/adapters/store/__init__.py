@@ -5,6 +5,8 @@ One table, partition key `pk`. Item kinds:
 - an idempotency record: `pk` = "idem#<tenant>#<key>", pointing at the task it created.
 - a lock: `pk` = "lock#<tenant>#<name>" (`adapters.locks`: fencing counter, holder, hold end).
 - a listing page: `pk` = "page#<id>", the ids of tasks created together in one batch.
+- a debounce item: `pk` = "debounce#<tenant>#<key>", the key's latest task
+  (`adapters.debounce`).
   (Unique keys of later features live beside them under their own prefixes.)
 
 GSI `listing` (`listed` = tenant, `created_at`, keys only) lists a tenant's tasks, newest

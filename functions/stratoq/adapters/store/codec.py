@@ -105,6 +105,8 @@ def task_to_item(task: Task, cipher: PayloadCipher | None = None) -> dict[str, A
         "max_concurrency": task.max_concurrency,
         "rate_limit": task.rate_limit,
         "rate_limit_key": task.rate_limit_key,
+        "debounce_key": task.debounce_key,
+        "debounce_seconds": task.debounce_seconds,
         "waiting_for": task.waiting_for,
         "created_at": to_ms(task.created_at),
         "scheduled_for": to_ms(task.scheduled_for),
@@ -162,6 +164,8 @@ def item_to_task(item: dict[str, Any], cipher: PayloadCipher | None = None) -> T
         max_concurrency=item.get("max_concurrency"),
         rate_limit=item.get("rate_limit"),
         rate_limit_key=item.get("rate_limit_key"),
+        debounce_key=item.get("debounce_key"),
+        debounce_seconds=item.get("debounce_seconds"),
         # Only while it may still wait: an older worker's claim did not remove it.
         waiting_for=item.get("waiting_for") if status in RUNNABLE_STATUSES else None,
         created_at=from_ms(item["created_at"]),

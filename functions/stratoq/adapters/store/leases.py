@@ -203,10 +203,19 @@ class TaskLeases(FencedWrites):
         return raw is not None and _cancel_pending(load(raw), token)
 
     def finish_cancelled(
-        self, task_id: str, tenant: str, token: str, attempt: int, message: str, now_ms: int
+        self,
+        task_id: str,
+        tenant: str,
+        token: str,
+        attempt: int,
+        message: str,
+        now_ms: int,
+        *,
+        requested: bool = True,
     ) -> bool:
         """Record the task `cancelled` after its attempt `attempt` was stopped (or never
-        ran: `attempt` is then the attempts that did) because a cancel was requested.
+        ran: `attempt` is then the attempts that did) because a cancel was requested
+        (`requested=False`: the worker's own decision, a superseded debounced task).
         False: the lease is no longer ours, or no cancel was requested."""
         expression = (
             "SET #s = :st, finished_at = :now, expires_at = :ttl, attempts = :att "
@@ -224,7 +233,8 @@ class TaskLeases(FencedWrites):
             )
             values.update(empty=[], err=[_error_entry(attempt, "cancelled", message, now_ms)])
         # Fenced like every outcome, and only on a request: a task nobody cancelled
-        # must never end `cancelled` by a worker's mistake.
+        # must never end `cancelled` by a worker's mistake (a superseded task is the
+        # exception, decided from its debounce item before the attempt started).
         return self._fenced_update(
             task_id,
             token,
@@ -233,7 +243,7 @@ class TaskLeases(FencedWrites):
             {"#e": "error"},
             recorded=True,
             running_only=True,
-            cancel_required=True,
+            cancel_required=requested,
         )
 
     def complete(self, task_id: str, tenant: str, token: str, result: Any, now_ms: int) -> bool:

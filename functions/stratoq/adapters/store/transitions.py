@@ -88,6 +88,33 @@ class TaskTransitions(StoreBase):
             verb="cancel",
         )
 
+    def cancel_unstarted(self, task_id: str, tenant: str, now_ms: int, reason: str) -> Task:
+        """Cancel a task that has not started (`queued` or `scheduled`), noting `reason`
+        in its `errors` (kind `cancelled`, attempt 0): a debounced task superseded by a
+        later one. Raises InvalidStateError for any other status (a started task is left
+        to finish), TaskNotFoundError for none (or another tenant's)."""
+        return self._transition(
+            task_id,
+            tenant,
+            # Guards against cancelling a task that a worker claimed meanwhile: a
+            # superseded task that started runs to its end (and its retries, if any).
+            allowed=frozenset({TaskStatus.QUEUED, TaskStatus.SCHEDULED}),
+            expression=(
+                "SET #s = :st, finished_at = :now, expires_at = :ttl, "
+                "errors = list_append(if_not_exists(errors, :empty), :err) "
+                "REMOVE next_attempt_at, claim_after, #e, waiting_for"
+            ),
+            values={
+                "st": "cancelled",
+                "now": now_ms,
+                "ttl": (now_ms + self._retention_ms) // 1000,
+                "empty": [],
+                "err": [{"attempt": 0, "kind": "cancelled", "message": reason, "at": now_ms}],
+            },
+            verb="cancel",
+            names={"#e": "error"},
+        )
+
     def requeue(self, task_id: str, tenant: str, now_ms: int) -> Task:
         """Make a failed (or cancelled) task runnable again with its attempts reset.
 
