@@ -74,10 +74,11 @@ class Result:
 class Emulator:
     """The counting moto server in its own process (its own GIL, like a real service)."""
 
-    def __init__(self, stock: bool = False) -> None:
+    def __init__(self, stock: bool = False, unfair: bool = False) -> None:
         self.stock = stock
+        flags = [*(["--stock"] if stock else []), *(["--unfair"] if unfair else [])]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "loadtests.emulator", *(["--stock"] if stock else [])],
+            [sys.executable, "-m", "loadtests.emulator", *flags],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,

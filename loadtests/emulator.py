@@ -79,12 +79,15 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--stock", action="store_true", help="without stratoq.local.moto_patches")
+    p.add_argument(
+        "--unfair", action="store_true", help="moto's oldest-first receives (loadtests/fairness.py)"
+    )
     args = p.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     if not args.stock:
         from stratoq.local.moto_patches import install
 
-        install()
+        install(fair=not args.unfair)
     app = Counting(FaultInjector().wrap(DomainDispatcherApplication(create_backend_app)))
     server = make_server(
         "127.0.0.1", args.port, app, threaded=True, request_handler=request_handler()

@@ -4,11 +4,18 @@ A message carries only the task id, the tenant, its name, (for waits longer than
 allows) the time the task is due and, while tracing, the enqueue's span context.
 Everything else is read from the task store when the task is claimed, so a message is
 tiny and never holds a payload.
+
+Every message to a standard queue carries MessageGroupId = its tenant (`group_id`): that
+makes the queue an SQS fair queue, which hands a quiet tenant's messages out before a
+flooding tenant's backlog (docs/flow-control.md, "Tenant fairness"); the embedded
+emulator does the same (stratoq.local.moto_fair).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -26,6 +33,16 @@ if TYPE_CHECKING:
 
 SQS_BATCH = 10
 SEND_ATTEMPTS = 4
+# What SQS accepts as a MessageGroupId: 1 to 128 alphanumeric or punctuation characters.
+_GROUP_ID = re.compile(r"[!-~]{1,128}")
+
+
+def group_id(tenant: str) -> str:
+    """The MessageGroupId of a tenant's messages: the tenant id itself when SQS accepts it
+    (every id the API admits does), else a digest of it, so one tenant is one group."""
+    if _GROUP_ID.fullmatch(tenant):
+        return tenant
+    return "sha256-" + hashlib.sha256(tenant.encode()).hexdigest()[:40]
 
 
 @dataclass(frozen=True)
@@ -218,11 +235,15 @@ class SqsTransport:
                 self._send_batch(url, items[start : start + SQS_BATCH])
 
     def _send_batch(self, url: str, batch: list[Outgoing]) -> None:
+        # Every task message (enqueues, hops, retries, hand-backs, workflow nodes, DLQ
+        # requeues) is sent here. A FIFO queue's groups would mean ordering, not tenants.
+        fair = not url.endswith(".fifo")
         pending: dict[str, Any] = {
             str(i): {
                 "Id": str(i),
                 "MessageBody": m.message.encode(),
                 "DelaySeconds": max(0, min(MAX_SQS_DELAY, m.delay_seconds)),
+                **({"MessageGroupId": group_id(m.message.tenant)} if fair else {}),
             }
             for i, m in enumerate(batch)
         }

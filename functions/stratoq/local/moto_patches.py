@@ -31,6 +31,10 @@ serializer's per-member alias lookups for values whose JSON is the value itself.
 Together a conditional UpdateItem returning the old item went from 3.3 to 2.2 ms of
 emulator CPU. The embedded emulator and the benchmark emulator (both peers alike)
 install these replacements; `--stock` in loadtests/bench.py measures without them.
+
+Fairness: receives on a standard queue whose messages carry a MessageGroupId (stratoq's
+carry the tenant) go fewest-in-flight group first, as SQS fair queues do
+(stratoq.local.moto_fair); `install(fair=False)` leaves moto's oldest-first order.
 """
 
 from __future__ import annotations
@@ -44,13 +48,16 @@ from typing import Any
 _installed = False
 
 
-def install() -> None:
-    """Patch moto's SQS backend and dispatcher in this process (idempotent)."""
+def install(fair: bool = True) -> None:
+    """Patch moto's SQS backend and dispatcher in this process (idempotent). `fair`:
+    fair receives on queues with message groups (only benchmarks turn it off)."""
     global _installed
     if _installed:
         return
     from moto.sqs import models
     from moto.sqs.exceptions import ReceiptHandleIsInvalid
+
+    from stratoq.local import moto_fair
 
     def delete_message(self: Any, receipt_handle: str) -> None:
         # moto scans the whole queue twice per delete, building every message's list of
@@ -114,6 +121,8 @@ def install() -> None:
     DomainDispatcherApplication.get_backend_for_host = get_backend_for_host  # type: ignore[method-assign]
     _patch_standard_queue_sends(models)
     _patch_receives(models)
+    if fair:
+        moto_fair.install(models)
     _remember_update_expressions()
     _serialize_plain_attribute_values()
     _remember_condition_tokens()
@@ -202,16 +211,21 @@ class _Visible:
 
 
 def _patch_receives(models: Any) -> None:
-    """ReceiveMessage stops looking at a queue's messages once it has enough (same answers).
+    """ReceiveMessage stops looking at a queue's messages once it has enough (same answers),
+    and on a queue with message groups takes them in a fair order (stratoq.local.moto_fair).
 
     While a thread receives from a queue, that queue's `messages` reads lazily for that
     thread only; every other reader (the depth counts) still gets the full list.
     """
+    from stratoq.local.moto_fair import FairVisible, is_grouped
+
     receiving = _Busy()
     original_messages = models.Queue.messages
 
     def messages(self: Any) -> Any:
         if receiving.holds(self):
+            if is_grouped(self):
+                return FairVisible(vars(self)["_messages"])
             return _Visible(vars(self)["_messages"])
         return original_messages.fget(self)
 

@@ -4,9 +4,10 @@
 each. A poller receives for its free slots plus a prefetch of at most about one second's
 worth of tasks (`prefetch_count`), so receives come back full (10 messages) under load
 and a freed slot finds its next task waiting, while long tasks get no prefetch and never
-hold messages another worker could run. SIGTERM (or Ctrl-C): stop receiving, hand
-prefetched messages back at once, let running tasks finish within the grace period, then
-stop and release what is left, and exit 0.
+hold messages another worker could run. Slots take prefetched messages tenant by tenant
+(runtime/turns.py), so a flood's prefetch does not hold up a quiet tenant's task.
+SIGTERM (or Ctrl-C): stop receiving, hand prefetched messages back at once, let running
+tasks finish within the grace period, then stop and release what is left, and exit 0.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from stratoq.core.priority import (
 )
 from stratoq.runtime.batcher import Batcher
 from stratoq.runtime.listeners import Listeners
+from stratoq.runtime.turns import Turns, tenant_of
 from stratoq.services.app import Services
 from stratoq.services.handback import Action, Disposition
 from stratoq.services.runner import ProcessRunner, Runner
@@ -92,9 +94,14 @@ class Poller:
         self._held = 0
         self._task_seconds: float | None = None
         self._cond = threading.Condition()
-        # Prefetched messages wait highest priority first, then in arrival order.
-        self._work: queue.PriorityQueue[tuple[int, int, Delivery | None]] = queue.PriorityQueue()
+        # Prefetched messages wait highest priority first, then by their tenant's turn
+        # (runtime/turns.py: a flood's messages do not hold up another tenant's), then in
+        # arrival order: (priority rank, turn, arrival, delivery).
+        self._work: queue.PriorityQueue[tuple[int, int, int, Delivery | None]] = (
+            queue.PriorityQueue()
+        )
         self._arrivals = itertools.count()
+        self._turns = Turns()
         # An ack may wait: the outcome is already recorded and the message stays invisible
         # for its lease, so up to 250 ms fills DeleteMessageBatch calls under load (SQS
         # deletes per task 0.27 -> 0.10 in the benchmark) at no cost to correctness.
@@ -206,15 +213,19 @@ class Poller:
         )
 
     def _enqueue_work(self, delivery: Delivery | None) -> None:
-        rank = len(PRIORITIES) if delivery is None else self._rank.get(delivery.queue_url, 1)
-        self._work.put((rank, next(self._arrivals), delivery))
+        if delivery is None:
+            self._work.put((len(PRIORITIES), 0, next(self._arrivals), None))
+            return
+        rank = self._rank.get(delivery.queue_url, 1)
+        turn = self._turns.tag(tenant_of(delivery.body))
+        self._work.put((rank, turn, next(self._arrivals), delivery))
 
     def _hand_back_prefetched(self) -> None:
         """Make messages no slot has started visible again now, for other workers."""
         back: list[Delivery] = []
         while True:
             try:
-                _, _, delivery = self._work.get_nowait()
+                *_, delivery = self._work.get_nowait()
             except queue.Empty:
                 break
             if delivery is not None:
@@ -307,9 +318,10 @@ class Poller:
 
     def _slot(self) -> None:
         while True:
-            delivery = self._work.get()[2]
+            _, turn, _, delivery = self._work.get()
             if delivery is None:
                 return
+            self._turns.started(turn)
             if self._stopping.is_set():
                 # Stopping: a prefetched message is not started but handed back.
                 self._give_back([delivery])
