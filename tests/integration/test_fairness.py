@@ -9,6 +9,7 @@ from typing import Any
 from stratoq.adapters import aws
 from stratoq.core.models import TaskRequest, TaskStatus
 from stratoq.core.settings import Settings
+from stratoq.services.app import Services
 from stratoq.services.enqueue import Enqueuer
 from stratoq.services.runner import InlineRunner
 from stratoq.services.worker import Worker
@@ -88,3 +89,18 @@ def test_a_queue_without_groups_keeps_arrival_order(settings: Settings) -> None:
         )
     bodies = [int(m["Body"]) for _ in range(3) for m in _receive(sqs, url)]
     assert bodies == list(range(30))
+
+
+def test_with_fair_queues_off_messages_carry_no_group(settings: Settings) -> None:
+    # For an SQS that refuses group ids on standard queues (LocalStack before 4.7).
+    off = Settings.from_env({**settings.to_env(), "STRATOQ_FAIR_QUEUES": "0"})
+    assert not off.fair_queues and settings.fair_queues
+    core = Services(off).enqueuer
+    task_id = core.enqueue(TaskRequest(name="echo"), tenant="acme").task.id
+    url = core.transport.url("default")
+    [sent] = [
+        m
+        for m in _receive(core.transport.client, url, visibility=0)
+        if json.loads(m["Body"])["id"] == task_id
+    ]
+    assert "MessageGroupId" not in sent.get("Attributes", {})

@@ -245,6 +245,7 @@ def test_poller_environment_output_gives_settings_for_the_stack(
         "UnknownTaskGraceSeconds": "600",
         "OrphanGraceSeconds": "900",
         "PauseCacheSeconds": "2",
+        "FairQueues": "0",
         "TasksModule": "shop.tasks",
         "EventsQueue": "https://sqs/prod-events",
         "Bus": "prod-events",
@@ -263,6 +264,7 @@ def test_poller_environment_output_gives_settings_for_the_stack(
     assert settings.unknown_task_grace_seconds == 600
     assert settings.orphan_grace_seconds == 900
     assert settings.pause_cache_seconds == 2
+    assert settings.fair_queues is False
     assert settings.tasks_module == "shop.tasks"
     assert settings.events_queue_url == "https://sqs/prod-events"
     assert settings.event_bus == "prod-events"

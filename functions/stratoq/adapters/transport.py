@@ -165,8 +165,9 @@ class Delivery:
 class SqsTransport:
     """The narrow set of SQS calls stratoq makes, batched wherever SQS allows."""
 
-    def __init__(self, client: SQSClient, queues: dict[str, str]) -> None:
+    def __init__(self, client: SQSClient, queues: dict[str, str], *, fair: bool = True) -> None:
         self._sqs = client
+        self._fair = fair  # MessageGroupId = tenant on standard queues (`group_id`)
         self._queues = dict(queues)
         self._urls: dict[str, str] = {}
         self._dlq_arns: dict[str, str | None] = {}
@@ -237,7 +238,7 @@ class SqsTransport:
     def _send_batch(self, url: str, batch: list[Outgoing]) -> None:
         # Every task message (enqueues, hops, retries, hand-backs, workflow nodes, DLQ
         # requeues) is sent here. A FIFO queue's groups would mean ordering, not tenants.
-        fair = not url.endswith(".fifo")
+        fair = self._fair and not url.endswith(".fifo")
         pending: dict[str, Any] = {
             str(i): {
                 "Id": str(i),

@@ -134,6 +134,10 @@ class Settings:
     webhook_max_attempts: int = 8
     webhook_retry_seconds: int = 30
     webhook_allow_local_http: bool = False
+    # MessageGroupId = tenant on every task message: an SQS fair queue (docs/flow-control.md
+    # "Tenant fairness"). Off only for an SQS that refuses group ids on standard queues
+    # (LocalStack before 4.7, as the compose file's pinned one).
+    fair_queues: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -198,6 +202,11 @@ class Settings:
                 e, "STRATOQ_WEBHOOK_RETRY_SECONDS", cls.webhook_retry_seconds, 1
             ),
             webhook_allow_local_http=_flag(e, "STRATOQ_WEBHOOK_ALLOW_LOCAL_HTTP"),
+            fair_queues=(
+                _flag(e, "STRATOQ_FAIR_QUEUES")
+                if e.get("STRATOQ_FAIR_QUEUES", "").strip()
+                else True
+            ),
         )
 
     def with_(self, **changes: Any) -> Settings:
@@ -241,4 +250,5 @@ class Settings:
             "STRATOQ_WEBHOOK_MAX_ATTEMPTS": str(self.webhook_max_attempts),
             "STRATOQ_WEBHOOK_RETRY_SECONDS": str(self.webhook_retry_seconds),
             "STRATOQ_WEBHOOK_ALLOW_LOCAL_HTTP": "1" if self.webhook_allow_local_http else "0",
+            "STRATOQ_FAIR_QUEUES": "1" if self.fair_queues else "0",
         }

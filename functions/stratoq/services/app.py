@@ -114,7 +114,8 @@ class Services:
 
     @property
     def transport(self) -> SqsTransport:
-        return self._once("transport", lambda: SqsTransport(self.sqs, self.settings.queues))
+        s = self.settings
+        return self._once("transport", lambda: SqsTransport(self.sqs, s.queues, fair=s.fair_queues))
 
     @property
     def locks(self) -> LockStore:
