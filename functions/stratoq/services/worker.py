@@ -120,12 +120,15 @@ class Worker:
         # Shared by a process's workers (Services.pauses): one read per TTL per process.
         self.pauses = pauses or PauseCache(PauseStore(store.client, store.table).read)
         self.shutting_down = threading.Event()
+        # Set when the loop takes no more tasks (a poller's SIGTERM): a task sleeping
+        # out the last second before its rate-limit token is given back, not started.
+        self.stopping = threading.Event()
         self.back = HandBack(transport, self.metrics, self._rng, unknown_task_grace_seconds)
         self.outcomes = Outcomes(store, self.metrics, self.back, workflows, clock)
         self.task_locks = TaskLocks(store, self.locks, self.back, self._rng, clock)
         # Shared by a process's workers (Services.limits), as the pause cache.
         self.flow = FlowControl.over(
-            store.client, store.table, self.back, limits, self.pauses.ttl_ms
+            store.client, store.table, self.back, limits, self.pauses.ttl_ms, self.stopping
         )
 
     def _lease_ms(self) -> int:
@@ -170,6 +173,7 @@ class Worker:
         if not isinstance(admitted, Admitted):
             return admitted
         msg, slots = admitted.msg, admitted.slots
+        now = self._clock()  # after any sleep towards a rate-limit token: the start's time
         try:
             with tracing.span("stratoq.claim", {tracing.TASK_ID: msg.task_id}) as span:
                 claim = self.store.claim(
