@@ -194,7 +194,11 @@ def rate(emu: Emulator, args: argparse.Namespace) -> None:
     )
     pollers = Pollers(settings, POLLERS, 2)
     try:
+        # Every poller up first (slot processes spawned): the tokens are taken at the
+        # enqueue, and a task whose token finds no worker starts late, with later ones.
         time.sleep(4)
+        probe = TaskRequest(name="span", payload={"path": str(log.with_name("probes.log"))})
+        _wait_final(core, [r.task.id for r in core.enqueue_many([probe] * 8)], 120)
         ids = [
             r.task.id
             for i in range(0, n, 100)

@@ -116,6 +116,14 @@ def interval(payload: dict[str, Any]) -> int:
     return ctx.attempt
 
 
+@task("stamp")
+def stamp(payload: dict[str, Any]) -> int:
+    """Append '<task id> <epoch ns>' to payload['path'] as it starts: the wall clock, to
+    compare with rate-limit tokens (epoch ms)."""
+    _append(payload["path"], f"{context().task_id} {time.time_ns()}")
+    return context().attempt
+
+
 @task("lock_token")
 def lock_token(payload: Any) -> int | None:
     """The fencing token of the task's lock_key lock (None without one)."""

@@ -9,7 +9,7 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from stratoq.adapters.transport import TaskMessage
+from stratoq.adapters.transport import TaskMessage, outgoing_for
 from stratoq.cli import main as cli
 from stratoq.core.errors import ConfigError
 from stratoq.core.limits import (
@@ -28,7 +28,15 @@ from stratoq.core.limits import (
     take,
 )
 from stratoq.core.models import TaskRequest
-from stratoq.core.policy import WAIT_CAPS, WaitReason, wait_delay
+from stratoq.core.policy import (
+    TOKEN_SLEEP_MS,
+    WAIT_CAPS,
+    HandBackFor,
+    StartAfter,
+    WaitReason,
+    token_wait,
+    wait_delay,
+)
 from stratoq.core.registry import TaskOptions
 from stratoq.sdk.tasks import task
 
@@ -104,6 +112,53 @@ def test_starts_in_any_window_stay_within_the_rate() -> None:
 def test_a_task_back_too_late_takes_a_new_token() -> None:
     assert not late(10_000, 10_000 + LATE_MS)
     assert late(10_000, 10_000 + LATE_MS + 1)
+
+
+@pytest.mark.parametrize(
+    ("due", "now", "expected"),
+    [
+        (5_000, 5_000, StartAfter(0)),  # its token now
+        (4_000, 5_000, StartAfter(0)),  # late (within LATE_MS): at once, never waits more
+        (5_001, 5_000, StartAfter(1)),
+        (5_999, 5_000, StartAfter(999)),
+        (6_000, 5_000, StartAfter(TOKEN_SLEEP_MS)),  # a whole second: still slept out here
+        (6_001, 5_000, HandBackFor(1)),  # back 1 ms early, to sleep that 1 ms
+        (6_999, 5_000, HandBackFor(1)),  # rounded down: 999 ms early, never 1 ms late
+        (7_000, 5_000, HandBackFor(2)),
+        (5_000 + 3_600_000, 5_000, HandBackFor(900)),  # SQS's longest, then another hop
+    ],
+)
+def test_a_token_is_slept_out_within_a_second_else_handed_back_rounded_down(
+    due: int, now: int, expected: StartAfter | HandBackFor
+) -> None:
+    assert token_wait(due, now) == expected
+
+
+def test_a_task_following_the_decision_starts_at_its_token_never_before() -> None:
+    # Whatever the distance to its token, a task handed back (arriving exactly after its
+    # delay, or up to 900 ms after) then sleeping starts at its token, or after it only
+    # by what SQS added: never before, and never a second late by rounding.
+    for distance in range(0, 5_000, 37):
+        for latency in (0, 1, 250, 900):
+            now, due = 1_000_000, 1_000_000 + distance
+            wait = token_wait(due, now)
+            while isinstance(wait, HandBackFor):
+                now += wait.seconds * 1000 + latency
+                wait = token_wait(due, now)
+            start = now + wait.ms
+            assert start >= due
+            assert start - due <= latency
+
+
+def test_a_message_towards_its_token_is_delayed_rounded_down() -> None:
+    msg = TaskMessage("t1", "acme", rate_paid_ms=10_700)
+    towards_token = outgoing_for("default", msg, 10_700, 8_000)
+    assert towards_token.delay_seconds == 2  # 2.7 s: arrives 0.7 s early, sleeps it out
+    assert towards_token.message.not_before_ms is None  # its token says when
+    soon = TaskMessage("t1", "acme", rate_paid_ms=8_900)
+    assert outgoing_for("default", soon, 8_900, 8_000).delay_seconds == 0  # within a second
+    # Any other due time keeps rounding up (a retry, a hop to a scheduled time).
+    assert outgoing_for("default", TaskMessage("t2", "acme"), 10_700, 8_000).delay_seconds == 3
 
 
 # ------------------------------------------------------------------ slots

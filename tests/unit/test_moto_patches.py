@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import boto3
@@ -177,6 +178,19 @@ def test_a_long_poll_waits_for_a_message_without_spinning() -> None:
     assert len(waits) <= 2  # a wait that returned at once would spin here
     assert backend.receive_message("wait-test", 1, 0, 60) == []  # no wait: empty at once
     backend.delete_queue("wait-test")
+
+
+def test_a_long_poll_hands_out_a_delayed_message_when_it_comes_due() -> None:
+    backend, queue = _backend_queue("due-test", 0)
+    backend.send_message("due-test", "later")
+    [message] = queue._messages
+    # Due mid-way through moto's 1 s wait slice: stock moto looked again only at its end.
+    message.delayed_until = time.time() * 1000 + 400
+    [received] = backend.receive_message("due-test", 1, 5, 60)
+    assert received.body == "later"
+    late_ms = received.approximate_first_receive_timestamp - message.delayed_until
+    assert 0 <= late_ms < 300
+    backend.delete_queue("due-test")
 
 
 def test_retention_check_still_refuses_expired_messages() -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from stratoq.core.errors import EnqueueError, UnknownQueueError
 from stratoq.core.limits import TaskLimits, parse_rate
 from stratoq.core.models import MAX_SQS_DELAY, Task
-from stratoq.core.policy import hop_delay
+from stratoq.core.policy import hop_delay, token_delay
 from stratoq.core.priority import DEFAULT, PRIORITIES, logical_queues, route, split_key
 
 if TYPE_CHECKING:
@@ -418,9 +418,18 @@ def _by_url(deliveries: Iterable[Delivery]) -> list[tuple[str, list[Delivery]]]:
 
 
 def outgoing_for(queue: str, msg: TaskMessage, due_ms: int | None, now: int) -> Outgoing:
-    """The message that delivers a task at `due_ms`: SQS delay if it fits, else a hop."""
+    """The message that delivers a task at `due_ms`: SQS delay if it fits, else a hop.
+
+    Towards the task's rate-limit token (`due_ms` its `rate_paid_ms`), the delay rounds
+    down: the message comes less than a second early, and the worker sleeps out the rest
+    before it starts the task (`stratoq.core.policy.token_wait`), so starts are at their
+    tokens, never before and not bunched up to a second after. Its token, carried in
+    the message, is all the worker needs: no `not_before_ms`.
+    """
     if due_ms is None or due_ms <= now:
         return Outgoing(queue, replace(msg, not_before_ms=None))
+    if due_ms == msg.rate_paid_ms:
+        return Outgoing(queue, replace(msg, not_before_ms=None), token_delay(due_ms, now))
     delay = hop_delay(due_ms, now)
     nb = None if due_ms - now <= delay * 1000 else due_ms
     return Outgoing(queue, replace(msg, not_before_ms=nb), delay)

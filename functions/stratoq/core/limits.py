@@ -92,11 +92,10 @@ def check_rate(text: str | None) -> str | None:
 
 # A task back this long after its token's time takes a new one rather than start late:
 # starting every late task at once would burst over the rate after workers fell behind
-# (a flood of hand-backs, a poller restart). SQS delays are whole seconds and receives
-# take their time, so a punctual task is up to about 1.5 s late.
+# (a flood of hand-backs, a poller restart). A message comes before its token
+# (`token_delay`), but a worker with no free slot receives it late.
 LATE_MS = 3000
-# A token due this soon (ms) is waited for in the worker, not by a message delay: SQS
-# delays are whole seconds, and a fast rate's next token is often milliseconds away.
+# A token due this soon (ms) is not shown as a wait (`waiting_for`): not worth a write.
 SHORT_WAIT_MS = 50
 
 

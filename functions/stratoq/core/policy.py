@@ -120,6 +120,46 @@ def hop_delay(not_before_ms: int, now_ms: int) -> int:
     return max(0, min(MAX_SQS_DELAY, math.ceil((not_before_ms - now_ms) / 1000)))
 
 
+# A token due within this long (ms) is waited for in the worker, before the claim (no
+# lease or concurrency slot held meanwhile): the fraction of a second SQS cannot delay.
+TOKEN_SLEEP_MS = 1000
+
+
+@dataclass(frozen=True)
+class StartAfter:
+    """Start the task after sleeping `ms` (0: at once)."""
+
+    ms: int = 0
+
+
+@dataclass(frozen=True)
+class HandBackFor:
+    """Hand the task back unclaimed for `seconds` (an SQS delay, rounded down)."""
+
+    seconds: int
+
+
+def token_delay(due_ms: int, now: int) -> int:
+    """The SQS delay of a message going towards its token at `due_ms`: whole seconds
+    rounded DOWN (at most 15 minutes, then another hop), so the message comes less than a
+    second before its token and the worker sleeps out the rest (`token_wait`). Rounded
+    up, tasks would start in bunches up to a second after their tokens."""
+    return max(0, min(MAX_SQS_DELAY, (due_ms - now) // 1000))
+
+
+def token_wait(due_ms: int, now: int) -> StartAfter | HandBackFor:
+    """What a worker does with a task whose rate-limit token is its own at `due_ms`, at
+    `now` (epoch ms, the caller's clock): start now, sleep up to TOKEN_SLEEP_MS and then
+    start, or hand it back until less than a second before its token. Never a start
+    before the token."""
+    wait = due_ms - now
+    if wait <= 0:
+        return StartAfter(0)
+    if wait <= TOKEN_SLEEP_MS:
+        return StartAfter(wait)
+    return HandBackFor(token_delay(due_ms, now))
+
+
 def is_due(not_before_ms: int | None, now_ms: int) -> bool:
     # Up to a second early is fine: SQS delays have whole-second resolution.
     return not_before_ms is None or not_before_ms <= now_ms + 1000

@@ -111,8 +111,10 @@ class Poller:
         self.processed = 0
 
     def stop(self) -> None:
-        """Stop receiving; running tasks finish (see `run`)."""
+        """Stop receiving; running tasks finish (see `run`), tasks not started yet go
+        back (a prefetched one, or one sleeping out the second before its token)."""
         self._stopping.set()
+        self.worker.stopping.set()
         self._listeners.wake()
         with self._cond:
             self._cond.notify_all()

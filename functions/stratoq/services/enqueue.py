@@ -272,8 +272,9 @@ class Enqueuer:
         """Take the rate-limit tokens of the tasks that carry their own rate limit and run
         now, before their messages go: task id -> when its token is its own (epoch ms).
         One write per bucket for the lot; each message is then delayed until its token
-        (`waiting_for` says so), so waiting tasks are never handed back and forth. A
-        bucket that cannot be written leaves its tasks to take tokens at the worker."""
+        (less than a second early: the worker sleeps out the rest; `waiting_for` says
+        so), so waiting tasks are never handed back and forth. A bucket that cannot be
+        written leaves its tasks to take tokens at the worker."""
         groups: dict[tuple[str, Rate], list[Task]] = {}
         for t in tasks:
             limits = limits_of(t)
@@ -323,7 +324,7 @@ class Enqueuer:
                     rate_paid_ms=paid.get(t.id),
                     trace=trace,
                 ),
-                _send_at(paid.get(t.id), t, now),
+                _send_at(paid.get(t.id), t),
                 now,
             )
             for t in tasks
@@ -340,13 +341,10 @@ class Enqueuer:
         return now
 
 
-def _send_at(paid_ms: int | None, task: Task, now: int) -> int | None:
-    """When a task's message is due: its rate-limit token's time (one due within
-    SHORT_WAIT_MS goes at once: the worker waits those ms, SQS would wait a second),
-    else the task's own time."""
-    if paid_ms is None:
-        return to_ms(task.next_attempt_at)
-    return None if paid_ms - now <= SHORT_WAIT_MS else paid_ms
+def _send_at(paid_ms: int | None, task: Task) -> int | None:
+    """When a task's message is due: its rate-limit token's time (`outgoing_for` sends
+    it less than a second early, for the worker to sleep out), else the task's own."""
+    return to_ms(task.next_attempt_at) if paid_ms is None else paid_ms
 
 
 def _keys_have_limits(request: TaskRequest) -> None:

@@ -5,10 +5,13 @@ its queue or name, read through a cache) gets a token of each rate limit, then a
 each concurrency limit, and only then is its task claimed. A task that must wait is
 handed back unclaimed (`HandBack`): no attempt spent, its status unchanged, and the task
 item's `waiting_for` says why. A token that is not there yet is promised to the task
-(`stratoq.core.limits.take`), so it comes back once, when the token is its own (too
-late, and it takes a new one); a task with no free slot comes back after a growing,
-jittered delay. Slots are held until the attempt ends (`release`), renewed with the
-lease (`LeaseKeeper`), and free themselves when a crashed worker's hold ends.
+(`stratoq.core.limits.take`), so it comes back once, less than a second before its
+token (SQS delays are whole seconds, rounded down), and the worker sleeps out the
+rest before it takes any slot or claim (`stratoq.core.policy.token_wait`): the task
+starts at its token. Too late, and it takes a new one. A task with no free slot comes
+back after a growing, jittered delay. Slots are held until the attempt ends
+(`release`), renewed with the lease (`LeaseKeeper`), and free themselves when a crashed
+worker's hold ends.
 
 A task without limits, on a queue and name without any, costs no request here.
 """
@@ -18,8 +21,8 @@ from __future__ import annotations
 import logging
 import random
 import secrets
-import time
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -27,14 +30,13 @@ from stratoq.adapters.limits import BucketStore, LimitStore, Slot, SlotStore, Wa
 from stratoq.adapters.transport import Delivery, TaskMessage
 from stratoq.core.limits import (
     NO_LIMITS,
-    SHORT_WAIT_MS,
     LimitsState,
     TaskLimits,
     TtlCache,
     late,
     plan,
 )
-from stratoq.core.policy import WaitReason
+from stratoq.core.policy import HandBackFor, WaitReason, token_wait
 from stratoq.core.priority import split_key
 from stratoq.services.handback import Action, Disposition, HandBack
 
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 NO_TASK_LIMITS = TaskLimits()
+# A message given back unclaimed at once, as it came (a stopping worker's).
+GIVEN_BACK = Disposition(Action.RELEASE, delay=0, status="released")
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,7 @@ class FlowControl:
         marks: WaitMarks,
         back: HandBack,
         rng: random.Random,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._sleep = sleep
         self.slots = slots
         self.buckets = buckets
         self.limits = limits
@@ -91,11 +93,18 @@ class FlowControl:
         return cls(*stores, cache, WaitMarks(db, table), back, random.Random())
 
     def admit(
-        self, delivery: Delivery, msg: TaskMessage, now: int, lease_ms: int
+        self,
+        delivery: Delivery,
+        msg: TaskMessage,
+        now: int,
+        lease_ms: int,
+        stopping: threading.Event | None = None,
     ) -> Admitted | Disposition:
-        """Admitted (holding its slots) or handed back to wait (a Disposition)."""
+        """Admitted (holding its slots) or handed back to wait (a Disposition).
+        `stopping`, the calling worker's, set when it takes no more tasks, ends a sleep
+        towards a rate-limit token early (the message then goes back as it came)."""
         try:
-            return self._admit(delivery, msg, now, lease_ms)
+            return self._admit(delivery, msg, now, lease_ms, stopping or threading.Event())
         except Exception:
             # Not the task's fault (DynamoDB throttled or unreachable): the message comes
             # back in a second, unclaimed. A slot taken before the error frees itself
@@ -104,7 +113,12 @@ class FlowControl:
             return Disposition(Action.RELEASE, delay=1, status="limits_unavailable")
 
     def _admit(
-        self, delivery: Delivery, msg: TaskMessage, now: int, lease_ms: int
+        self,
+        delivery: Delivery,
+        msg: TaskMessage,
+        now: int,
+        lease_ms: int,
+        stopping: threading.Event,
     ) -> Admitted | Disposition:
         queue = self.back.queue_of(delivery)
         todo = plan(
@@ -123,12 +137,18 @@ class FlowControl:
                     return self._wait(delivery, msg, WaitReason.RATE_LIMITED, now)
                 msg = replace(msg, rate_paid_ms=now + max(w or 0 for w in waits))
             due = msg.rate_paid_ms or now
-            if due - now > SHORT_WAIT_MS:
-                # Its token is not its own yet (taken now, or back early from a re-send).
+            wait = token_wait(due, now)
+            if isinstance(wait, HandBackFor):
+                # Its token is more than a second away (taken now, or a long wait's hop).
                 return self._rate_wait(delivery, msg, due, now)
-            if due > now:
-                # Sooner than any SQS delay (whole seconds): wait here, not a second.
-                self._sleep((due - now) / 1000)
+            if wait.ms:
+                # Less than a second before its token (SQS delays are whole seconds,
+                # rounded down towards a token): sleep it out here, before any slot or
+                # claim is held, so the task starts at its token and not in a bunch.
+                if stopping.wait(wait.ms / 1000):
+                    # The worker is stopping: the message goes back as it is, its token
+                    # in it, for another worker to start at that time.
+                    return GIVEN_BACK
                 now = due
         held: list[Slot] = []
         # One holder name for the slots of this attempt: the task and a nonce, so a

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from stratoq.adapters.transport import Delivery, SqsTransport, TaskMessage, outgoing_for
-from stratoq.core.policy import WaitReason, hop_delay, unknown_task_delay, wait_delay
+from stratoq.core.policy import WaitReason, unknown_task_delay, wait_delay
 from stratoq.observability.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -61,12 +61,12 @@ class HandBack:
         now: int,
         status: str = "hop",
     ) -> Disposition:
-        queue = self.queue_of(delivery)
+        out = outgoing_for(self.queue_of(delivery), msg, due_ms, now)
         try:
-            self.transport.send([outgoing_for(queue, msg, due_ms, now)])
+            self.transport.send([out])
         except Exception:
             logger.exception("re-delaying a message failed", extra={"task_id": msg.task_id})
-            return Disposition(Action.RELEASE, delay=hop_delay(due_ms or now, now), status=status)
+            return Disposition(Action.RELEASE, delay=out.delay_seconds, status=status)
         return Disposition(Action.ACK, status=status)
 
     def unknown(

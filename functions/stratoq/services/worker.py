@@ -126,6 +126,9 @@ class Worker:
         # Shared by a process's workers (Services.pauses): one read per TTL per process.
         self.pauses = pauses or PauseCache(PauseStore(store.client, store.table).read)
         self.shutting_down = threading.Event()
+        # Set when the loop takes no more tasks (a poller's SIGTERM): a task sleeping
+        # out the last second before its rate-limit token is given back, not started.
+        self.stopping = threading.Event()
         self.back = back or HandBack(transport, self.metrics, self._rng, unknown_task_grace_seconds)
         self.outcomes = Outcomes(store, self.metrics, self.back, workflows, clock)
         self.task_locks = TaskLocks(store, self.locks, self.back, self._rng, clock)
@@ -172,10 +175,11 @@ class Worker:
             handed_back = self.back.unknown(delivery, msg, msg.name, now)
             if handed_back is not None:
                 return handed_back
-        admitted = self.flow.admit(delivery, msg, now, self._lease_ms())
+        admitted = self.flow.admit(delivery, msg, now, self._lease_ms(), self.stopping)
         if not isinstance(admitted, Admitted):
             return admitted
         msg, slots = admitted.msg, admitted.slots
+        now = self._clock()  # after any sleep towards a rate-limit token: the start's time
         try:
             with tracing.span("stratoq.claim", {tracing.TASK_ID: msg.task_id}) as span:
                 claim = self.store.claim(
