@@ -94,12 +94,13 @@ def _workload(stack: DevStack) -> list[str]:
     ]
     # No worker has it: handed back for the (short) grace period, then failed.
     tasks += [{"name": "no_such_task", "allow_unknown_name": True}]
-    # One slot for three 1.5 s tasks, and a new 1/s bucket for three: some of each wait.
-    # Delayed, the rate-limited ones take their tokens at the worker (due together: two
-    # are handed back), not at the enqueue (which would delay their messages instead).
+    # One slot for three 1.5 s tasks, and a new 30/m bucket for three: some of each wait.
+    # Delayed, the rate-limited ones take their tokens at the worker (due together: the
+    # two whose tokens are 2 and 4 s away are handed back; a token under a second away
+    # would be slept out instead), not at the enqueue (which would delay their messages).
     slot = {"concurrency_key": "metrics", "max_concurrency": 1}
     tasks += [{"name": "sleep", "payload": {"seconds": 1.5}, **slot} for _ in range(3)]
-    rated = {"rate_limit": "1/s", "delay_seconds": 1}
+    rated = {"rate_limit": "30/m", "delay_seconds": 1}
     tasks += [{"name": "sleep", "payload": {"seconds": 0}, **rated} for _ in range(3)]
     status, body = stack.request("POST", "/v1/tasks/batch", {"tasks": tasks})
     assert status == 202, body
