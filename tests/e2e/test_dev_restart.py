@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stratoq.core.models import TaskRequest, TaskStatus
+from stratoq.core.models import Task, TaskRequest, TaskStatus
 from stratoq.sdk.client import Client
 from tests.e2e.conftest import DevStack, start_dev, stop_dev
 from tests.support.procs import wait_for
@@ -20,6 +20,13 @@ N_TASKS = 600
 def _lines(log: Path, kind: str) -> Counter[str]:
     text = log.read_text() if log.exists() else ""
     return Counter(line.split()[1] for line in text.splitlines() if line.startswith(kind + " "))
+
+
+def _final(client: Client, ids: list[str]) -> dict[str, Task] | None:
+    listed = {t.id: t for t in client.iter_tasks(name="record")}
+    if not all(i in listed and listed[i].status.final for i in ids):
+        return None
+    return {i: listed[i] for i in ids}
 
 
 def _queued_anywhere(stack: DevStack) -> int:
@@ -54,7 +61,8 @@ def test_a_restarted_dev_stack_keeps_its_tasks_and_runs_each_once(tmp_path: Path
             "the stack to say it restored its state",
         )
         client = Client(second.api_url, second.api_key)
-        tasks = {i: client.wait(i, timeout=120) for i in ids}
+        # The listing, a page of 100 at a time, rather than 600 waits one task at a time.
+        tasks = wait_for(lambda: _final(client, ids), 120, "every task to be final", every=1)
         wait_for(lambda: _queued_anywhere(second) == 0, 30, "every queue to be empty")
     finally:
         assert stop_dev(second) == 0, second.log.read_text()[-3000:]
